@@ -1,0 +1,264 @@
+//! Hugging Face parquet data sets (`uoft-cs/cifar10`, `uoft-cs/cifar100`, `zh-plus/tiny-imagenet`,
+//! `jxie/stl10`, …): an image column stored as a struct with encoded PNG/JPEG `bytes`, and an
+//! integer label column. Read with polars; images are decoded on access.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use polars::prelude::*;
+
+use super::{decode_image, Dataset, SkipCounter, Split};
+use crate::{Error, Result};
+
+/// Parquet reader options.
+#[derive(Debug, Clone, Default)]
+pub struct ParquetConfig {
+    /// Image column (default: the first struct column with a `bytes` field, e.g. `img` or `image`).
+    pub image_column: Option<String>,
+    /// Label column (default: `label`, then `fine_label`, `labels`; none → unlabelled).
+    pub label_column: Option<String>,
+    pub skip_corrupt: bool,
+}
+
+/// Images and labels from one or more parquet files.
+pub struct ParquetDataset {
+    images: Vec<Vec<u8>>,
+    labels: Option<Vec<usize>>,
+    classes: Vec<String>,
+    files: Vec<PathBuf>,
+    cfg: ParquetConfig,
+    skipped: SkipCounter,
+}
+
+const LABEL_CANDIDATES: [&str; 4] = ["label", "fine_label", "labels", "coarse_label"];
+
+fn perr(path: &Path, e: PolarsError) -> Error {
+    Error::format(path, format!("parquet: {e}"))
+}
+
+/// Class names from the `huggingface` key-value metadata (`ClassLabel` names), when present.
+fn hf_class_names(path: &Path, label_col: &str) -> Option<Vec<String>> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut r = ParquetReader::new(f);
+    let md = r.get_metadata().ok()?;
+    let kv = md.key_value_metadata.as_ref()?;
+    let hf = kv.iter().find(|k| k.key == "huggingface")?.value.as_ref()?;
+    let v: serde_json::Value = serde_json::from_str(hf).ok()?;
+    let names = v.pointer(&format!("/info/features/{label_col}/names"))?.as_array()?;
+    Some(names.iter().filter_map(|n| n.as_str().map(String::from)).collect())
+}
+
+impl ParquetDataset {
+    /// Read the given parquet files (concatenated in order).
+    pub fn open_files(files: &[PathBuf], cfg: ParquetConfig) -> Result<Self> {
+        if files.is_empty() {
+            return Err(Error::Config("no parquet files given".into()));
+        }
+        let mut images = vec![];
+        let mut labels: Option<Vec<usize>> = None;
+        let mut label_name: Option<String> = None;
+        for (k, path) in files.iter().enumerate() {
+            let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let df = ParquetReader::new(f).finish().map_err(|e| perr(path, e))?;
+            let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+            // Image column: named, or the first struct with a `bytes` field.
+            let img_col = match &cfg.image_column {
+                Some(c) => c.clone(),
+                None => names
+                    .iter()
+                    .find(|n| {
+                        df.column(n)
+                            .ok()
+                            .and_then(|c| c.struct_().ok().map(|s| s.field_by_name("bytes").is_ok()))
+                            .unwrap_or(false)
+                    })
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::format(
+                            path,
+                            format!(
+                                "no image column: expected a struct column with a `bytes` field (like `img` or `image`); columns are {}",
+                                names.join(", ")
+                            ),
+                        )
+                    })?,
+            };
+            let col = df.column(&img_col).map_err(|_| {
+                Error::format(path, format!("no column `{img_col}`; columns are {}", names.join(", ")))
+            })?;
+            let st = col
+                .struct_()
+                .map_err(|_| Error::format(path, format!("column `{img_col}` is {}, not a struct with `bytes`", col.dtype())))?;
+            let bytes = st
+                .field_by_name("bytes")
+                .map_err(|_| Error::format(path, format!("column `{img_col}` has no `bytes` field")))?;
+            let bin = bytes.binary().map_err(|_| Error::format(path, format!("`{img_col}.bytes` is not binary")))?;
+            for (r, b) in bin.iter().enumerate() {
+                match b {
+                    Some(b) => images.push(b.to_vec()),
+                    None => return Err(Error::format(path, format!("row {r}: `{img_col}.bytes` is null"))),
+                }
+            }
+            // Label column.
+            let lname = match &cfg.label_column {
+                Some(c) => {
+                    if !names.contains(c) {
+                        return Err(Error::format(path, format!("no label column `{c}`; columns are {}", names.join(", "))));
+                    }
+                    Some(c.clone())
+                }
+                None => LABEL_CANDIDATES.iter().find(|c| names.iter().any(|n| n == *c)).map(|s| s.to_string()),
+            };
+            if k > 0 && lname.is_some() != labels.is_some() {
+                return Err(Error::format(path, "label column present in some files and not in others"));
+            }
+            if let Some(ln) = &lname {
+                let c = df.column(ln).unwrap();
+                let c = c
+                    .cast(&DataType::Int64)
+                    .map_err(|_| Error::format(path, format!("label column `{ln}` is {}, not an integer", c.dtype())))?;
+                let l = labels.get_or_insert_with(Vec::new);
+                for (r, v) in c.i64().map_err(|e| perr(path, e))?.iter().enumerate() {
+                    match v {
+                        Some(v) if v >= 0 => l.push(v as usize),
+                        _ => return Err(Error::format(path, format!("row {r}: label `{ln}` is null or negative"))),
+                    }
+                }
+                label_name = Some(ln.clone());
+            }
+        }
+        let classes = match (&labels, &label_name) {
+            (Some(l), Some(ln)) => {
+                let n = l.iter().max().map(|m| m + 1).unwrap_or(0);
+                hf_class_names(&files[0], ln).filter(|c| c.len() >= n).unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect())
+            }
+            _ => vec![],
+        };
+        Ok(Self { images, labels, classes, files: files.to_vec(), cfg, skipped: SkipCounter::default() })
+    }
+
+    /// A file, or every `*.parquet` under a folder (sorted).
+    pub fn open(path: &Path, cfg: ParquetConfig) -> Result<Self> {
+        let files = if path.is_dir() { find_parquet(path)? } else { vec![path.to_path_buf()] };
+        if files.is_empty() {
+            return Err(Error::format(path, "no .parquet files in this folder"));
+        }
+        Self::open_files(&files, cfg)
+    }
+
+    /// The files of `split` under a Hub snapshot folder: names starting with the split
+    /// (`train-00000-of-00001.parquet`) or inside a folder named after it (`train/…`).
+    /// The test split also matches `valid`/`validation` (TinyImageNet).
+    pub fn open_split(root: &Path, split: Split, cfg: ParquetConfig) -> Result<Self> {
+        if root.is_file() {
+            return Self::open_files(&[root.to_path_buf()], cfg);
+        }
+        let all = find_parquet(root)?;
+        let keys: &[&str] = match split {
+            Split::Test => &["test", "valid", "validation"],
+            Split::Unlabeled => &["unlabeled", "unlabelled"],
+            _ => &["train"],
+        };
+        let pick = |key: &str| -> Vec<PathBuf> {
+            all.iter()
+                .filter(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy().to_lowercase();
+                    let parent = p.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().to_lowercase());
+                    name.starts_with(&format!("{key}-")) || name.starts_with(&format!("{key}.")) || parent.as_deref() == Some(key)
+                })
+                .cloned()
+                .collect()
+        };
+        let mut files = vec![];
+        for k in keys {
+            files = pick(k);
+            if !files.is_empty() {
+                break;
+            }
+        }
+        if split == Split::TrainUnlabeled {
+            files.extend(pick("unlabeled"));
+        }
+        if files.is_empty() {
+            return Err(Error::format(root, format!("no parquet files for the {split:?} split (looked for {keys:?}-*.parquet)")));
+        }
+        Self::open_files(&files, cfg)
+    }
+}
+
+fn find_parquet(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+            let p = e.map_err(|e| Error::io(&d, e))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().map(|e| e == "parquet").unwrap_or(false) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Dataset for ParquetDataset {
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+    fn image(&self, i: usize) -> Result<RgbImage> {
+        decode_image(&self.images[i], &PathBuf::from(format!("{} row {i}", self.describe())))
+    }
+    fn label(&self, i: usize) -> Option<usize> {
+        self.labels.as_ref().map(|l| l[i])
+    }
+    fn classes(&self) -> Vec<String> {
+        self.classes.clone()
+    }
+    fn describe(&self) -> String {
+        match self.files.as_slice() {
+            [one] => one.display().to_string(),
+            more => format!("{} parquet files in {}", more.len(), more[0].parent().map(|p| p.display().to_string()).unwrap_or_default()),
+        }
+    }
+    fn skipped(&self) -> usize {
+        self.skipped.get()
+    }
+    fn skip_corrupt(&self) -> bool {
+        self.cfg.skip_corrupt
+    }
+    fn note_skipped(&self, i: usize, err: &Error) {
+        self.skipped.note(&format!("row {i}"), err)
+    }
+}
+
+/// Write a parquet file in the Hugging Face image layout: struct column `image_col`
+/// {bytes, path} with PNG-encoded images, and an `Int64` `label` column (tests, exports).
+pub fn write_hf_parquet(path: &Path, image_col: &str, images: &[(RgbImage, usize)], class_names: Option<&[String]>) -> Result<()> {
+    let mut encoded = vec![];
+    for (im, _) in images {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        im.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| Error::msg(format!("png encode: {e}")))?;
+        encoded.push(buf.into_inner());
+    }
+    let n = images.len();
+    let refs: Vec<&[u8]> = encoded.iter().map(|v| v.as_slice()).collect();
+    let bytes = Series::new("bytes".into(), refs);
+    let paths: Vec<String> = (0..n).map(|i| format!("{i}.png")).collect();
+    let paths = Series::new("path".into(), paths);
+    let st = StructChunked::from_series(image_col.into(), n, [bytes, paths].iter()).map_err(|e| perr(path, e))?;
+    let labels: Vec<i64> = images.iter().map(|(_, l)| *l as i64).collect();
+    let mut df = DataFrame::new(n, vec![st.into_series().into_column(), Series::new("label".into(), labels).into_column()])
+        .map_err(|e| perr(path, e))?;
+    let tmp = crate::ckpt::temp_path(path);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut w = ParquetWriter::new(&mut f);
+    if let Some(names) = class_names {
+        let hf = serde_json::json!({"info": {"features": {"label": {"names": names, "_type": "ClassLabel"}}}});
+        w = w.with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![("huggingface".to_string(), hf.to_string())])));
+    }
+    w.finish(&mut df).map_err(|e| perr(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(())
+}

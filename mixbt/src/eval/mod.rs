@@ -1,0 +1,9 @@
+//! Evaluation: weighted k-NN, linear probes, feature extraction.
+
+pub mod features;
+pub mod knn;
+pub mod linear;
+
+pub use features::{extract, labelled_features, Features};
+pub use knn::{knn_accuracy, knn_predict, KnnConfig, KnnResult};
+pub use linear::{linear_probe, LinearProbeConfig, ProbeEpoch, ProbeOptimizer, ProbeResult};

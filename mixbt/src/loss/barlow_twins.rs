@@ -1,0 +1,261 @@
+//! Barlow Twins and Mixed Barlow Twins, exactly as `main.py` (small datasets) and
+//! `main_imagenet.py` (ImageNet) compute them.
+
+use candle_core::{DType, Device, Result as CResult, Tensor};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_distr::{Beta, Distribution};
+use serde::{Deserialize, Serialize};
+
+use crate::model::l2_normalize;
+use crate::{Error, Result};
+
+/// Which original script's loss to reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixVariant {
+    /// `main.py`: `C^MB_gt = α·Z_Aᵀ Z_B/N + (1−α)·(P Z_B)ᵀ Z_B/N`, reg weight `λ_reg·λ_BT`.
+    Small,
+    /// `main_imagenet.py` as coded: `C^MB_gt = α·Z_Bᵀ Z_B/N + …` (its quirk, not the README formula)
+    /// and reg weight `0.5·λ_BT·λ_reg`.
+    ImageNet,
+}
+
+/// The Mixed Barlow Twins loss. `lambda_reg = 0` is plain Barlow Twins.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MixedBarlowTwins {
+    /// Weight of the off-diagonal term (`--lmbda` / `--lambd`).
+    pub lambda_bt: f64,
+    /// Weight of the mixed-sample regulariser (`--mixup_loss_scale` / `--lambda_mixup` × ramp).
+    pub lambda_reg: f64,
+    pub variant: MixVariant,
+    /// L2-normalise the projector outputs first (small datasets, as `model.py` does).
+    pub l2_normalize: bool,
+}
+
+impl Default for MixedBarlowTwins {
+    fn default() -> Self {
+        Self { lambda_bt: 0.0078125, lambda_reg: 4.0, variant: MixVariant::Small, l2_normalize: true }
+    }
+}
+
+/// Every component of the loss, as scalar tensors (all differentiable).
+#[derive(Debug, Clone)]
+pub struct LossParts {
+    /// Σ_i (C_ii − 1)²
+    pub on_diag: Tensor,
+    /// Σ_{i≠j} C_ij²
+    pub off_diag: Tensor,
+    /// on_diag + λ_BT·off_diag
+    pub loss_bt: Tensor,
+    /// ‖C^MA − C^MA_gt‖² (plain sum of squares)
+    pub reg_ma: Tensor,
+    /// ‖C^MB − C^MB_gt‖²
+    pub reg_mb: Tensor,
+    /// The weighted regulariser added to `loss_bt`.
+    pub loss_reg: Tensor,
+    /// loss_bt + loss_reg
+    pub total: Tensor,
+}
+
+/// The matrices behind the loss, for notebooks (C, C^MA and its target, C^MB and its target).
+#[derive(Debug, Clone)]
+pub struct CrossCorrelations {
+    pub c: Tensor,
+    pub c_ma: Option<Tensor>,
+    pub c_ma_gt: Option<Tensor>,
+    pub c_mb: Option<Tensor>,
+    pub c_mb_gt: Option<Tensor>,
+}
+
+/// Column-wise standardisation `(z − mean) / std` with the unbiased std and no epsilon, as the original.
+pub fn standardize(z: &Tensor) -> CResult<Tensor> {
+    let n = z.dim(0)?;
+    let mean = z.mean_keepdim(0)?;
+    let zc = z.broadcast_sub(&mean)?;
+    let std = (zc.sqr()?.sum_keepdim(0)? / (n as f64 - 1.0))?.sqrt()?;
+    zc.broadcast_div(&std)
+}
+
+/// `aᵀ b / n`.
+pub fn cross_correlation(a: &Tensor, b: &Tensor, n: usize) -> CResult<Tensor> {
+    a.t()?.matmul(b)? / n as f64
+}
+
+/// `off_diagonal(c).pow(2).sum()`: the sum of squares of all entries off the diagonal.
+pub fn off_diagonal_sq_sum(c: &Tensor) -> CResult<Tensor> {
+    let d = c.dim(0)?;
+    let eye = Tensor::eye(d, c.dtype(), c.device())?;
+    let mask = (1.0 - eye)?;
+    (c * mask)?.sqr()?.sum_all()
+}
+
+fn on_diagonal_sq(c: &Tensor) -> CResult<Tensor> {
+    let d = c.dim(0)?;
+    let eye = Tensor::eye(d, c.dtype(), c.device())?;
+    ((c * eye)?.sum(1)? - 1.0)?.sqr()?.sum_all()
+}
+
+/// Draw the mixing coefficient α ~ Beta(1, 1) and a uniform permutation of `0..n` (Fisher–Yates).
+pub fn sample_mix<R: Rng + ?Sized>(rng: &mut R, n: usize) -> (Vec<usize>, f64) {
+    let mut perm: Vec<usize> = (0..n).collect();
+    perm.shuffle(rng);
+    let alpha = Beta::new(1.0, 1.0).expect("Beta(1,1)").sample(rng);
+    (perm, alpha)
+}
+
+/// Row-index tensor for `perm` on `device`.
+pub fn perm_tensor(perm: &[usize], device: &Device) -> CResult<Tensor> {
+    Tensor::from_vec(perm.iter().map(|&i| i as u32).collect::<Vec<_>>(), perm.len(), device)
+}
+
+/// The mixed batch `x_m = α·x_a + (1−α)·x_b[perm]` (view A of sample i with view B of sample
+/// perm(i)). `1−α` is computed in f64 before the cast, as the original's numpy scalar.
+pub fn mix_batch(x_a: &Tensor, x_b: &Tensor, perm: &[usize], alpha: f64) -> CResult<Tensor> {
+    if perm.len() != x_a.dim(0)? || x_a.dims() != x_b.dims() {
+        candle_core::bail!("mix_batch: views {:?} and {:?} with a permutation of {}", x_a.dims(), x_b.dims(), perm.len())
+    }
+    let idx = perm_tensor(perm, x_b.device())?;
+    (x_a * alpha)? + (x_b.index_select(&idx, 0)? * (1.0 - alpha))?
+}
+
+impl MixedBarlowTwins {
+    /// Plain Barlow Twins with these weights (λ_reg = 0).
+    pub fn plain(lambda_bt: f64, variant: MixVariant, l2_normalize: bool) -> Self {
+        Self { lambda_bt, lambda_reg: 0.0, variant, l2_normalize }
+    }
+
+    fn prepare(&self, h: &Tensor) -> CResult<Tensor> {
+        let z = if self.l2_normalize { l2_normalize(h)? } else { h.clone() };
+        standardize(&z)
+    }
+
+    fn check_inputs(&self, hs: &[(&str, &Tensor)]) -> Result<usize> {
+        let (_, first) = hs[0];
+        let (n, d) = first.dims2().map_err(|_| Error::Config(format!("projector outputs must be [N, D], got {:?}", first.dims())))?;
+        for (name, h) in hs {
+            if h.dims() != [n, d] {
+                return Err(Error::Config(format!("{name} has shape {:?}, expected [{n}, {d}]", h.dims())));
+            }
+        }
+        if n < 2 {
+            return Err(Error::ZeroVariance(format!(
+                "Barlow Twins needs a batch of at least 2 (the std over the batch of 1 is undefined)"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Plain Barlow Twins on two views (no third pass): the reg terms are zero.
+    pub fn compute_bt(&self, h_a: &Tensor, h_b: &Tensor) -> Result<LossParts> {
+        let n = self.check_inputs(&[("h_a", h_a), ("h_b", h_b)])?;
+        let z_a = self.prepare(h_a)?;
+        let z_b = self.prepare(h_b)?;
+        let c = cross_correlation(&z_a, &z_b, n)?;
+        let on_diag = on_diagonal_sq(&c)?;
+        let off_diag = off_diagonal_sq_sum(&c)?;
+        let loss_bt = (&on_diag + (&off_diag * self.lambda_bt)?)?;
+        let zero = Tensor::zeros((), loss_bt.dtype(), loss_bt.device())?;
+        let parts = LossParts {
+            on_diag,
+            off_diag,
+            total: loss_bt.clone(),
+            loss_bt,
+            reg_ma: zero.clone(),
+            reg_mb: zero.clone(),
+            loss_reg: zero,
+        };
+        self.check_finite(&parts, &[("h_a", h_a), ("h_b", h_b)])?;
+        Ok(parts)
+    }
+
+    /// The full loss with the mixed batch's projector outputs `h_m`, the permutation and α used to
+    /// build it. `h_*` are raw projector outputs `[N, D]`.
+    pub fn compute(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64) -> Result<LossParts> {
+        let (parts, _) = self.compute_with_matrices(h_a, h_b, h_m, perm, alpha)?;
+        Ok(parts)
+    }
+
+    /// As [`compute`](Self::compute), also returning C, C^MA, C^MA_gt, C^MB, C^MB_gt.
+    pub fn compute_with_matrices(
+        &self,
+        h_a: &Tensor,
+        h_b: &Tensor,
+        h_m: &Tensor,
+        perm: &[usize],
+        alpha: f64,
+    ) -> Result<(LossParts, CrossCorrelations)> {
+        let inputs = [("h_a", h_a), ("h_b", h_b), ("h_m", h_m)];
+        let n = self.check_inputs(&inputs)?;
+        if perm.len() != n {
+            return Err(Error::Config(format!("permutation has {} entries for a batch of {n}", perm.len())));
+        }
+        let z_a = self.prepare(h_a)?;
+        let z_b = self.prepare(h_b)?;
+        let z_m = self.prepare(h_m)?;
+        let c = cross_correlation(&z_a, &z_b, n)?;
+        let on_diag = on_diagonal_sq(&c)?;
+        let off_diag = off_diagonal_sq_sum(&c)?;
+        let loss_bt = (&on_diag + (&off_diag * self.lambda_bt)?)?;
+
+        let z_bp = z_b.index_select(&perm_tensor(perm, z_b.device())?, 0)?;
+        let c_ma = cross_correlation(&z_m, &z_a, n)?;
+        let c_ma_gt = ((cross_correlation(&z_a, &z_a, n)? * alpha)? + (cross_correlation(&z_bp, &z_a, n)? * (1.0 - alpha))?)?;
+        let c_mb = cross_correlation(&z_m, &z_b, n)?;
+        let first = match self.variant {
+            MixVariant::Small => c.clone(),
+            MixVariant::ImageNet => cross_correlation(&z_b, &z_b, n)?,
+        };
+        let c_mb_gt = ((first * alpha)? + (cross_correlation(&z_bp, &z_b, n)? * (1.0 - alpha))?)?;
+        let reg_ma = (&c_ma - &c_ma_gt)?.sqr()?.sum_all()?;
+        let reg_mb = (&c_mb - &c_mb_gt)?.sqr()?.sum_all()?;
+        let weight = match self.variant {
+            MixVariant::Small => self.lambda_reg * self.lambda_bt,
+            MixVariant::ImageNet => 0.5 * self.lambda_bt * self.lambda_reg,
+        };
+        let loss_reg = ((&reg_ma + &reg_mb)? * weight)?;
+        let total = (&loss_bt + &loss_reg)?;
+        let parts = LossParts { on_diag, off_diag, loss_bt, reg_ma, reg_mb, loss_reg, total };
+        self.check_finite(&parts, &inputs)?;
+        let mats =
+            CrossCorrelations { c, c_ma: Some(c_ma), c_ma_gt: Some(c_ma_gt), c_mb: Some(c_mb), c_mb_gt: Some(c_mb_gt) };
+        Ok((parts, mats))
+    }
+
+    /// One host read of the total; when it is not finite, say why (a zero-variance column).
+    fn check_finite(&self, parts: &LossParts, inputs: &[(&str, &Tensor)]) -> Result<()> {
+        let total = parts.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if total.is_finite() {
+            return Ok(());
+        }
+        for (name, h) in inputs {
+            let z = if self.l2_normalize { l2_normalize(h)? } else { (*h).clone() };
+            let n = z.dim(0)?;
+            let var = (z.broadcast_sub(&z.mean_keepdim(0)?)?.sqr()?.sum(0)? / (n as f64 - 1.0))?;
+            let var: Vec<f64> = var.to_dtype(DType::F64)?.to_vec1()?;
+            let zero: Vec<usize> = var.iter().enumerate().filter(|(_, v)| **v == 0.0).map(|(i, _)| i).collect();
+            if !zero.is_empty() {
+                let shown: Vec<String> = zero.iter().take(8).map(|i| i.to_string()).collect();
+                return Err(Error::ZeroVariance(format!(
+                    "{name}: {} of {} columns have zero variance over the batch of {n} (columns {}{}); \
+                     the Barlow Twins standardisation divides by the std, which is 0 (collapsed or constant outputs)",
+                    zero.len(),
+                    var.len(),
+                    shown.join(", "),
+                    if zero.len() > 8 { ", …" } else { "" }
+                )));
+            }
+            if var.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite(format!("{name} contains NaN or infinite values")));
+            }
+        }
+        Err(Error::NonFinite(format!("the loss is {total} (inputs are finite with non-zero variance)")))
+    }
+}
+
+/// Standardised outputs for notebooks: `standardize(normalize?(h))` as the loss sees them.
+pub fn prepared(h: &Tensor, l2: bool) -> CResult<Tensor> {
+    let z = if l2 { l2_normalize(h)? } else { h.clone() };
+    standardize(&z)
+}
+

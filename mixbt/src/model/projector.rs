@@ -1,0 +1,71 @@
+//! The projector `g`: Linear → BN → ReLU → … → Linear.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{projector_bn_index, projector_linear_index};
+use super::layers::{batch_norm, linear, BatchNorm, BatchNormConfig};
+
+/// Projector sizes: `sizes[0]` is the backbone feature size, the last is the output dim `d`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectorConfig {
+    pub sizes: Vec<usize>,
+    /// Bias on the last Linear (small datasets: yes; ImageNet: no). Hidden Linears have none.
+    pub last_bias: bool,
+}
+
+impl ProjectorConfig {
+    /// `model.py`'s `g`: Linear(in, 512, no bias) → BN → ReLU → Linear(512, d, bias).
+    pub fn small(in_dim: usize, d: usize) -> Self {
+        Self::small_with_hidden(in_dim, 512, d)
+    }
+    /// As [`ProjectorConfig::small`] with another hidden width (tiny test models).
+    pub fn small_with_hidden(in_dim: usize, hidden: usize, d: usize) -> Self {
+        Self { sizes: vec![in_dim, hidden, d], last_bias: true }
+    }
+    /// `main_imagenet.py`'s projector from a spec like `"8192-8192-8192"`.
+    pub fn imagenet(in_dim: usize, spec: &str) -> crate::Result<Self> {
+        let mut sizes = vec![in_dim];
+        for p in spec.split('-') {
+            sizes.push(p.trim().parse().map_err(|_| crate::Error::Config(format!("bad projector spec `{spec}`")))?);
+        }
+        Ok(Self { sizes, last_bias: false })
+    }
+    pub fn out_dim(&self) -> usize {
+        *self.sizes.last().unwrap()
+    }
+}
+
+/// The projector MLP. Parameter names follow PyTorch's Sequential indices (`0`, `1`, `3`, …).
+#[derive(Debug, Clone)]
+pub struct Projector {
+    hidden: Vec<(Linear, BatchNorm)>,
+    last: Linear,
+}
+
+/// Build a [`Projector`] under `vb` (e.g. `vb.pp("g")`).
+pub fn projector(cfg: &ProjectorConfig, vb: VarBuilder) -> Result<Projector> {
+    let n = cfg.sizes.len();
+    if n < 2 {
+        candle_core::bail!("projector needs at least an input and an output size")
+    }
+    let mut hidden = vec![];
+    for i in 0..n - 2 {
+        let l = linear(cfg.sizes[i], cfg.sizes[i + 1], false, vb.pp(projector_linear_index(i).to_string()))?;
+        let b = batch_norm(cfg.sizes[i + 1], BatchNormConfig::default(), vb.pp(projector_bn_index(i).to_string()))?;
+        hidden.push((l, b));
+    }
+    let last = linear(cfg.sizes[n - 2], cfg.sizes[n - 1], cfg.last_bias, vb.pp(projector_linear_index(n - 2).to_string()))?;
+    Ok(Projector { hidden, last })
+}
+
+impl ModuleT for Projector {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.clone();
+        for (l, b) in &self.hidden {
+            y = b.forward_t(&l.forward(&y)?, train)?.relu()?;
+        }
+        self.last.forward(&y)
+    }
+}

@@ -1,0 +1,106 @@
+//! Training checkpoints: a folder `checkpoints/step-00000123/` holding `model.safetensors`,
+//! `optimizer.safetensors` and `state.json` (recipe, step, epoch, optimiser scalars, RNG keys,
+//! history). The folder is written under a temporary name and renamed, then `checkpoints/latest`
+//! is replaced atomically: a crash never leaves a half-written checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::history::History;
+use super::recipe::Recipe;
+use crate::eval::KnnResult;
+use crate::optim::Optimizer;
+use crate::params::ParamStore;
+use crate::{Error, Result};
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "state.json";
+pub const LATEST: &str = "latest";
+
+/// Everything but the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub version: u32,
+    pub recipe: Recipe,
+    pub seed: u64,
+    /// Steps done.
+    pub step: usize,
+    /// Epoch in progress (0-based) and batches of it done.
+    pub epoch: usize,
+    pub batch_in_epoch: usize,
+    pub lambda_reg_override: Option<f64>,
+    pub optimizer: serde_json::Value,
+    pub rng: serde_json::Value,
+    pub knn_random_init: Option<KnnResult>,
+    pub last_knn: Option<KnnResult>,
+    pub history: History,
+}
+
+impl CheckpointState {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let p = dir.join(STATE_FILE);
+        let s = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        serde_json::from_str(&s).map_err(|e| Error::format(&p, format!("not a mixbt checkpoint state: {e}")))
+    }
+}
+
+/// Write a checkpoint under `run_dir/checkpoints/` and keep the newest `keep`.
+pub fn save(run_dir: &Path, store: &ParamStore, opt: &dyn Optimizer, state: &CheckpointState, keep: usize) -> Result<PathBuf> {
+    let root = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    let name = format!("step-{:08}", state.step);
+    let dst = root.join(&name);
+    let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let write = || -> Result<()> {
+        store.save_safetensors(&tmp.join(MODEL_FILE), None)?;
+        crate::ckpt::write_safetensors(&tmp.join(OPTIMIZER_FILE), &opt.state_tensors(), None)?;
+        crate::ckpt::atomic_write(&tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?.as_bytes())?;
+        if dst.exists() {
+            std::fs::remove_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
+        }
+        std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+        crate::ckpt::atomic_write(&root.join(LATEST), name.as_bytes())
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // Prune old checkpoints (never the one just written).
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map_err(|e| Error::io(&root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().map(|n| n.to_string_lossy().starts_with("step-")).unwrap_or(false))
+        .collect();
+    all.sort();
+    if all.len() > keep.max(1) {
+        for p in &all[..all.len() - keep.max(1)] {
+            if p != &dst {
+                let _ = std::fs::remove_dir_all(p);
+            }
+        }
+    }
+    Ok(dst)
+}
+
+/// A checkpoint folder from a checkpoint folder, a run folder or its `checkpoints/` folder.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join(STATE_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    for root in [path.join("checkpoints"), path.to_path_buf()] {
+        let latest = root.join(LATEST);
+        if latest.is_file() {
+            let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
+            let dir = root.join(name.trim());
+            if dir.join(STATE_FILE).is_file() {
+                return Ok(dir);
+            }
+            return Err(Error::format(&latest, format!("points to `{}`, which is not a complete checkpoint", name.trim())));
+        }
+    }
+    Err(Error::format(path, "no checkpoint here (expected state.json, or checkpoints/latest in a run folder)"))
+}

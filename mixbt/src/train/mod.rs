@@ -1,0 +1,11 @@
+//! Pre-training: recipes and presets, the step-wise pre-trainer, history and checkpoints.
+
+pub mod checkpoint;
+pub mod history;
+pub mod presets;
+pub mod pretrainer;
+pub mod recipe;
+
+pub use history::{History, StepStats};
+pub use pretrainer::{open_dataset, PretrainOptions, Pretrainer, Summary};
+pub use recipe::{DataConfig, LrSchedule, PaperResult, Recipe};

@@ -1,0 +1,191 @@
+//! The paper's recipes as data (reference §4, §8), plus CPU presets.
+//!
+//! Small data sets follow `scripts-pretrain-resnet{18,50}/*.sh` with the settings the released
+//! checkpoint names encode (d = 1024, batch 256); ImageNet follows `main_imagenet.py` (ResNet-50,
+//! LARS, batch 1024, projector 8192-8192-8192, 10-epoch λ_reg ramp). Plain Barlow Twins is any
+//! recipe with `is_mixup = false` (CLI: `--lambda-reg 0`).
+
+use crate::data::{BuiltinConfig, DatasetKind, Split, Transform};
+use crate::eval::KnnConfig;
+use crate::loss::{MixVariant, MixedBarlowTwins};
+use crate::model::{Arch, EncoderConfig, ProjectorConfig, Stem};
+use crate::optim::{AdamConfig, LarsConfig, OptimizerConfig};
+use crate::{Error, Result};
+
+use super::recipe::{DataConfig, LrSchedule, PaperResult, Recipe};
+
+/// Small-data-set lambda_BT (1/128) and the TinyImageNet one (`bc` truncation of 1/1024).
+pub const LAMBDA_BT_SMALL: f64 = 0.0078125;
+pub const LAMBDA_BT_TINY: f64 = 0.0009765;
+pub const LAMBDA_BT_IMAGENET: f64 = 0.0051;
+
+fn data(kind: DatasetKind) -> DataConfig {
+    let (split, a, e) = match kind {
+        DatasetKind::Cifar10 | DatasetKind::Cifar100 => (Split::Train, Transform::cifar_train(), Transform::cifar_eval()),
+        DatasetKind::Stl10 => (Split::TrainUnlabeled, Transform::stl_train(), Transform::stl_eval()),
+        DatasetKind::TinyImagenet => (Split::Train, Transform::tiny_train(), Transform::tiny_eval()),
+        DatasetKind::Imagenet => (Split::Train, Transform::imagenet_view1(), Transform::imagenet_eval()),
+        _ => (Split::Train, Transform::cifar_train(), Transform::cifar_eval()),
+    };
+    let b = if kind == DatasetKind::Imagenet { Transform::imagenet_view2() } else { a.clone() };
+    DataConfig {
+        kind,
+        dir: None,
+        hub_dataset: None,
+        pretrain_split: split,
+        view_a: a,
+        view_b: b,
+        eval: e,
+        train_subset: None,
+        test_subset: None,
+        builtin: None,
+        skip_corrupt: false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn small(arch: Arch, kind: DatasetKind, lambda_bt: f64, lambda_reg: f64, epochs: usize, knn: f64, lin: f64, ckpt: &str) -> Recipe {
+    let (stem, dname) = match kind {
+        DatasetKind::Cifar10 => (Stem::Cifar, "cifar10"),
+        DatasetKind::Cifar100 => (Stem::Cifar, "cifar100"),
+        DatasetKind::Stl10 => (Stem::Small64, "stl10"),
+        _ => (Stem::Small64, "tiny-imagenet"),
+    };
+    let aname = match arch {
+        Arch::R18 => "r18",
+        Arch::R50 => "r50",
+    };
+    Recipe {
+        name: format!("{aname}-{dname}"),
+        description: format!(
+            "Mixed Barlow Twins, {} on {dname}: d 1024, lambda_BT {lambda_bt}, lambda_reg {lambda_reg}, {epochs} epochs, batch 256, Adam(lr 0.01 cosine, wd 1e-6) (main.py)",
+            arch.name()
+        ),
+        encoder: EncoderConfig::small(arch, stem, 1024, 1.0),
+        loss: MixedBarlowTwins { lambda_bt, lambda_reg, variant: MixVariant::Small, l2_normalize: true },
+        is_mixup: true,
+        lambda_reg_warmup_epochs: None,
+        optimizer: OptimizerConfig::Adam(AdamConfig { lr: 0.01, weight_decay: 1e-6, ..Default::default() }),
+        schedule: LrSchedule::WarmupCosine { warmup_epochs: 10, epoch_offset: true },
+        batch_size: 256,
+        epochs,
+        max_steps: None,
+        data: data(kind),
+        knn: KnnConfig::default(),
+        knn_every_epochs: 5,
+        paper: Some(PaperResult { knn_top1: Some(knn), linear_top1: Some(lin), checkpoint: Some(ckpt.into()) }),
+    }
+}
+
+fn imagenet(lambda_reg: f64, epochs: usize, lin: f64, ckpt: &str) -> Recipe {
+    let name = if epochs == 300 { format!("imagenet-r50-300ep-lreg{lambda_reg}") } else { format!("imagenet-r50-{epochs}ep") };
+    Recipe {
+        name,
+        description: format!(
+            "Mixed Barlow Twins on ImageNet (main_imagenet.py): ResNet-50, projector 8192-8192-8192, lambda_BT 0.0051, lambda_reg {lambda_reg} (10-epoch ramp), LARS (0.2 / 0.0048, wd 1e-6), batch 1024, {epochs} epochs"
+        ),
+        encoder: EncoderConfig::imagenet("8192-8192-8192", 1.0).expect("valid spec"),
+        loss: MixedBarlowTwins { lambda_bt: LAMBDA_BT_IMAGENET, lambda_reg, variant: MixVariant::ImageNet, l2_normalize: false },
+        is_mixup: lambda_reg != 0.0,
+        lambda_reg_warmup_epochs: Some(10),
+        optimizer: OptimizerConfig::Lars(LarsConfig::default()),
+        schedule: LrSchedule::WarmupCosine { warmup_epochs: 10, epoch_offset: false },
+        batch_size: 1024,
+        epochs,
+        max_steps: None,
+        data: data(DatasetKind::Imagenet),
+        knn: KnnConfig::default(),
+        knn_every_epochs: 0,
+        paper: Some(PaperResult { knn_top1: None, linear_top1: Some(lin), checkpoint: Some(ckpt.into()) }),
+    }
+}
+
+/// `quickstart`: the built-in shapes on a 2-core CPU in a few minutes.
+pub fn quickstart() -> Recipe {
+    let mut enc = EncoderConfig::small(Arch::R18, Stem::Cifar, 512, 0.125);
+    enc.projector = ProjectorConfig::small_with_hidden(enc.feature_dim(), 512, 512);
+    let mut d = data(DatasetKind::Builtin);
+    d.builtin = Some(BuiltinConfig { seed: 0, train_size: 6000, test_size: 1000, size: 32 });
+    Recipe {
+        name: "quickstart".into(),
+        description: "Mixed Barlow Twins on the built-in shapes (6,000 train / 1,000 test, 32x32): ResNet-18 at width 1/8, d 512, lambda_BT 1/128, lambda_reg 4, Adam 1e-3 cosine, batch 128, 6 epochs; a few minutes on 2 CPU cores".into(),
+        encoder: enc,
+        loss: MixedBarlowTwins { lambda_bt: LAMBDA_BT_SMALL, lambda_reg: 4.0, variant: MixVariant::Small, l2_normalize: true },
+        is_mixup: true,
+        lambda_reg_warmup_epochs: None,
+        optimizer: OptimizerConfig::Adam(AdamConfig { lr: 2e-3, weight_decay: 1e-6, ..Default::default() }),
+        schedule: LrSchedule::WarmupCosine { warmup_epochs: 1, epoch_offset: false },
+        batch_size: 128,
+        epochs: 6,
+        max_steps: None,
+        data: d,
+        knn: KnnConfig::default(),
+        knn_every_epochs: 2,
+        paper: None,
+    }
+}
+
+/// `cifar10-cpu`: real CIFAR-10 (image folder `train/<class>`, `test/<class>`) within 20 minutes on 2 cores.
+pub fn cifar10_cpu() -> Recipe {
+    let mut enc = EncoderConfig::small(Arch::R18, Stem::Cifar, 512, 0.125);
+    enc.projector = ProjectorConfig::small_with_hidden(enc.feature_dim(), 512, 512);
+    let mut d = data(DatasetKind::ImageFolder);
+    d.test_subset = Some(2000);
+    Recipe {
+        name: "cifar10-cpu".into(),
+        description: "Mixed Barlow Twins on real CIFAR-10 (image folder) in under 20 minutes on 2 CPU cores: ResNet-18 at width 1/8, d 512, lambda_BT 1/128, lambda_reg 4, Adam 2e-3 cosine, batch 128, 3 epochs; k-NN on 2,000 test images".into(),
+        encoder: enc,
+        loss: MixedBarlowTwins { lambda_bt: LAMBDA_BT_SMALL, lambda_reg: 4.0, variant: MixVariant::Small, l2_normalize: true },
+        is_mixup: true,
+        lambda_reg_warmup_epochs: None,
+        optimizer: OptimizerConfig::Adam(AdamConfig { lr: 2e-3, weight_decay: 1e-6, ..Default::default() }),
+        schedule: LrSchedule::WarmupCosine { warmup_epochs: 1, epoch_offset: false },
+        batch_size: 128,
+        epochs: 3,
+        max_steps: None,
+        data: d,
+        knn: KnnConfig::default(),
+        knn_every_epochs: 0,
+        paper: None,
+    }
+}
+
+/// Every preset, in a stable order.
+pub fn all() -> Vec<Recipe> {
+    use Arch::*;
+    use DatasetKind::*;
+    let mut v = vec![
+        quickstart(),
+        cifar10_cpu(),
+        small(R18, Cifar10, LAMBDA_BT_SMALL, 4.0, 2000, 90.52, 92.58, "4wdhbpcf_0.0078125_1024_256_cifar10_model.pth"),
+        small(R18, Cifar100, LAMBDA_BT_SMALL, 4.0, 2000, 61.25, 69.31, "76kk7scz_0.0078125_1024_256_cifar100_model.pth"),
+        small(R18, TinyImagenet, LAMBDA_BT_TINY, 4.0, 2000, 38.11, 51.67, "02azq6fs_0.0009765_1024_256_tiny_imagenet_model.pth"),
+        small(R18, Stl10, LAMBDA_BT_SMALL, 2.0, 2000, 88.94, 91.02, "i7det4xq_0.0078125_1024_256_stl10_model.pth"),
+        small(R50, Cifar10, LAMBDA_BT_SMALL, 4.0, 1000, 91.39, 93.89, "v3gwgusq_0.0078125_1024_256_cifar10_model.pth"),
+        small(R50, Cifar100, LAMBDA_BT_SMALL, 4.0, 1000, 64.32, 72.51, "z6ngefw7_0.0078125_1024_256_cifar100_model.pth"),
+        small(R50, TinyImagenet, LAMBDA_BT_TINY, 4.0, 2000, 42.21, 51.84, "kxlkigsv_0.0009765_1024_256_tiny_imagenet_model.pth"),
+        small(R50, Stl10, LAMBDA_BT_SMALL, 2.0, 2000, 87.79, 91.70, "pbknx38b_0.0078125_1024_256_stl10_model.pth"),
+    ];
+    for (l, lin, ck) in [
+        (0.0, 71.3, "3on0l4wl_0.0000_8192_1024_imagenet_resnet50.pth"),
+        (0.0025, 70.9, "l418b9zw_0.0025_8192_1024_imagenet_resnet50.pth"),
+        (0.1, 71.6, "13awtq23_0.1000_8192_1024_imagenet_resnet50.pth"),
+        (1.0, 72.2, "3fb1op86_1.0000_8192_1024_imagenet_resnet50.pth"),
+        (2.0, 72.1, "5n9yqio0_1.0000_8192_1024_imagenet_resnet50.pth"),
+        (3.0, 72.0, "q03u2xjz_3.0000_8192_1024_imagenet_resnet50.pth"),
+    ] {
+        v.push(imagenet(l, 300, lin, ck));
+    }
+    v.push(imagenet(2.0, 1000, 74.06, "4wpu8wmd_resnet50.pth"));
+    v
+}
+
+/// The preset called `name`.
+pub fn get(name: &str) -> Result<Recipe> {
+    all().into_iter().find(|r| r.name == name).ok_or_else(|| {
+        Error::Config(format!(
+            "unknown preset `{name}`; presets: {}",
+            all().iter().map(|r| r.name.clone()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}

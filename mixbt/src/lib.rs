@@ -15,6 +15,7 @@
 //! # Ok::<(), mixbt::Error>(())
 //! ```
 
+pub mod bench;
 pub mod ckpt;
 pub mod data;
 pub mod error;
@@ -25,10 +26,14 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod report;
 pub mod rng;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// Re-exports, so that a notebook needs only `:dep mixbt`.
+pub use {candle_core, candle_nn, image, polars, rand, rand_chacha};
 
 /// Everything a notebook needs.
 pub mod prelude {

@@ -10,6 +10,7 @@ use mixbt::data::{self, DatasetKind, Split, Transform};
 use mixbt::train::{presets, PretrainOptions, Pretrainer, Recipe};
 use mixbt::{Error, Result};
 
+
 #[derive(Parser)]
 #[command(name = "mixbt", version, about = "Mixed Barlow Twins self-supervised learning (candle)")]
 struct Cli {
@@ -36,6 +37,126 @@ enum Cmd {
     Presets {
         #[arg(long)]
         json: bool,
+    },
+    /// The Hugging Face Hub: released checkpoints, pull, convert, push.
+    Hub {
+        #[command(subcommand)]
+        cmd: HubCmd,
+    },
+    /// Benchmarks, side by side with PyTorch / torchvision when available.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubCmd {
+    /// The paper's released checkpoints (reference §8).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a file into the Hub cache (verified) and print its path.
+    Pull {
+        /// hub:<org>/<repo>[@revision]/<path>, or a released file name (e.g. 4wdhbpcf_0.0078125_1024_256_cifar10_model.pth).
+        reference: String,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Convert a checkpoint (.pth of the original code, or ours) into safetensors + config.json + model card.
+    Convert {
+        /// A path or hub: reference.
+        checkpoint: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Push a converted model folder or a run folder to a Hub model repo.
+    Push {
+        /// The folder (model.safetensors, config.json, README.md; runs also push history and plots).
+        folder: PathBuf,
+        /// <org>/<name>
+        #[arg(long)]
+        repo: String,
+        #[arg(long, default_value = "Upload with mixbt")]
+        message: String,
+        #[arg(long)]
+        private: bool,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct HubArgs {
+    /// Hub endpoint (default $HF_ENDPOINT or https://huggingface.co).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Access token (default $HF_TOKEN or the saved token).
+    #[arg(long)]
+    token: Option<String>,
+    /// Cache folder (default $HF_HUB_CACHE or ~/.cache/huggingface/hub).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Use the cache only.
+    #[arg(long)]
+    offline: bool,
+}
+
+impl HubArgs {
+    /// Apply the flags as the environment the library reads.
+    fn apply(&self) {
+        if let Some(e) = &self.endpoint {
+            std::env::set_var("HF_ENDPOINT", e);
+        }
+        if let Some(t) = &self.token {
+            std::env::set_var("HF_TOKEN", t);
+        }
+        if let Some(c) = &self.cache_dir {
+            std::env::set_var("HF_HUB_CACHE", c);
+        }
+        if self.offline {
+            std::env::set_var("HF_HUB_OFFLINE", "1");
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Augmented pairs per second of the CIFAR pre-training pipeline on an image folder, ours and torchvision's.
+    Data {
+        /// An image folder (class sub-folders), e.g. data/cifar10-jpg/train.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 10000)]
+        images: usize,
+        /// Threads (ours) and DataLoader workers (torchvision); default: the cores.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        no_torch: bool,
+    },
+    /// Mixed BT training step (ResNet-18 CIFAR) and embedding throughput, ours and PyTorch's.
+    Train {
+        #[arg(long, default_value = "32,128")]
+        batches: String,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 1.0)]
+        width: f64,
+        #[arg(long, default_value_t = 256)]
+        embed_batch: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Skip the PyTorch side.
+        #[arg(long)]
+        no_torch: bool,
     },
 }
 
@@ -83,6 +204,9 @@ struct Common {
     /// Use only this many test images for k-NN.
     #[arg(long)]
     test_subset: Option<usize>,
+    /// Use only this many train images as the k-NN bank.
+    #[arg(long)]
+    bank_subset: Option<usize>,
 }
 
 #[derive(Args)]
@@ -106,6 +230,9 @@ struct PretrainArgs {
     lambda_reg: Option<f64>,
     #[arg(long)]
     lambda_bt: Option<f64>,
+    /// Learning rate (Adam/SGD lr, or LARS weight lr), multiplied by the schedule.
+    #[arg(long)]
+    lr: Option<f64>,
     /// Network width multiplier.
     #[arg(long)]
     width: Option<f64>,
@@ -120,6 +247,9 @@ struct PretrainArgs {
     checkpoint_every: Option<usize>,
     #[arg(long)]
     no_progress: bool,
+    /// Write the charts (loss components, k-NN) as SVG into <out>/plots.
+    #[arg(long)]
+    plots: bool,
     /// Skip the k-NN of the random network.
     #[arg(long)]
     skip_random_init_knn: bool,
@@ -129,9 +259,9 @@ struct PretrainArgs {
 struct EvalArgs {
     #[command(flatten)]
     common: Common,
-    /// A model file (.safetensors / .pth), a run or checkpoint folder.
+    /// A model file (.safetensors / .pth), a run or checkpoint folder, or hub:<org>/<repo>/<path>.
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: String,
     #[arg(long, default_value_t = 200)]
     k: usize,
     #[arg(long, default_value_t = 0.5)]
@@ -144,8 +274,9 @@ struct EvalArgs {
 struct LinearArgs {
     #[command(flatten)]
     common: Common,
+    /// A model file (.safetensors / .pth), a run or checkpoint folder, or hub:<org>/<repo>/<path>.
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: String,
     #[arg(long, default_value_t = 200)]
     epochs: usize,
     #[arg(long, default_value_t = 512)]
@@ -165,8 +296,9 @@ struct LinearArgs {
 
 #[derive(Args)]
 struct EmbedArgs {
+    /// A model file (.safetensors / .pth), a run or checkpoint folder, or hub:<org>/<repo>/<path>.
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: String,
     /// Folder of images (rows in sorted file-name order).
     #[arg(long)]
     images: PathBuf,
@@ -259,6 +391,13 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
         if let Some(l) = a.lambda_bt {
             r.loss.lambda_bt = l;
         }
+        if let Some(lr) = a.lr {
+            match &mut r.optimizer {
+                mixbt::optim::OptimizerConfig::Adam(c) => c.lr = lr,
+                mixbt::optim::OptimizerConfig::Sgd(c) => c.lr = lr,
+                mixbt::optim::OptimizerConfig::Lars(c) => c.lr_weights = lr,
+            }
+        }
         if let Some(w) = a.width {
             let d = r.encoder.out_dim();
             let hidden = r.encoder.projector.sizes[1];
@@ -276,6 +415,9 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
         if c.test_subset.is_some() {
             r.data.test_subset = c.test_subset;
         }
+        if c.bank_subset.is_some() {
+            r.data.bank_subset = c.bank_subset;
+        }
         eprintln!("preset {}: {}", r.name, r.description);
         Pretrainer::new(r, opts)?
     };
@@ -291,6 +433,10 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
         s.knn_top1, s.knn_top5, s.steps, s.knn_top1_random_init, s.knn_top5_random_init
     );
     if let Some(out) = &a.out {
+        if a.plots {
+            let written = mixbt::report::write_run_plots(&out.join("plots"), trainer.history(), Some(s.knn_top1_random_init))?;
+            eprintln!("charts: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        }
         println!("run directory: {}", out.display());
     }
     println!("{}", serde_json::to_string(&s)?);
@@ -304,14 +450,17 @@ fn eval_recipe(c: &Common) -> Result<Recipe> {
     if c.test_subset.is_some() {
         r.data.test_subset = c.test_subset;
     }
+    if c.bank_subset.is_some() {
+        r.data.bank_subset = c.bank_subset;
+    }
     Ok(r)
 }
 
 fn knn(a: EvalArgs) -> Result<()> {
     let device = parse_device(&a.common.device)?;
     let r = eval_recipe(&a.common)?;
-    let (enc, _, _) = mixbt::ckpt::load_encoder(&a.checkpoint, &device)?;
-    let bank_ds = mixbt::train::open_dataset(&r.data, Split::Train)?;
+    let (enc, _, _) = mixbt::ckpt::load_encoder(&mixbt::hub::resolve_checkpoint(&a.checkpoint)?, &device)?;
+    let bank_ds = mixbt::train::open_dataset(&mixbt::train::DataConfig { train_subset: r.data.bank_subset, ..r.data.clone() }, Split::Train)?;
     let test_ds = mixbt::train::open_dataset(&r.data, Split::Test)?;
     let bank = mixbt::eval::labelled_features(&enc, bank_ds, &r.data.eval, 256, a.common.workers)?;
     let test = mixbt::eval::labelled_features(&enc, test_ds, &r.data.eval, 256, a.common.workers)?;
@@ -327,7 +476,7 @@ fn knn(a: EvalArgs) -> Result<()> {
 fn linear(a: LinearArgs) -> Result<()> {
     let device = parse_device(&a.common.device)?;
     let r = eval_recipe(&a.common)?;
-    let (enc, _, _) = mixbt::ckpt::load_encoder(&a.checkpoint, &device)?;
+    let (enc, _, _) = mixbt::ckpt::load_encoder(&mixbt::hub::resolve_checkpoint(&a.checkpoint)?, &device)?;
     let train = mixbt::train::open_dataset(&r.data, Split::Train)?;
     let test = mixbt::train::open_dataset(&r.data, Split::Test)?;
     let mut cfg = if a.imagenet_protocol { mixbt::eval::LinearProbeConfig::imagenet() } else { mixbt::eval::LinearProbeConfig::small() };
@@ -349,7 +498,7 @@ fn linear(a: LinearArgs) -> Result<()> {
 
 fn embed(a: EmbedArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
-    let (enc, _, cfg) = mixbt::ckpt::load_encoder(&a.checkpoint, &device)?;
+    let (enc, _, cfg) = mixbt::ckpt::load_encoder(&mixbt::hub::resolve_checkpoint(&a.checkpoint)?, &device)?;
     if let Some(arch) = &a.arch {
         let want: mixbt::model::Arch = arch.parse()?;
         if want != cfg.backbone.arch {
@@ -416,6 +565,186 @@ fn list_presets(json: bool) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn bench_train(batches: &str, steps: usize, warmup: usize, width: f64, embed_batch: usize, device: &str, no_torch: bool) -> Result<()> {
+    use mixbt::bench;
+    let dev = parse_device(device)?;
+    let batches: Vec<usize> = batches.split(',').map(|b| b.trim().parse().map_err(|_| Error::Config(format!("bad batch `{b}`")))).collect::<Result<_>>()?;
+    let mut ours = vec![];
+    for &b in &batches {
+        let t = bench::train_step(b, width, steps, warmup, &dev)?;
+        eprintln!("mixbt train batch {b}: {:.3} s/step, {:.2} pairs/s", t.median_s, t.images_per_s);
+        ours.push(t);
+    }
+    if mixbt::ops::profile::enabled() {
+        eprintln!("profile of the training steps (MIXBT_PROFILE=1):");
+        for (name, secs, calls) in mixbt::ops::profile::report() {
+            eprintln!("  {name:<24} {secs:>8.3} s {calls:>7} calls");
+        }
+        mixbt::ops::profile::reset();
+    }
+    let e = bench::embed(embed_batch, width, steps, warmup, &dev)?;
+    eprintln!("mixbt embed batch {embed_batch}: {:.2} images/s", e.images_per_s);
+    ours.push(e);
+    let py = bench::python();
+    let theirs: Vec<serde_json::Value> = if no_torch || width != 1.0 || !dev.is_cpu() {
+        vec![]
+    } else if bench::python_has(&py, "torch, torchvision, numpy") {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let args = vec![
+            "--batches".into(), batches.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(","),
+            "--steps".into(), steps.to_string(), "--warmup".into(), warmup.to_string(),
+            "--threads".into(), threads.to_string(), "--embed-batch".into(), embed_batch.to_string(),
+        ];
+        bench::run_python(&bench::bench_dir().join("torch_train_step.py"), &args)?
+    } else {
+        eprintln!("({py} cannot import torch: PyTorch side skipped; set MIXBT_PYTHON to a Python with torch)");
+        vec![]
+    };
+    let find = |case: &str, b: usize| theirs.iter().find(|v| v["case"] == case && v["batch"] == b).and_then(|v| v["images_per_s"].as_f64());
+    println!("{:<8} {:>6} {:>14} {:>14} {:>8}", "case", "batch", "mixbt img/s", "pytorch img/s", "ratio");
+    for t in &ours {
+        let p = find(&t.case, t.batch);
+        println!(
+            "{:<8} {:>6} {:>14.2} {:>14} {:>8}",
+            t.case,
+            t.batch,
+            t.images_per_s,
+            p.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+            p.map(|v| format!("{:.2}", t.images_per_s / v)).unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("(train: pairs per second = batch / median step time over {steps} steps; a step is 3 forward passes, backward and Adam)");
+    if let Some(t) = ours.iter().find(|t| t.case == "train" && t.batch == 32) {
+        match find("train", 32) {
+            Some(p) => println!("ratio_vs_pytorch={:.2}", t.images_per_s / p),
+            None => println!("ratio_vs_pytorch=NA"),
+        }
+    }
+    if let Some(p) = find("embed", embed_batch) {
+        println!("embed_ratio_vs_pytorch={:.2}", e_ratio(&ours, embed_batch, p));
+    }
+    Ok(())
+}
+
+fn bench_data(dir: &std::path::Path, images: usize, workers: usize, runs: usize, no_torch: bool) -> Result<()> {
+    use mixbt::bench;
+    let threads = if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
+    let dir = if dir.join("train").is_dir() { dir.join("train") } else { dir.to_path_buf() };
+    let ours = bench::data_pipeline(&dir, images, threads, 256, runs)?;
+    println!("mixbt: {:.0} augmented pairs/s ({} images, {threads} threads, median of {runs} epochs)", ours.images_per_s, ours.batch);
+    let py = bench::python();
+    if no_torch {
+        println!("ratio_vs_torchvision=NA");
+        return Ok(());
+    }
+    if !bench::python_has(&py, "torch, torchvision") {
+        eprintln!("({py} cannot import torchvision: side skipped; set MIXBT_PYTHON)");
+        println!("ratio_vs_torchvision=NA");
+        return Ok(());
+    }
+    let mut theirs = vec![];
+    for _ in 0..runs.max(1) {
+        let v = bench::run_python(
+            &bench::bench_dir().join("torchvision_data.py"),
+            &["--data-dir".into(), dir.display().to_string(), "--images".into(), images.to_string(), "--workers".into(), threads.to_string()],
+        )?;
+        if let Some(p) = v.first().and_then(|v| v["pairs_per_s"].as_f64()) {
+            theirs.push(p);
+        }
+    }
+    theirs.sort_by(f64::total_cmp);
+    let tv = theirs.get(theirs.len() / 2).copied().ok_or_else(|| Error::msg("torchvision benchmark printed nothing"))?;
+    println!("torchvision: {tv:.0} augmented pairs/s ({threads} DataLoader workers, median of {runs})");
+    println!("ratio_vs_torchvision={:.2}", ours.images_per_s / tv);
+    Ok(())
+}
+
+fn e_ratio(ours: &[mixbt::bench::Timing], batch: usize, theirs: f64) -> f64 {
+    ours.iter().find(|t| t.case == "embed" && t.batch == batch).map(|t| t.images_per_s / theirs).unwrap_or(f64::NAN)
+}
+
+fn hub(cmd: HubCmd) -> Result<()> {
+    use mixbt::hub;
+    match cmd {
+        HubCmd::List { json } => {
+            let reg = hub::registry();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reg)?);
+                return Ok(());
+            }
+            println!("Hub repo {} (files under checkpoints/); paper top-1 accuracies", reg.repo);
+            println!("{:<54} {:<9} {:<14} {:>5} {:>9} {:>6} {:>6} {:>7} {:>7}  kind", "file", "arch", "dataset", "d", "lambda_bt", "l_reg", "epochs", "k-NN", "linear");
+            for c in &reg.checkpoints {
+                let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<54} {:<9} {:<14} {:>5} {:>9} {:>6} {:>6} {:>7} {:>7}  {}",
+                    c.file, c.arch, c.dataset, c.d, c.lambda_bt, c.lambda_reg, c.epochs, f(c.knn_top1), f(c.linear_top1), c.kind
+                );
+            }
+            Ok(())
+        }
+        HubCmd::Pull { reference, hub: h } => {
+            h.apply();
+            let reference = if reference.starts_with("hub:") {
+                reference
+            } else {
+                let reg = hub::registry();
+                let c = reg.checkpoints.iter().find(|c| c.file == reference).ok_or_else(|| {
+                    Error::Config(format!("`{reference}` is neither a hub: reference nor a released file (see `mixbt hub list`)"))
+                })?;
+                c.hub_ref(&reg)
+            };
+            let p = hub::resolve_checkpoint(&reference)?;
+            println!("{}", p.display());
+            Ok(())
+        }
+        HubCmd::Convert { checkpoint, out, hub: h } => {
+            h.apply();
+            let src = hub::resolve_checkpoint(&checkpoint)?;
+            let c = hub::convert::convert(&src, &checkpoint, &out)?;
+            println!(
+                "converted {} ({} {} stem, width {}, d {}; {}; {} tensors{}) into {}",
+                checkpoint,
+                c.encoder.backbone.arch.name(),
+                c.encoder.backbone.stem.name(),
+                c.encoder.backbone.width,
+                c.encoder.out_dim(),
+                c.contents,
+                c.tensors,
+                if c.skipped_keys.is_empty() { String::new() } else { format!(", {} thop keys skipped", c.skipped_keys.len()) },
+                out.display()
+            );
+            Ok(())
+        }
+        HubCmd::Push { folder, repo, message, private, hub: h } => {
+            h.apply();
+            let cfg = hub::HubConfig::from_env();
+            // A run folder gets a model card first.
+            if !folder.join("README.md").is_file() && folder.join("model.safetensors").is_file() {
+                let c = hub::convert::convert(&folder.join("model.safetensors"), &folder.display().to_string(), &folder.join(".hub-card"))?;
+                let summary: Option<serde_json::Value> =
+                    std::fs::read_to_string(folder.join("summary.json")).ok().and_then(|s| serde_json::from_str(&s).ok());
+                mixbt::ckpt::atomic_write(&folder.join("README.md"), hub::convert::model_card(&c, summary.as_ref()).as_bytes())?;
+                if !folder.join("config.json").is_file() {
+                    std::fs::copy(folder.join(".hub-card/config.json"), folder.join("config.json")).map_err(|e| Error::io(folder.join("config.json"), e))?;
+                }
+                let _ = std::fs::remove_dir_all(folder.join(".hub-card"));
+            }
+            let r = hub::push::push_folder(&cfg, &repo, &folder, &message, private)?;
+            println!(
+                "pushed {} files to {} (commit {}): LFS {:?}, regular {:?}",
+                r.lfs_files.len() + r.regular_files.len(),
+                r.repo_url,
+                r.commit,
+                r.lfs_files,
+                r.regular_files
+            );
+            Ok(())
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Pretrain(a) => pretrain(a),
@@ -424,6 +753,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Embed(a) => embed(a),
         Cmd::Data { cmd: DataCmd::Stats { data, json, split } } => data_stats(data, json, &split),
         Cmd::Presets { json } => list_presets(json),
+        Cmd::Hub { cmd } => hub(cmd),
+        Cmd::Bench { cmd: BenchCmd::Data { data_dir, images, workers, runs, no_torch } } => bench_data(&data_dir, images, workers, runs, no_torch),
+        Cmd::Bench { cmd: BenchCmd::Train { batches, steps, warmup, width, embed_batch, device, no_torch } } => {
+            bench_train(&batches, steps, warmup, width, embed_batch, &device, no_torch)
+        }
     }
 }
 

@@ -245,8 +245,13 @@ pub fn encoder_from_map(
         LoadMode::Strict => store.load_map(map)?,
         LoadMode::BackboneOnly => {
             let proj = cfg.layout.prefix("projector");
-            let only: BTreeMap<String, Tensor> =
-                map.iter().filter(|(k, _)| !k.starts_with(&format!("{proj}."))).map(|(k, v)| (k.clone(), v.clone())).collect();
+            // The projector may be absent; a classifier (`fc.*`, ImageNet probes) is not part of
+            // the encoder and is left out.
+            let only: BTreeMap<String, Tensor> = map
+                .iter()
+                .filter(|(k, _)| !k.starts_with(&format!("{proj}.")) && !k.starts_with("fc."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             // Check the backbone keys against a store without the projector's names.
             let missing: Vec<String> =
                 store.names().into_iter().filter(|n| !n.starts_with(&format!("{proj}.")) && !only.contains_key(n)).collect();
@@ -290,7 +295,8 @@ pub fn load_encoder(path: &Path, device: &Device) -> Result<(crate::model::Encod
         Some(j) => Some(serde_json::from_str(j).map_err(|e| Error::format(&file, format!("bad {META_ENCODER} metadata: {e}")))?),
         None => None,
     };
-    let mode = if map.contains_key("conv1.weight") { LoadMode::BackboneOnly } else { LoadMode::Strict };
+    let contents = meta.get("mixbt.contents").map(String::as_str).unwrap_or("full");
+    let mode = if map.contains_key("conv1.weight") || contents != "full" { LoadMode::BackboneOnly } else { LoadMode::Strict };
     encoder_from_map(&map, cfg, mode, device).map_err(|e| reword(e, &file))
 }
 

@@ -56,6 +56,8 @@ pub mod stats {
     pub const TINY: ([f32; 3], [f32; 3]) = ([0.480, 0.448, 0.398], [0.277, 0.269, 0.282]);
     pub const STL: ([f32; 3], [f32; 3]) = ([0.43, 0.42, 0.39], [0.27, 0.26, 0.27]);
     pub const IMAGENET: ([f32; 3], [f32; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+    /// The built-in data set (measured with `mixbt data stats --dataset builtin`).
+    pub const BUILTIN: ([f32; 3], [f32; 3]) = ([0.4522, 0.4549, 0.4540], [0.2105, 0.2104, 0.2106]);
 }
 
 const JITTER_CIFAR: Op = Op::ColorJitter { p: 0.8, brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 };
@@ -86,6 +88,25 @@ impl Transform {
             stats::CIFAR,
         )
     }
+    /// The built-in data set's pre-training pipeline: the CIFAR one with SimCLR-strength colour
+    /// distortion (jitter 0.8/0.8/0.8, hue 0.5) and crops of at least 20 %: the shapes' colours
+    /// are random, so colour must not survive from one view to the other.
+    pub fn builtin_train() -> Self {
+        Self::new(
+            vec![
+                Op::RandomResizedCrop { size: 32, scale: (0.2, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0), interp: Interp::Bilinear },
+                Op::RandomHorizontalFlip { p: 0.5 },
+                Op::ColorJitter { p: 0.8, brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.5 },
+                Op::RandomGrayscale { p: 0.2 },
+            ],
+            stats::BUILTIN,
+        )
+    }
+    /// The built-in data set's eval transform.
+    pub fn builtin_eval() -> Self {
+        Self::normalize_only(stats::BUILTIN)
+    }
+
     /// CIFAR eval: ToTensor + Normalize.
     pub fn cifar_eval() -> Self {
         Self::normalize_only(stats::CIFAR)

@@ -154,36 +154,48 @@ impl ParquetDataset {
             return Self::open_files(&[root.to_path_buf()], cfg);
         }
         let all = find_parquet(root)?;
-        let keys: &[&str] = match split {
-            Split::Test => &["test", "valid", "validation"],
-            Split::Unlabeled => &["unlabeled", "unlabelled"],
-            _ => &["train"],
-        };
-        let pick = |key: &str| -> Vec<PathBuf> {
-            all.iter()
-                .filter(|p| {
-                    let name = p.file_name().unwrap().to_string_lossy().to_lowercase();
-                    let parent = p.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().to_lowercase());
-                    name.starts_with(&format!("{key}-")) || name.starts_with(&format!("{key}.")) || parent.as_deref() == Some(key)
-                })
-                .cloned()
-                .collect()
-        };
-        let mut files = vec![];
-        for k in keys {
-            files = pick(k);
-            if !files.is_empty() {
-                break;
-            }
-        }
-        if split == Split::TrainUnlabeled {
-            files.extend(pick("unlabeled"));
-        }
+        let rel: Vec<String> = all.iter().map(|p| p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")).collect();
+        let files: Vec<PathBuf> = select_split(&rel, split).iter().map(|r| root.join(r)).collect();
         if files.is_empty() {
-            return Err(Error::format(root, format!("no parquet files for the {split:?} split (looked for {keys:?}-*.parquet)")));
+            return Err(Error::format(root, format!("no parquet files for the {split:?} split (looked for <split>-*.parquet or <split>/*.parquet)")));
         }
         Self::open_files(&files, cfg)
     }
+}
+
+/// The files of `split` among repo-relative parquet paths (sorted): names starting with the
+/// split name or inside a folder named after it; the test split also matches `valid` and
+/// `validation`; `train+unlabeled` adds `unlabeled`.
+pub fn select_split(paths: &[String], split: Split) -> Vec<String> {
+    let keys: &[&str] = match split {
+        Split::Test => &["test", "valid", "validation"],
+        Split::Unlabeled => &["unlabeled", "unlabelled"],
+        _ => &["train"],
+    };
+    let pick = |key: &str| -> Vec<String> {
+        let mut v: Vec<String> = paths
+            .iter()
+            .filter(|p| {
+                let mut parts: Vec<String> = p.split('/').map(|s| s.to_lowercase()).collect();
+                let name = parts.pop().unwrap_or_default();
+                name.starts_with(&format!("{key}-")) || name.starts_with(&format!("{key}.")) || parts.last().map(|d| d == key).unwrap_or(false)
+            })
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    };
+    let mut files = vec![];
+    for k in keys {
+        files = pick(k);
+        if !files.is_empty() {
+            break;
+        }
+    }
+    if split == Split::TrainUnlabeled {
+        files.extend(pick("unlabeled"));
+    }
+    files
 }
 
 fn find_parquet(dir: &Path) -> Result<Vec<PathBuf>> {

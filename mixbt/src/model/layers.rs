@@ -170,13 +170,10 @@ impl BatchNorm {
         Ok(())
     }
 
-    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_train(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
-        if self.cfg.momentum.is_nan() {
-            candle_core::bail!("batch norm momentum is NaN")
-        }
         if crate::ops::fast_bn_applies(x) {
-            let (y, mean, var) = crate::ops::batch_norm_train(x, &self.weight, &self.bias, self.cfg.eps)?;
+            let (y, mean, var) = crate::ops::batch_norm_train(x, &self.weight, &self.bias, self.cfg.eps, relu)?;
             let n = x.elem_count() / c;
             self.update_running(&mean, &var, n)?;
             return Ok(y);
@@ -192,7 +189,11 @@ impl BatchNorm {
             .broadcast_mul(&Self::bshape(x, &self.weight)?)?
             .broadcast_add(&Self::bshape(x, &self.bias)?)?;
         self.update_running(&mean.flatten_all()?, &var.flatten_all()?, n)?;
-        Ok(y)
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
     }
 
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
@@ -203,10 +204,21 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// `relu(bn(x))`, fused on the CPU in train mode.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.forward_train(x, true)
+        } else {
+            self.forward_eval(x)?.relu()
+        }
+    }
+}
+
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
-            self.forward_train(x)
+            self.forward_train(x, false)
         } else {
             self.forward_eval(x)
         }

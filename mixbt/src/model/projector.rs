@@ -64,7 +64,7 @@ impl ModuleT for Projector {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
         for (l, b) in &self.hidden {
-            y = b.forward_t(&l.forward(&y)?, train)?.relu()?;
+            y = b.forward_relu_t(&l.forward(&y)?, train)?;
         }
         self.last.forward(&y)
     }

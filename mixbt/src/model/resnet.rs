@@ -149,16 +149,19 @@ pub struct Block {
 
 impl ModuleT for Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
-        if let Some((c3, b3)) = &self.conv3 {
-            y = b3.forward_t(&c3.forward(&y.relu()?)?, train)?;
-        }
+        let mut y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
+        y = match &self.conv3 {
+            None => self.bn2.forward_t(&self.conv2.forward(&y)?, train)?,
+            Some((c3, b3)) => {
+                let y = self.bn2.forward_relu_t(&self.conv2.forward(&y)?, train)?;
+                b3.forward_t(&c3.forward(&y)?, train)?
+            }
+        };
         let id = match &self.downsample {
             Some(d) => d.bn.forward_t(&d.conv.forward(x)?, train)?,
             None => x.clone(),
         };
-        (y + id)?.relu()
+        crate::ops::add_relu(&y, &id)
     }
 }
 
@@ -250,7 +253,7 @@ impl ResNet {
 
     /// The feature map after the last stage, before pooling.
     pub fn forward_features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         if self.cfg.stem != Stem::Cifar {
             y = max_pool2d(&y, 3, 2, 1)?;
         }

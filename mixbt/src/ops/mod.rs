@@ -1,18 +1,21 @@
-//! Fast CPU kernels as candle custom ops.
+//! Fast CPU kernels as candle custom ops (convolution, batch norm, fused add+ReLU). Each falls
+//! back to candle's own operations on other devices and dtypes, so CUDA keeps candle's path.
 
-use candle_core::{Result, Tensor};
+pub mod bn;
+pub mod conv;
+pub mod profile;
 
-/// 2-d convolution without bias (fast CPU path).
-pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    x.conv2d(w, padding, stride, 1, 1)
+use candle_core::{DType, Result, Tensor};
+
+pub use bn::add_relu;
+pub use conv::conv2d;
+
+/// Whether the fused batch-norm kernel handles `x` (f32 on the CPU).
+pub fn fast_bn_applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && (x.rank() == 2 || x.rank() == 4)
 }
 
-/// Whether the fused batch-norm kernel handles `x`.
-pub fn fast_bn_applies(_x: &Tensor) -> bool {
-    false
-}
-
-/// Fused train-mode batch norm: returns (y, batch mean, biased batch variance).
-pub fn batch_norm_train(_x: &Tensor, _w: &Tensor, _b: &Tensor, _eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
-    candle_core::bail!("fused batch norm not available")
+/// Fused train-mode batch norm (+ReLU): returns (y, batch mean, biased batch variance).
+pub fn batch_norm_train(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    bn::batch_norm_train(x, w, b, eps, relu)
 }

@@ -71,6 +71,9 @@ impl Optimizer for Adam {
                     }
                 };
                 st.step += 1;
+                if fused_cpu_step(var, grad, &mut st.m, &mut st.v, st.step, g.lr, &c)? {
+                    continue;
+                }
                 let mut p = p.clone();
                 let mut grad = grad.clone();
                 if c.weight_decay != 0.0 {
@@ -133,4 +136,68 @@ impl Optimizer for Adam {
         }
         Ok(())
     }
+}
+
+/// One Adam update of `var` in a single pass over its elements on the CPU (f32, contiguous);
+/// the same arithmetic as the tensor path. Returns false when it does not apply.
+fn fused_cpu_step(var: &candle_core::Var, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, step: u64, lr: f64, c: &AdamConfig) -> Result<bool> {
+    use candle_core::{DType, Storage};
+    use rayon::prelude::*;
+    let p = var.as_tensor();
+    if !p.device().is_cpu() || p.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        return Ok(false);
+    }
+    let grad = grad.contiguous()?;
+    let n = p.elem_count();
+    let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+    let bc1 = 1.0 - c.beta1.powi(step as i32);
+    let bc2 = 1.0 - c.beta2.powi(step as i32);
+    let step_size = (lr / bc1) as f32;
+    let bc2_sqrt = bc2.sqrt() as f32;
+    let (eps, wd, decoupled) = (c.eps as f32, c.weight_decay as f32, c.decoupled);
+    let decay = (1.0 - lr * c.weight_decay) as f32;
+    let mut new_p = vec![0f32; n];
+    let mut new_m = vec![0f32; n];
+    let mut new_v = vec![0f32; n];
+    {
+        let views = [p, &grad, &*m, &*v].map(|t| t.storage_and_layout());
+        let mut sl: Vec<&[f32]> = Vec::with_capacity(4);
+        for (s, l) in &views {
+            let Storage::Cpu(cs) = &**s else { return Ok(false) };
+            let Some((a, b)) = l.contiguous_offsets() else { return Ok(false) };
+            sl.push(&cs.as_slice::<f32>()?[a..b]);
+        }
+        let (ps, gs, ms, vs) = (sl[0], sl[1], sl[2], sl[3]);
+        const CH: usize = 1 << 15;
+        new_p
+            .par_chunks_mut(CH)
+            .zip(new_m.par_chunks_mut(CH))
+            .zip(new_v.par_chunks_mut(CH))
+            .enumerate()
+            .for_each(|(k, ((np, nm), nv))| {
+                let o = k * CH;
+                for i in 0..np.len() {
+                    let mut pi = ps[o + i];
+                    let mut gi = gs[o + i];
+                    if wd != 0.0 {
+                        if decoupled {
+                            pi *= decay;
+                        } else {
+                            gi += pi * wd;
+                        }
+                    }
+                    let mi = ms[o + i] * b1 + gi * (1.0 - b1);
+                    let vi = vs[o + i] * b2 + gi * gi * (1.0 - b2);
+                    let denom = vi.sqrt() / bc2_sqrt + eps;
+                    np[i] = pi - mi / denom * step_size;
+                    nm[i] = mi;
+                    nv[i] = vi;
+                }
+            });
+    }
+    let dims = p.dims().to_vec();
+    var.set(&Tensor::from_vec(new_p, dims.as_slice(), p.device())?)?;
+    *m = Tensor::from_vec(new_m, dims.as_slice(), p.device())?;
+    *v = Tensor::from_vec(new_v, dims.as_slice(), p.device())?;
+    Ok(true)
 }

@@ -178,6 +178,10 @@ impl Pretrainer {
         let dir = checkpoint::resolve(path)?;
         let state = CheckpointState::read(&dir)?;
         opts.seed = state.seed;
+        // Keep writing into the run the checkpoint belongs to, unless told otherwise.
+        if opts.out_dir.is_none() {
+            opts.out_dir = dir.parent().and_then(|c| c.parent()).map(Path::to_path_buf);
+        }
         let mut me = Self::new(state.recipe.clone(), opts)?;
         me.store.load_safetensors(&dir.join(checkpoint::MODEL_FILE))?;
         let ot = crate::ckpt::read_safetensors(&dir.join(checkpoint::OPTIMIZER_FILE), &me.opts.device)?;
@@ -309,6 +313,7 @@ impl Pretrainer {
         }
         let lambda_reg = self.lambda_reg();
         let loss = crate::loss::MixedBarlowTwins { lambda_reg, ..self.recipe.loss };
+        let prof = crate::ops::profile::scope("step.forward+loss");
         let (_, h_a) = self.encoder.forward_t(view_a, true)?;
         let (_, h_b) = self.encoder.forward_t(view_b, true)?;
         let n = view_a.dim(0)?;
@@ -322,8 +327,13 @@ impl Pretrainer {
             (loss.compute_bt(&h_a, &h_b), f64::NAN)
         };
         let parts = parts.map_err(|e| self.stop_error(e))?;
+        drop(prof);
+        let prof = crate::ops::profile::scope("step.backward");
         let grads = parts.total.backward()?;
+        drop(prof);
+        let prof = crate::ops::profile::scope("step.optimizer");
         self.opt.step(&grads)?;
+        drop(prof);
         let vals: Vec<f64> = Tensor::stack(
             &[&parts.on_diag, &parts.off_diag, &parts.loss_bt, &parts.reg_ma, &parts.reg_mb, &parts.loss_reg, &parts.total],
             0,
@@ -386,7 +396,7 @@ impl Pretrainer {
     pub fn knn(&self) -> Result<KnnResult> {
         let d = &self.recipe.data;
         // The bank is the labelled train split (STL-10: `train` only, not `unlabeled`).
-        let bank_ds = open_dataset(&DataConfig { train_subset: None, ..d.clone() }, Split::Train)?;
+        let bank_ds = open_dataset(&DataConfig { train_subset: d.bank_subset, ..d.clone() }, Split::Train)?;
         let test_ds = open_dataset(d, Split::Test)?;
         let bs = self.recipe.knn.batch_size.max(64);
         let bank = labelled_features(&self.encoder, bank_ds, &d.eval, bs, self.opts.workers)?;
@@ -469,7 +479,11 @@ impl Pretrainer {
                     self.history.write(self.opts.out_dir.as_ref().unwrap())?;
                 }
             }
-            if let Some(b) = self.opts.time_budget {
+            let budget = match (self.opts.time_budget, self.recipe.time_budget_s.map(Duration::from_secs_f64)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(b) = budget {
                 if t0.elapsed() > b {
                     timed_out = true;
                     break;

@@ -32,6 +32,9 @@ pub struct DataConfig {
     /// Use only this many test images for k-NN.
     #[serde(default)]
     pub test_subset: Option<usize>,
+    /// Use only this many train images as the k-NN bank (default: the whole train split).
+    #[serde(default)]
+    pub bank_subset: Option<usize>,
     /// Built-in data set settings.
     #[serde(default)]
     pub builtin: Option<BuiltinConfig>,
@@ -77,6 +80,10 @@ pub struct Recipe {
     /// Stop after this many steps (CPU budgets); the schedule still spans `epochs`.
     #[serde(default)]
     pub max_steps: Option<usize>,
+    /// Stop training after this many seconds of wall time (CPU presets that promise a budget);
+    /// the final k-NN still runs.
+    #[serde(default)]
+    pub time_budget_s: Option<f64>,
     pub data: DataConfig,
     pub knn: KnnConfig,
     /// k-NN every this many epochs (0: only at the end).

@@ -1,0 +1,115 @@
+"""The Mixed Barlow Twins training step of the original main.py in PyTorch, timed.
+
+Called by `mixbt bench train` (as a subprocess, when `python3` can import torch) so that both
+sides are measured in the same run on the same machine. Prints one JSON object per case.
+
+The step: two views + the mixed batch through `Model` (ResNet-18, CIFAR stem, projector
+512-512-1024, train mode), the Barlow Twins loss with the mixed regulariser exactly as main.py,
+backward, Adam(lr 1e-3, weight_decay 1e-6). Inputs are random 32x32 images.
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+
+class Model(nn.Module):
+    def __init__(self, feature_dim=1024):
+        super().__init__()
+        f = []
+        for name, module in torchvision.models.resnet18().named_children():
+            if name == "conv1":
+                module = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            if not isinstance(module, nn.Linear) and not isinstance(module, nn.MaxPool2d):
+                f.append(module)
+        self.f = nn.Sequential(*f)
+        self.g = nn.Sequential(nn.Linear(512, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, feature_dim, bias=True))
+
+    def forward(self, x):
+        x = self.f(x)
+        feature = torch.flatten(x, start_dim=1)
+        out = self.g(feature)
+        return F.normalize(feature, dim=-1), F.normalize(out, dim=-1)
+
+
+def off_diagonal(x):
+    n, m = x.shape
+    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def step(net, opt, pos_1, pos_2, lmbda=0.0078125, scale=4.0):
+    bs = pos_1.shape[0]
+    _, out_1 = net(pos_1)
+    _, out_2 = net(pos_2)
+    out_1_norm = (out_1 - out_1.mean(dim=0)) / out_1.std(dim=0)
+    out_2_norm = (out_2 - out_2.mean(dim=0)) / out_2.std(dim=0)
+    c = torch.matmul(out_1_norm.T, out_2_norm) / bs
+    on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
+    off_diag = off_diagonal(c).pow_(2).sum()
+    loss_bt = on_diag + lmbda * off_diag
+    index = torch.randperm(bs)
+    alpha = np.random.beta(1.0, 1.0)
+    pos_m = alpha * pos_1 + (1 - alpha) * pos_2[index, :]
+    _, out_m = net(pos_m)
+    out_m_norm = (out_m - out_m.mean(dim=0)) / out_m.std(dim=0)
+    cc_m_1 = torch.matmul(out_m_norm.T, out_1_norm) / bs
+    cc_m_1_gt = alpha * torch.matmul(out_1_norm.T, out_1_norm) / bs + (1 - alpha) * torch.matmul(out_2_norm[index, :].T, out_1_norm) / bs
+    cc_m_2 = torch.matmul(out_m_norm.T, out_2_norm) / bs
+    cc_m_2_gt = alpha * torch.matmul(out_1_norm.T, out_2_norm) / bs + (1 - alpha) * torch.matmul(out_2_norm[index, :].T, out_2_norm) / bs
+    loss_mix = scale * lmbda * ((cc_m_1 - cc_m_1_gt).pow_(2).sum() + (cc_m_2 - cc_m_2_gt).pow_(2).sum())
+    loss = loss_bt + loss_mix
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", default="32,128")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--embed-batch", type=int, default=256)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    net = Model()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-6)
+    for bs in [int(b) for b in args.batches.split(",")]:
+        net.train()
+        x1 = torch.randn(bs, 3, 32, 32)
+        x2 = torch.randn(bs, 3, 32, 32)
+        for _ in range(args.warmup):
+            step(net, opt, x1, x2)
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            step(net, opt, x1, x2)
+            times.append(time.perf_counter() - t)
+        med = float(np.median(times))
+        print(json.dumps({"case": "train", "batch": bs, "median_s": med, "images_per_s": bs / med, "times": times, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+    net.eval()
+    bs = args.embed_batch
+    x = torch.randn(bs, 3, 32, 32)
+    with torch.no_grad():
+        for _ in range(args.warmup):
+            net(x)
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t)
+    med = float(np.median(times))
+    print(json.dumps({"case": "embed", "batch": bs, "median_s": med, "images_per_s": bs / med, "times": times, "threads": torch.get_num_threads()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

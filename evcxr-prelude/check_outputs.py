@@ -1,0 +1,39 @@
+"""Check that executed notebooks carry the rich outputs they promise: every notebook at least one
+inline SVG chart (image/svg+xml) and notebooks 01, 03 and 04 an HTML table; no error outputs.
+
+usage: check_outputs.py EXECUTED_NOTEBOOK...
+"""
+import sys
+
+import nbformat
+
+NEEDS_TABLE = ("01-", "03-", "04-")
+
+
+def main():
+    problems = []
+    for path in sys.argv[1:]:
+        nb = nbformat.read(path, as_version=4)
+        name = path.rsplit("/", 1)[-1]
+        svg = html_tables = errors = png = 0
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    errors += 1
+                data = out.get("data", {})
+                svg += "<svg" in data.get("image/svg+xml", "")
+                html_tables += "<table" in data.get("text/html", "")
+                png += bool(data.get("image/png"))
+        print(f"{name}: {svg} SVG charts, {html_tables} HTML tables, {png} PNG images, {errors} errors")
+        if errors:
+            problems.append(f"{name}: {errors} error outputs")
+        if svg == 0:
+            problems.append(f"{name}: no SVG chart")
+        if name.startswith(NEEDS_TABLE) and html_tables == 0:
+            problems.append(f"{name}: no HTML table")
+    if problems:
+        sys.exit("\n".join(problems))
+
+
+if __name__ == "__main__":
+    main()

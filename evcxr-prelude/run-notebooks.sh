@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Execute every notebook headlessly in the real evcxr kernel and check their rich outputs.
+# Notebook 04 pulls from a local server that speaks the Hub's protocol (no internet needed).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+"$root/evcxr-prelude/install.sh"
+venv="$root/target/notebook-venv"
+# The local Hub, seeded with a small checkpoint in the original PyTorch format.
+seed="$root/target/notebook-hub-seed"
+rm -rf "$seed" && mkdir -p "$seed/mixbt-ci/tiny-r18-cifar/checkpoints"
+cp "$root/tests/fixtures/tiny_r18_cifar.pth" "$seed/mixbt-ci/tiny-r18-cifar/checkpoints/"
+cargo build -p mixbt-hub-server --bin mixbt-hub-server
+server_bin="$root/target/x86_64-unknown-linux-gnu/debug/mixbt-hub-server"
+log="$root/target/notebook-hub.log"
+"$server_bin" --seed "$seed" > "$log" 2>&1 &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q HF_ENDPOINT "$log" && break; sleep 0.2; done
+export HF_ENDPOINT="$(grep -o 'http://[0-9.:]*' "$log" | head -1)"
+export HF_HUB_CACHE="$root/target/notebook-hub-cache"
+export MIXBT_HUB_CHECKPOINT="hub:mixbt-ci/tiny-r18-cifar/checkpoints/tiny_r18_cifar.pth"
+out="$root/target/notebooks-executed"
+"$venv/bin/python" "$root/evcxr-prelude/execute.py" "$out" "$root"/notebooks/*.ipynb
+"$venv/bin/python" "$root/evcxr-prelude/check_outputs.py" "$out"/*.ipynb

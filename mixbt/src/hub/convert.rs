@@ -1,0 +1,119 @@
+//! Conversion of checkpoints (the original `.pth` files, or ours) into a Hub-ready folder:
+//! `model.safetensors` (the original parameter names), `config.json` and a model card `README.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::ckpt::{self, LoadMode};
+use crate::model::{EncoderConfig, KeyLayout};
+use crate::{Error, Result};
+
+/// What a conversion found and wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Converted {
+    pub source: String,
+    pub out_dir: PathBuf,
+    pub encoder: EncoderConfig,
+    /// `full` (backbone + projector), `backbone`, or `backbone+classifier`.
+    pub contents: String,
+    pub tensors: usize,
+    pub skipped_keys: Vec<String>,
+    pub released: Option<super::Released>,
+}
+
+/// Convert `src` (a `.pth`, `.safetensors` or run folder) into `out_dir`.
+pub fn convert(src: &Path, source_name: &str, out_dir: &Path) -> Result<Converted> {
+    let is_pth = src.extension().map(|e| e == "pth" || e == "pt").unwrap_or(false);
+    let (map, skipped): (BTreeMap<String, Tensor>, Vec<String>) = if is_pth {
+        let raw = candle_core::pickle::read_all(src).map_err(|e| Error::format(src, format!("cannot read as a PyTorch checkpoint: {e}")))?;
+        let skipped: Vec<String> = raw.iter().map(|(k, _)| k.clone()).filter(|k| ckpt::torch::is_thop_key(k)).collect();
+        (ckpt::torch::read_state_dict(src)?, skipped)
+    } else {
+        let (_, store, _) = ckpt::load_encoder(src, &Device::Cpu)?;
+        (store.tensors(), vec![])
+    };
+    // A classifier (`fc.*`, ImageNet probe checkpoints) is kept next to the backbone.
+    let classifier: BTreeMap<String, Tensor> = map.iter().filter(|(k, _)| k.starts_with("fc.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let bare = map.contains_key("conv1.weight");
+    let mode = if bare { LoadMode::BackboneOnly } else { LoadMode::Strict };
+    let (_, store, cfg) = ckpt::encoder_from_map(&map, None, mode, &Device::Cpu).map_err(|e| match e {
+        Error::Checkpoint(m) => Error::format(src, m),
+        e => e,
+    })?;
+    let mut tensors = store.tensors();
+    let contents = if bare {
+        let proj = format!("{}.", cfg.layout.prefix("projector"));
+        tensors.retain(|k, _| !k.starts_with(&proj));
+        if classifier.is_empty() {
+            "backbone"
+        } else {
+            tensors.extend(classifier);
+            "backbone+classifier"
+        }
+    } else {
+        "full"
+    };
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let mut meta = BTreeMap::new();
+    meta.insert(ckpt::META_ENCODER.to_string(), serde_json::to_string(&cfg)?);
+    meta.insert("format".into(), "pt".into());
+    meta.insert("mixbt.contents".into(), contents.into());
+    meta.insert("mixbt.source".into(), source_name.into());
+    ckpt::write_safetensors(&out_dir.join("model.safetensors"), &tensors, Some(meta))?;
+    let file_name = source_name.rsplit('/').next().unwrap_or(source_name);
+    let released = super::registry().checkpoints.into_iter().find(|c| c.file == file_name);
+    let conv = Converted {
+        source: source_name.to_string(),
+        out_dir: out_dir.to_path_buf(),
+        encoder: cfg,
+        contents: contents.into(),
+        tensors: tensors.len(),
+        skipped_keys: skipped,
+        released,
+    };
+    let config = serde_json::json!({"encoder": conv.encoder, "contents": conv.contents, "source": conv.source, "released": conv.released, "library": "mixbt", "weights": "model.safetensors"});
+    ckpt::atomic_write(&out_dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    ckpt::atomic_write(&out_dir.join("README.md"), model_card(&conv, None).as_bytes())?;
+    Ok(conv)
+}
+
+/// A model card (Hub README with YAML front matter).
+pub fn model_card(c: &Converted, summary: Option<&serde_json::Value>) -> String {
+    let e = &c.encoder;
+    let (dataset, knn, lin, lreg, lbt, epochs) = match &c.released {
+        Some(r) => (r.dataset.clone(), r.knn_top1, r.linear_top1, Some(r.lambda_reg), Some(r.lambda_bt), Some(r.epochs)),
+        None => ("unknown".into(), None, None, None, None, None),
+    };
+    let f = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_else(|| "–".into());
+    let mut s = String::new();
+    s.push_str("---\nlicense: mit\nlibrary_name: mixbt\ntags:\n- self-supervised-learning\n- barlow-twins\n- mixed-barlow-twins\n- safetensors\n");
+    if dataset != "unknown" {
+        s.push_str(&format!("datasets:\n- {dataset}\n"));
+    }
+    s.push_str("---\n\n");
+    s.push_str(&format!("# Mixed Barlow Twins — {} ({})\n\n", e.backbone.arch.name(), dataset));
+    s.push_str("Self-supervised encoder trained with Mixed Barlow Twins (\"Guarding Barlow Twins Against Overfitting with Mixed Samples\", arXiv 2312.02151).\n");
+    s.push_str(&format!("Converted by [mixbt](https://github.com/mixbt/mixbt) from `{}`.\n\n", c.source));
+    s.push_str("| | |\n|---|---|\n");
+    s.push_str(&format!("| architecture | {} (width ×{}), stem `{}` |\n", e.backbone.arch.name(), e.backbone.width, e.backbone.stem.name()));
+    s.push_str(&format!("| feature size | {} |\n| projector | {:?} |\n", e.feature_dim(), e.projector.sizes));
+    s.push_str(&format!("| contents | {} |\n| parameter names | {} |\n", c.contents, match e.layout {
+        KeyLayout::SmallCifar | KeyLayout::SmallPooled => "the original `model.py` `Model` (`f.*`, `g.*`)",
+        _ => "torchvision (`backbone.*`), projector `projector.*`",
+    }));
+    s.push_str(&format!("| λ_BT / λ_reg | {} / {} |\n| epochs | {} |\n", f(lbt), f(lreg), epochs.map(|x| x.to_string()).unwrap_or_else(|| "–".into())));
+    s.push_str(&format!("| k-NN top-1 (paper) | {} |\n| linear top-1 (paper) | {} |\n", f(knn), f(lin)));
+    if let Some(sm) = summary {
+        s.push_str(&format!("| k-NN top-1 (this run) | {} |\n| k-NN top-1 at random init | {} |\n", sm["knn_top1"], sm["knn_top1_random_init"]));
+    }
+    s.push_str("\n## Use\n\n```sh\nmixbt embed --checkpoint hub:<org>/<repo>/model.safetensors --images <folder> --out features.safetensors\nmixbt knn --checkpoint hub:<org>/<repo>/model.safetensors --preset r18-cifar10 --data-dir <cifar10>\n```\n");
+    s
+}
+
+/// Read the JSON `config.json` beside a converted model, if any.
+pub fn read_config(dir: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()
+}

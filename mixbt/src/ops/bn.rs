@@ -1,0 +1,273 @@
+//! Train-mode batch normalisation (optionally fused with the following ReLU) and a fused
+//! `relu(a + b)`, as CPU custom ops with hand-written backward passes. Statistics are
+//! accumulated in f64.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Per-channel batch statistics of the last forward: mean and biased variance.
+#[derive(Debug, Clone, Default)]
+pub struct BnStats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    invstd: Vec<f32>,
+}
+
+/// `y = [relu]((x − mean)/sqrt(var + eps)·w + b)` with batch statistics, over dim 1 of `[N, C, …]`.
+pub struct BnTrainOp {
+    pub eps: f64,
+    pub relu: bool,
+    pub stats: Arc<Mutex<BnStats>>,
+}
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{what}: f32 only"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: non-contiguous"),
+    }
+}
+
+/// Read a contiguous CPU f32 tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        candle_core::Storage::Cpu(c) => Ok(f(f32s(c, l, "tensor")?)),
+        _ => candle_core::bail!("CPU tensor expected"),
+    }
+}
+
+fn dims(l: &Layout) -> (usize, usize, usize) {
+    let d = l.dims();
+    let (n, c) = (d[0], d[1]);
+    (n, c, d[2..].iter().product::<usize>().max(1))
+}
+
+/// Row reductions with 8 f32 lanes (vectorised), returned as f64.
+mod rows {
+    #[inline]
+    pub fn sum(a: &[f32]) -> f64 {
+        let mut acc = [0f32; 8];
+        let it = a.chunks_exact(8);
+        let rem = it.remainder();
+        for ch in it {
+            for l in 0..8 {
+                acc[l] += ch[l];
+            }
+        }
+        acc.iter().map(|v| *v as f64).sum::<f64>() + rem.iter().map(|v| *v as f64).sum::<f64>()
+    }
+
+    #[inline]
+    pub fn sq_dev(a: &[f32], m: f32) -> f64 {
+        let mut acc = [0f32; 8];
+        let it = a.chunks_exact(8);
+        let rem = it.remainder();
+        for ch in it {
+            for l in 0..8 {
+                let d = ch[l] - m;
+                acc[l] += d * d;
+            }
+        }
+        acc.iter().map(|v| *v as f64).sum::<f64>() + rem.iter().map(|v| ((v - m) * (v - m)) as f64).sum::<f64>()
+    }
+
+    /// (Σ g, Σ g·(x − m)) with g = dy, masked where y ≤ 0 when `relu`.
+    #[inline]
+    pub fn bwd(x: &[f32], y: &[f32], dy: &[f32], m: f32, relu: bool) -> (f64, f64) {
+        let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+        let n8 = x.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            let (xs, ys, ds) = (&x[i..i + 8], &y[i..i + 8], &dy[i..i + 8]);
+            for l in 0..8 {
+                let g = if relu && ys[l] <= 0.0 { 0.0 } else { ds[l] };
+                a[l] += g;
+                b[l] += g * (xs[l] - m);
+            }
+        }
+        let (mut sa, mut sb): (f64, f64) = (a.iter().map(|v| *v as f64).sum(), b.iter().map(|v| *v as f64).sum());
+        for i in n8..x.len() {
+            let g = if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
+            sa += g as f64;
+            sb += (g * (x[i] - m)) as f64;
+        }
+        (sa, sb)
+    }
+}
+
+/// For each channel, Σ over its `n` rows of `f(channel, row slice range)`; channels in parallel.
+fn per_channel<T: Send + Default + std::ops::AddAssign>(n: usize, c: usize, hw: usize, f: impl Fn(usize, std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut acc = T::default();
+            for i in 0..n {
+                let base = (i * c + ch) * hw;
+                acc += f(ch, base..base + hw);
+            }
+            acc
+        })
+        .collect()
+}
+
+#[derive(Default, Clone, Copy)]
+struct Pair(f64, f64);
+impl std::ops::AddAssign for Pair {
+    fn add_assign(&mut self, o: Self) {
+        self.0 += o.0;
+        self.1 += o.1;
+    }
+}
+
+impl CustomOp3 for BnTrainOp {
+    fn name(&self) -> &'static str {
+        "mixbt-batch-norm"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _p = super::profile::scope("bn.forward");
+        let x = f32s(xs, xl, "bn input")?;
+        let w = f32s(ws, wl, "bn weight")?;
+        let b = f32s(bs, bl, "bn bias")?;
+        let (n, c, hw) = dims(xl);
+        let m = (n * hw) as f64;
+        let sums = per_channel(n, c, hw, |_, r| rows::sum(&x[r]));
+        let mean: Vec<f32> = sums.iter().map(|s| (s / m) as f32).collect();
+        let sq = per_channel(n, c, hw, |ch, r| rows::sq_dev(&x[r], mean[ch]));
+        let var: Vec<f32> = sq.iter().map(|s| (s / m) as f32).collect();
+        let invstd: Vec<f32> = var.iter().map(|v| (1.0 / (*v as f64 + self.eps).sqrt()) as f32).collect();
+        let scale: Vec<f32> = (0..c).map(|i| invstd[i] * w[i]).collect();
+        let shift: Vec<f32> = (0..c).map(|i| b[i] - mean[i] * scale[i]).collect();
+        let mut y = vec![0f32; x.len()];
+        let relu = self.relu;
+        y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yr, xr)| {
+            for ch in 0..c {
+                let (s, t) = (scale[ch], shift[ch]);
+                let (yo, xo) = (&mut yr[ch * hw..(ch + 1) * hw], &xr[ch * hw..(ch + 1) * hw]);
+                if relu {
+                    for (o, i) in yo.iter_mut().zip(xo) {
+                        *o = (i * s + t).max(0.0);
+                    }
+                } else {
+                    for (o, i) in yo.iter_mut().zip(xo) {
+                        *o = i * s + t;
+                    }
+                }
+            }
+        });
+        *self.stats.lock().unwrap() = BnStats { mean, var, invstd };
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _p = super::profile::scope("bn.backward");
+        let st = self.stats.lock().unwrap().clone();
+        let d = x.dims().to_vec();
+        let (n, c) = (d[0], d[1]);
+        let hw: usize = d[2..].iter().product::<usize>().max(1);
+        let m = (n * hw) as f32;
+        let relu = self.relu;
+        let (dx, dw, db) = with_f32(x, |xv| {
+            with_f32(w, |wv| {
+                with_f32(y, |yv| {
+                    with_f32(dy, |dyv| {
+                        let sums = per_channel(n, c, hw, |ch, r| {
+                            let (a, b) = rows::bwd(&xv[r.clone()], &yv[r.clone()], &dyv[r], st.mean[ch], relu);
+                            Pair(a, b)
+                        });
+                        let db: Vec<f32> = sums.iter().map(|p| p.0 as f32).collect();
+                        let dw: Vec<f32> = sums.iter().enumerate().map(|(ch, p)| (p.1 * st.invstd[ch] as f64) as f32).collect();
+                        let mut dx = vec![0f32; xv.len()];
+                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(i, dr)| {
+                            for ch in 0..c {
+                                let k = wv[ch] * st.invstd[ch] / m;
+                                let (mu, is) = (st.mean[ch], st.invstd[ch]);
+                                let (sdb, sdw) = (db[ch], dw[ch]);
+                                let base = (i * c + ch) * hw;
+                                let (xs, ys, ds) = (&xv[base..base + hw], &yv[base..base + hw], &dyv[base..base + hw]);
+                                for (((o, x), y), d) in dr[ch * hw..(ch + 1) * hw].iter_mut().zip(xs).zip(ys).zip(ds) {
+                                    let g = if relu && *y <= 0.0 { 0.0 } else { *d };
+                                    let xhat = (x - mu) * is;
+                                    *o = k * (m * g - sdb - xhat * sdw);
+                                }
+                            }
+                        });
+                        (dx, dw, db)
+                    })
+                })
+            })
+        })????;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, d, dev)?),
+            Some(Tensor::from_vec(dw, c, dev)?),
+            Some(Tensor::from_vec(db, c, dev)?),
+        ))
+    }
+}
+
+/// Fused train-mode batch norm (+ ReLU): returns `(y, batch mean, biased batch variance)`.
+pub fn batch_norm_train(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    let stats = Arc::new(Mutex::new(BnStats::default()));
+    let op = BnTrainOp { eps, relu, stats: stats.clone() };
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)?;
+    let s = stats.lock().unwrap();
+    let c = s.mean.len();
+    let dev = x.device();
+    Ok((y, Tensor::from_vec(s.mean.clone(), c, dev)?, Tensor::from_vec(s.var.clone(), c, dev)?))
+}
+
+/// `relu(a + b)` fused.
+pub struct AddReluOp;
+
+impl CustomOp2 for AddReluOp {
+    fn name(&self) -> &'static str {
+        "mixbt-add-relu"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _p = super::profile::scope("add-relu.forward");
+        let a = f32s(s1, l1, "add-relu lhs")?;
+        let b = f32s(s2, l2, "add-relu rhs")?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("add-relu: shapes {:?} and {:?}", l1.dims(), l2.dims())
+        }
+        let mut y = vec![0f32; a.len()];
+        y.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(yc, (ac, bc))| {
+            for ((o, x), z) in yc.iter_mut().zip(ac).zip(bc) {
+                *o = (x + z).max(0.0);
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+    fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let _p = super::profile::scope("add-relu.backward");
+        let g = with_f32(y, |yv| {
+            with_f32(dy, |dv| {
+                let mut g = vec![0f32; yv.len()];
+                g.par_chunks_mut(1 << 14).zip(yv.par_chunks(1 << 14).zip(dv.par_chunks(1 << 14))).for_each(|(gc, (yc, dc))| {
+                    for ((o, yy), d) in gc.iter_mut().zip(yc).zip(dc) {
+                        *o = if *yy > 0.0 { *d } else { 0.0 };
+                    }
+                });
+                g
+            })
+        })??;
+        let g = Tensor::from_vec(g, y.dims(), y.device())?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// `relu(a + b)`: fused on the CPU for f32, candle ops elsewhere.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 && b.dtype() == candle_core::DType::F32 && a.dims() == b.dims() {
+        a.contiguous()?.apply_op2(&b.contiguous()?, AddReluOp)
+    } else {
+        (a + b)?.relu()
+    }
+}

@@ -1,0 +1,338 @@
+//! Charts with plotters (SVG strings; PNG through the bitmap backend): loss components, k-NN
+//! accuracy, cross-correlation heat maps, λ ablations, a PCA of embeddings, grids of views.
+
+use std::sync::Once;
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+use plotters::prelude::*;
+
+use super::display::{Png, Svg};
+use crate::train::History;
+use crate::{Error, Result};
+
+static FONT: Once = Once::new();
+
+/// Register the bundled DejaVu Sans as the "sans-serif" font (plotters' ab_glyph backend).
+fn fonts() {
+    FONT.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, bytes);
+    });
+}
+
+fn perr<E: std::fmt::Display>(e: E) -> Error {
+    Error::msg(format!("chart: {e}"))
+}
+
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// A colour for series/class `i`.
+pub fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// Named line series `(name, [(x, y)])` on one chart.
+pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)], log_y: bool) -> Result<Svg> {
+    fonts();
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (720, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0));
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        for (x, y) in pts {
+            x0 = x0.min(*x);
+            x1 = x1.max(*x);
+            y0 = y0.min(*y);
+            y1 = y1.max(*y);
+        }
+        if !x0.is_finite() {
+            (x0, x1, y0, y1) = (0.0, 1.0, if log_y { 0.1 } else { 0.0 }, 1.0);
+        }
+        if x1 <= x0 {
+            x1 = x0 + 1.0;
+        }
+        if y1 <= y0 {
+            y1 = y0 + y0.abs().max(1e-3);
+        }
+        let pad = if log_y { 0.0 } else { (y1 - y0) * 0.05 };
+        let mut b = ChartBuilder::on(&root);
+        b.caption(title, ("sans-serif", 20)).margin(10).x_label_area_size(40).y_label_area_size(60);
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 12)).draw().map_err(perr)?;
+                for (i, (name, p)) in series.iter().enumerate() {
+                    let c = color(i);
+                    let data: Vec<(f64, f64)> = p.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0)).collect();
+                    if data.len() == 1 {
+                        chart.draw_series(data.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled()))).map_err(perr)?
+                            .label(name.as_str())
+                            .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
+                    } else {
+                        chart.draw_series(LineSeries::new(data, c.stroke_width(2))).map_err(perr)?
+                            .label(name.as_str())
+                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                    }
+                }
+                chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(perr)?;
+            }};
+        }
+        if log_y {
+            draw!(b.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(perr)?);
+        } else {
+            draw!(b.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(perr)?);
+        }
+        root.present().map_err(perr)?;
+    }
+    Ok(Svg(out))
+}
+
+/// Loss components (loss_bt, loss_reg, total) over the steps of a history, smoothed with a
+/// running mean over `smooth` steps.
+pub fn loss_chart(h: &History, smooth: usize) -> Result<Svg> {
+    let sm = |f: &dyn Fn(&crate::train::StepStats) -> f64| -> Vec<(f64, f64)> {
+        let w = smooth.max(1);
+        let v: Vec<f64> = h.rows.iter().map(f).collect();
+        (0..v.len()).map(|i| (h.rows[i].step as f64, v[i.saturating_sub(w - 1)..=i].iter().sum::<f64>() / (i + 1 - i.saturating_sub(w - 1)) as f64)).collect()
+    };
+    lines_svg(
+        "Mixed Barlow Twins loss",
+        "step",
+        "loss (log)",
+        &[("total".into(), sm(&|r| r.loss)), ("loss_bt".into(), sm(&|r| r.loss_bt)), ("loss_reg".into(), sm(&|r| r.loss_reg))],
+        true,
+    )
+}
+
+/// k-NN top-1/top-5 accuracy over the epochs where it was evaluated.
+pub fn knn_chart(h: &History, random_init: Option<f64>) -> Result<Svg> {
+    let t1: Vec<(f64, f64)> = h.rows.iter().filter_map(|r| r.knn_top1.map(|v| (r.step as f64, v))).collect();
+    let t5: Vec<(f64, f64)> = h.rows.iter().filter_map(|r| r.knn_top5.map(|v| (r.step as f64, v))).collect();
+    let mut series = vec![("k-NN top-1".to_string(), t1), ("k-NN top-5".to_string(), t5)];
+    if let Some(ri) = random_init {
+        let last = h.rows.last().map(|r| r.step as f64).unwrap_or(1.0);
+        series.push(("top-1 at random init".into(), vec![(0.0, ri), (last, ri)]));
+    }
+    lines_svg("k-NN accuracy (k=200, T=0.5)", "step", "accuracy %", &series, false)
+}
+
+/// A heat map of a matrix (e.g. the cross-correlation C), values clamped to [lo, hi] on a
+/// blue–white–red scale.
+pub fn heatmap_svg(title: &str, m: &Tensor, lo: f64, hi: f64) -> Result<Svg> {
+    fonts();
+    let v: Vec<Vec<f32>> = m.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2()?;
+    let (r, c) = (v.len(), v.first().map(|x| x.len()).unwrap_or(0));
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (420, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(32)
+            .build_cartesian_2d(0..c, 0..r)
+            .map_err(perr)?;
+        chart.configure_mesh().disable_mesh().label_style(("sans-serif", 10)).draw().map_err(perr)?;
+        let col = |x: f64| {
+            let t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
+            if t < 0.5 {
+                let s = t * 2.0;
+                RGBColor((255.0 * s) as u8, (255.0 * s) as u8, 255)
+            } else {
+                let s = (1.0 - t) * 2.0;
+                RGBColor(255, (255.0 * s) as u8, (255.0 * s) as u8)
+            }
+        };
+        chart
+            .draw_series(v.iter().enumerate().flat_map(|(i, row)| row.iter().enumerate().map(move |(j, x)| (i, j, *x))).map(|(i, j, x)| {
+                // Row 0 at the top.
+                Rectangle::new([(j, r - 1 - i), (j + 1, r - i)], col(x as f64).filled())
+            }))
+            .map_err(perr)?;
+        root.present().map_err(perr)?;
+    }
+    Ok(Svg(out))
+}
+
+/// Bars `(label, value)` (λ ablations).
+pub fn bars_svg(title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Svg> {
+    fonts();
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (720, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let ymax = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
+        let n = bars.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0..n).into_segmented(), 0.0..ymax)
+            .map_err(perr)?;
+        let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc(y_label)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(perr)?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                let mut r = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)], color(i).filled());
+                r.set_margin(0, 0, 12, 12);
+                r
+            }))
+            .map_err(perr)?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                Text::new(format!("{v:.2}"), (SegmentValue::CenterOf(i), *v), ("sans-serif", 12).into_font())
+            }))
+            .map_err(perr)?;
+        root.present().map_err(perr)?;
+    }
+    Ok(Svg(out))
+}
+
+/// 2-D PCA of the rows of `x` ([N, D]).
+pub fn pca2(x: &Tensor) -> Result<Vec<(f64, f64)>> {
+    let x = x.to_dtype(DType::F64)?.to_device(&Device::Cpu)?;
+    let xc = x.broadcast_sub(&x.mean_keepdim(0)?)?;
+    let cov = (xc.t()?.matmul(&xc)? / (x.dim(0)?.max(2) - 1) as f64)?;
+    let d = cov.dim(0)?;
+    // Two leading eigenvectors by power iteration with deflation.
+    let mut vecs: Vec<Tensor> = vec![];
+    let mut a = cov.clone();
+    for k in 0..2 {
+        let mut v = Tensor::from_vec((0..d).map(|i| ((i * 7 + k * 3) % 11) as f64 + 1.0).collect::<Vec<_>>(), (d, 1), &Device::Cpu)?;
+        let mut lambda = 0.0;
+        for _ in 0..200 {
+            let w = a.matmul(&v)?;
+            let n = w.sqr()?.sum_all()?.sqrt()?.to_scalar::<f64>()?;
+            if n == 0.0 {
+                break;
+            }
+            v = (w / n)?;
+            lambda = n;
+        }
+        a = (a - (v.matmul(&v.t()?)? * lambda)?)?;
+        vecs.push(v);
+    }
+    let p = xc.matmul(&Tensor::cat(&vecs, 1)?)?;
+    let p: Vec<Vec<f64>> = p.to_vec2()?;
+    Ok(p.into_iter().map(|r| (r[0], r[1])).collect())
+}
+
+/// Scatter of a 2-D PCA of embeddings, coloured by class.
+pub fn pca_svg(title: &str, x: &Tensor, labels: &[usize], class_names: &[String]) -> Result<Svg> {
+    fonts();
+    let pts = pca2(x)?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (560, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        for (a, b) in &pts {
+            x0 = x0.min(*a);
+            x1 = x1.max(*a);
+            y0 = y0.min(*b);
+            y1 = y1.max(*b);
+        }
+        let (dx, dy) = ((x1 - x0).max(1e-9) * 0.05, (y1 - y0).max(1e-9) * 0.05);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d((x0 - dx)..(x1 + dx), (y0 - dy)..(y1 + dy))
+            .map_err(perr)?;
+        chart.configure_mesh().x_desc("PC 1").y_desc("PC 2").label_style(("sans-serif", 10)).draw().map_err(perr)?;
+        let classes = labels.iter().copied().max().map(|m| m + 1).unwrap_or(0);
+        for c in 0..classes {
+            let col = color(c);
+            let name = class_names.get(c).cloned().unwrap_or_else(|| c.to_string());
+            chart
+                .draw_series(pts.iter().zip(labels).filter(|(_, l)| **l == c).map(|(p, _)| Circle::new(*p, 3, col.filled())))
+                .map_err(perr)?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 10)).draw().map_err(perr)?;
+        root.present().map_err(perr)?;
+    }
+    Ok(Svg(out))
+}
+
+/// A grid of images (rows × columns, scaled up `scale`×) as PNG.
+pub fn image_grid(images: &[RgbImage], cols: usize, scale: u32) -> Result<Png> {
+    if images.is_empty() {
+        return Err(Error::Config("no images to show".into()));
+    }
+    let (w, h) = images[0].dimensions();
+    let cols = cols.max(1);
+    let rows = images.len().div_ceil(cols);
+    let gap = 2;
+    let mut grid = RgbImage::from_pixel(cols as u32 * (w + gap), rows as u32 * (h + gap), image::Rgb([255, 255, 255]));
+    for (i, im) in images.iter().enumerate() {
+        let (x, y) = ((i % cols) as u32 * (w + gap), (i / cols) as u32 * (h + gap));
+        image::imageops::replace(&mut grid, im, x as i64, y as i64);
+    }
+    let big = image::imageops::resize(&grid, grid.width() * scale, grid.height() * scale, image::imageops::FilterType::Nearest);
+    let mut buf = std::io::Cursor::new(Vec::new());
+    big.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| Error::msg(format!("png: {e}")))?;
+    Ok(Png(buf.into_inner()))
+}
+
+/// Un-normalise a CHW tensor (one image of a batch) back to RGB bytes for display.
+pub fn tensor_to_image(x: &Tensor, mean: [f32; 3], std: [f32; 3]) -> Result<RgbImage> {
+    let x = x.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+    let (c, h, w) = x.dims3()?;
+    if c != 3 {
+        return Err(Error::Config(format!("expected 3 channels, got {c}")));
+    }
+    let v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let mut img = RgbImage::new(w as u32, h as u32);
+    for yy in 0..h {
+        for xx in 0..w {
+            let p: [u8; 3] = std::array::from_fn(|k| ((v[k * h * w + yy * w + xx] * std[k] + mean[k]) * 255.0).round().clamp(0.0, 255.0) as u8);
+            img.put_pixel(xx as u32, yy as u32, image::Rgb(p));
+        }
+    }
+    Ok(img)
+}
+
+/// Write the run's charts (loss, k-NN) as SVG into `dir`.
+pub fn write_run_plots(dir: &std::path::Path, h: &History, random_init: Option<f64>) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut out = vec![];
+    let smooth = (h.len() / 50).max(1);
+    let p = dir.join("loss.svg");
+    loss_chart(h, smooth)?.save(&p)?;
+    out.push(p);
+    if h.rows.iter().any(|r| r.knn_top1.is_some()) {
+        let p = dir.join("knn.svg");
+        knn_chart(h, random_init)?.save(&p)?;
+        out.push(p);
+    }
+    Ok(out)
+}

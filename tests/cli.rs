@@ -1,0 +1,125 @@
+//! The `mixbt` command end to end on a tiny run.
+
+use std::path::Path;
+use std::process::Command;
+
+fn mixbt(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mixbt")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn ok(args: &[&str]) -> String {
+    let (ok, out, err) = mixbt(args);
+    assert!(ok, "mixbt {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+const TINY: [&str; 14] = [
+    "--preset", "quickstart", "--width", "0.0625", "--batch-size", "16", "--train-subset", "64", "--test-subset", "40", "--bank-subset", "80",
+    "--epochs", "1",
+];
+
+#[test]
+fn pretrain_knn_embed_linear_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let mut args = vec!["pretrain"];
+    args.extend(TINY);
+    args.extend(["--out", run_s, "--no-progress"]);
+    let out = ok(&args);
+    assert!(out.contains("k-NN top-1") && out.contains("randomly initialised"), "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for k in ["knn_top1", "knn_top5", "knn_top1_random_init"] {
+        assert!(summary[k].as_f64().is_some(), "summary.json lacks {k}: {summary}");
+    }
+    assert_eq!(summary["steps"], 4);
+    let csv = std::fs::read_to_string(run.join("history.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    for c in ["step", "epoch", "loss_bt", "loss_reg", "loss", "lr", "alpha", "knn_top1"] {
+        assert!(header.split(',').any(|h| h == c), "history.csv header {header} lacks {c}");
+    }
+    assert_eq!(csv.lines().count(), 5);
+    assert!(run.join("history.parquet").is_file() && run.join("model.safetensors").is_file());
+    assert!(run.join("checkpoints/latest").is_file());
+
+    // k-NN of the saved model (run folder and model file both accepted).
+    let out = ok(&["knn", "--checkpoint", run_s, "--test-subset", "40", "--bank-subset", "80", "--json"]);
+    let last = out.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert!((v["top1"].as_f64().unwrap() - summary["knn_top1"].as_f64().unwrap()).abs() < 1e-9, "{out} vs {summary}");
+
+    // embed: L2-normalised features, rows in file-name order.
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for (i, name) in ["b.png", "a.png", "c.png"].iter().enumerate() {
+        let ds = mixbt::data::BuiltinShapes::new(Default::default(), mixbt::data::Split::Test);
+        mixbt::data::Dataset::image(&ds, i).unwrap().save(imgs.join(name)).unwrap();
+    }
+    let feats = dir.path().join("f.safetensors");
+    ok(&["embed", "--checkpoint", run.join("model.safetensors").to_str().unwrap(), "--images", imgs.to_str().unwrap(), "--out", feats.to_str().unwrap(), "--transform", "none"]);
+    let t = mixbt::ckpt::read_safetensors(&feats, &candle_core::Device::Cpu).unwrap();
+    let f = &t["features"];
+    assert_eq!(f.dims(), [3, 32]);
+    let norms: Vec<f32> = f.sqr().unwrap().sum(1).unwrap().to_vec1().unwrap();
+    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5));
+    let meta = mixbt::ckpt::read_safetensors_metadata(&feats).unwrap();
+    assert_eq!(meta["files"], r#"["a.png","b.png","c.png"]"#);
+    let pq = dir.path().join("f.parquet");
+    ok(&["embed", "--checkpoint", run_s, "--images", imgs.to_str().unwrap(), "--out", pq.to_str().unwrap()]);
+    assert_eq!(mixbt::train::history::read_parquet(&pq).unwrap().height(), 3);
+
+    // linear probe (features computed once), and resume of the finished run.
+    let out = ok(&["linear", "--checkpoint", run_s, "--epochs", "2", "--no-augment", "--test-subset", "40", "--json"]);
+    assert!(out.contains("best_top1"), "{out}");
+    let (okk, _, err) = mixbt(&["pretrain", "--resume", run_s, "--out", run_s, "--no-progress", "--epochs", "1"]);
+    assert!(okk, "{err}");
+
+    // data stats
+    let out = ok(&["data", "stats", "--dataset", "builtin", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["images"], 6000);
+    assert_eq!(v["classes"], 10);
+    assert_eq!(v["mean"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (okk, _, err) = mixbt(&["pretrain", "--preset", "nope"]);
+    assert!(!okk && err.contains("unknown preset") && err.contains("quickstart"), "{err}");
+    let (okk, _, err) = mixbt(&["pretrain", "--preset", "r18-cifar10"]);
+    assert!(!okk && err.contains("--data-dir"), "{err}");
+    let (okk, _, err) = mixbt(&["data", "stats", "--dataset", "cifar10", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(!okk && err.contains("test_batch.bin"), "{err}");
+    let bogus = dir.path().join("bogus.safetensors");
+    std::fs::write(&bogus, b"not safetensors").unwrap();
+    let (okk, _, err) = mixbt(&["knn", "--checkpoint", bogus.to_str().unwrap()]);
+    assert!(!okk && err.contains("bogus.safetensors"), "{err}");
+    let (okk, _, err) = mixbt(&["pretrain", "--device", "cuda:0", "--max-steps", "1"]);
+    assert!(!okk && err.to_lowercase().contains("cuda"), "{err}");
+    let (okk, _, err) = mixbt(&["pretrain", "--resume", Path::new("/nonexistent/run").to_str().unwrap()]);
+    assert!(!okk && err.contains("/nonexistent/run"), "{err}");
+}
+
+/// `mixbt embed --transform none` on the reference checkpoint saved by PyTorch in the original
+/// format (../shared/data/reference, when present) reproduces PyTorch's features to ≤ 1e-4.
+#[test]
+fn embed_reference_checkpoint_matches_pytorch() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/reference");
+    let pth = root.join("mixbt_resnet18_cifar10_d1024_torch.pth");
+    if !pth.is_file() {
+        eprintln!("skipped: {} not present", pth.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.safetensors");
+    ok(&["embed", "--checkpoint", pth.to_str().unwrap(), "--arch", "resnet18", "--dataset", "cifar10", "--images", root.join("images").to_str().unwrap(), "--out", out.to_str().unwrap(), "--transform", "none"]);
+    let t = mixbt::ckpt::read_safetensors(&out, &candle_core::Device::Cpu).unwrap();
+    let got: Vec<Vec<f32>> = t["features"].to_vec2().unwrap();
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("mixbt_resnet18_cifar10_features.json")).unwrap()).unwrap();
+    let want: Vec<Vec<f32>> = r["features"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect();
+    assert_eq!(got.len(), want.len());
+    let max = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max <= 1e-4, "max abs difference {max}");
+}

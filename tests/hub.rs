@@ -1,0 +1,203 @@
+//! The Hub client against the local Hub server (same HTTP protocol): pull, cache and offline
+//! use, 404/401, truncated downloads and wrong checksums, push (regular, LFS basic and
+//! multipart) and the push → pull round trip, Hub data sets.
+
+use std::path::{Path, PathBuf};
+
+use mixbt::hub::{self, push, HubConfig, HubRef, RepoKind};
+use mixbt_hub_server::{Faults, HubServer, ServerConfig};
+
+const TOKEN: &str = "hf_test_token";
+
+fn server() -> HubServer {
+    HubServer::start(ServerConfig { token: Some(TOKEN.into()), user: "tester".into(), multipart_chunk: None }).unwrap()
+}
+
+fn cfg(s: &HubServer, cache: &Path, token: bool) -> HubConfig {
+    HubConfig { endpoint: s.url().into(), token: token.then(|| TOKEN.to_string()), cache_dir: cache.into(), offline: false, progress: false }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+fn r(s: &str) -> HubRef {
+    HubRef::parse(s).unwrap()
+}
+
+#[test]
+fn parse_references() {
+    let h = r("hub:wgcban/mix-bt/checkpoints/4wdhbpcf_0.0078125_1024_256_cifar10_model.pth");
+    assert_eq!((h.repo.as_str(), h.revision.as_str(), h.path.as_str()), ("wgcban/mix-bt", "main", "checkpoints/4wdhbpcf_0.0078125_1024_256_cifar10_model.pth"));
+    let h = r("hub:org/repo@v1.0/a/b.safetensors");
+    assert_eq!((h.revision.as_str(), h.path.as_str()), ("v1.0", "a/b.safetensors"));
+    assert_eq!(r("hub:datasets/uoft-cs/cifar10/x.parquet").kind, RepoKind::Dataset);
+    assert!(HubRef::parse("hub:only-org").is_err());
+    let reg = hub::registry();
+    assert_eq!(reg.checkpoints.len(), 22);
+    let stl = reg.checkpoints.iter().find(|c| c.file.starts_with("i7det4xq")).unwrap();
+    assert_eq!(stl.sha256.as_deref(), Some("97e36848d24a327f26b53edb43f51a9c0e004a30e5ac450bf7f8eed1467c152e"));
+}
+
+#[test]
+fn pull_uses_the_cache_and_works_offline() {
+    let s = server();
+    let bytes = std::fs::read(fixture("tiny_r18_cifar.pth")).unwrap();
+    s.add_file("model", "wgcban/mix-bt", "checkpoints/tiny.pth", bytes.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let c = cfg(&s, cache.path(), false);
+    let p = hub::pull(&r("hub:wgcban/mix-bt/checkpoints/tiny.pth"), &c, None).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), bytes);
+    assert!(p.starts_with(cache.path()));
+    // The blob is named by its sha256 (LFS ETag) and verified.
+    let blob = std::fs::canonicalize(&p).unwrap();
+    assert_eq!(blob.file_name().unwrap().to_string_lossy(), hub::sha256_file(&p).unwrap());
+    let n_requests = s.requests().len();
+    drop(s);
+    // Offline: the cache answers, the (gone) server is not asked.
+    let off = HubConfig { offline: true, ..c.clone() };
+    assert_eq!(hub::pull(&r("hub:wgcban/mix-bt/checkpoints/tiny.pth"), &off, None).unwrap(), p);
+    assert!(n_requests >= 2);
+    let err = hub::pull(&r("hub:wgcban/mix-bt/checkpoints/other.pth"), &off, None).unwrap_err().to_string();
+    assert!(err.contains("not in the cache") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    // A wrong expected checksum (registry) is a clear error and evicts the file.
+    let err = hub::pull(&r("hub:wgcban/mix-bt/checkpoints/tiny.pth"), &off, Some(&"0".repeat(64))).unwrap_err().to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(!p.exists());
+}
+
+#[test]
+fn not_found_unauthorized_truncated_and_corrupt() {
+    let s = server();
+    s.add_file("model", "org/private", "w.safetensors", vec![1, 2, 3, 4]);
+    s.set_private("model", "org/private", true);
+    s.add_file("model", "org/m", "big.pth", (0..200_000u32).map(|i| (i % 251) as u8).collect());
+    let cache = tempfile::tempdir().unwrap();
+    let c = cfg(&s, cache.path(), false);
+    let err = hub::pull(&r("hub:org/m/missing.pth"), &c, None).unwrap_err().to_string();
+    assert!(err.contains("404") && err.contains("not found"), "{err}");
+    let err = hub::pull(&r("hub:org/nope/x.pth"), &c, None).unwrap_err().to_string();
+    assert!(err.contains("404"), "{err}");
+    let err = hub::pull(&r("hub:org/private/w.safetensors"), &c, None).unwrap_err().to_string();
+    assert!(err.contains("401") && err.contains("HF_TOKEN"), "{err}");
+    assert!(hub::pull(&r("hub:org/private/w.safetensors"), &cfg(&s, cache.path(), true), None).is_ok());
+    // Truncated body: an error, and nothing usable is left in the cache.
+    s.set_faults(Faults { truncate: ["big.pth".to_string()].into(), ..Default::default() });
+    let err = hub::pull(&r("hub:org/m/big.pth"), &c, None).unwrap_err().to_string();
+    assert!(err.contains("big.pth"), "{err}");
+    assert!(hf_hub_cached(cache.path(), "org/m", "big.pth").is_none());
+    // Corrupted body (right ETag, wrong bytes): checksum error, evicted.
+    s.set_faults(Faults { corrupt: ["big.pth".to_string()].into(), ..Default::default() });
+    let err = hub::pull(&r("hub:org/m/big.pth"), &c, None).unwrap_err().to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(hf_hub_cached(cache.path(), "org/m", "big.pth").is_none());
+    // Healthy again: the pull succeeds.
+    s.set_faults(Faults::default());
+    let p = hub::pull(&r("hub:org/m/big.pth"), &c, None).unwrap();
+    assert_eq!(std::fs::read(p).unwrap().len(), 200_000);
+}
+
+fn hf_hub_cached(cache: &Path, repo: &str, file: &str) -> Option<PathBuf> {
+    hf_hub::Cache::new(cache.to_path_buf()).repo(hf_hub::Repo::model(repo.to_string())).get(file)
+}
+
+#[test]
+fn push_then_pull_round_trip() {
+    for multipart in [None, Some(64 * 1024)] {
+        let s = HubServer::start(ServerConfig { token: Some(TOKEN.into()), user: "tester".into(), multipart_chunk: multipart }).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let conv = hub::convert::convert(&fixture("tiny_r18_cifar.pth"), "tiny_r18_cifar.pth", out.path()).unwrap();
+        assert_eq!(conv.contents, "full");
+        assert_eq!(conv.skipped_keys.len(), 18, "thop keys of a ResNet-18 Model");
+        let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+        assert!(card.starts_with("---\n") && card.contains("library_name: mixbt"));
+        // Without a token: a clear error.
+        let err = push::push_folder(&cfg(&s, cache.path(), false), "tester/tiny", out.path(), "m", false).unwrap_err().to_string();
+        assert!(err.contains("token"), "{err}");
+        let rep = push::push_folder(&cfg(&s, cache.path(), true), "tester/tiny", out.path(), "first upload", false).unwrap();
+        assert_eq!(rep.lfs_files, vec!["model.safetensors"]);
+        assert!(rep.regular_files.contains(&"README.md".to_string()) && rep.regular_files.contains(&"config.json".to_string()));
+        assert_eq!(s.is_lfs_file("model", "tester/tiny", "model.safetensors"), Some(true));
+        assert!(s.commits("model", "tester/tiny").contains(&"first upload".to_string()));
+        if multipart.is_some() {
+            assert!(s.requests().iter().any(|q| q.contains("/lfs-part/")), "multipart parts were uploaded");
+        }
+        // Pull it back and load it.
+        let p = hub::pull(&r("hub:tester/tiny/model.safetensors"), &cfg(&s, cache.path(), false), None).unwrap();
+        let (_, store, _) = mixbt::ckpt::load_encoder(&p, &candle_core::Device::Cpu).unwrap();
+        let orig = mixbt::ckpt::torch::read_state_dict(&fixture("tiny_r18_cifar.pth")).unwrap();
+        for (k, v) in &orig {
+            let got = store.get(k).unwrap().as_tensor().to_dtype(v.dtype()).unwrap().flatten_all().unwrap();
+            let want = v.flatten_all().unwrap();
+            assert_eq!(got.to_vec1::<f32>().ok(), want.to_vec1::<f32>().ok(), "{k}");
+        }
+        // A second push of the same weights does not upload the LFS object again.
+        let before = s.requests().iter().filter(|q| q.contains("lfs-upload") || q.contains("lfs-part")).count();
+        push::push_folder(&cfg(&s, cache.path(), true), "tester/tiny", out.path(), "again", false).unwrap();
+        let after = s.requests().iter().filter(|q| q.contains("lfs-upload") || q.contains("lfs-part")).count();
+        assert_eq!(before, after);
+    }
+}
+
+#[test]
+fn hub_datasets_as_parquet() {
+    use mixbt::data::{parquet, Split};
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let imgs: Vec<(image::RgbImage, usize)> = (0..5).map(|i| (image::RgbImage::from_pixel(32, 32, image::Rgb([i as u8 * 40, 0, 0])), i % 2)).collect();
+    for (split, n) in [("train", 5), ("test", 2)] {
+        let p = dir.path().join(format!("{split}.parquet"));
+        parquet::write_hf_parquet(&p, "img", &imgs[..n], None).unwrap();
+        s.add_file("dataset", "uoft-cs/cifar10", &format!("plain_text/{split}-00000-of-00001.parquet"), std::fs::read(&p).unwrap());
+    }
+    s.add_file("dataset", "uoft-cs/cifar10", "README.md", b"# cifar".to_vec());
+    let cache = tempfile::tempdir().unwrap();
+    let c = cfg(&s, cache.path(), false);
+    let files = hub::list_files(RepoKind::Dataset, "uoft-cs/cifar10", "main", &c).unwrap();
+    assert_eq!(files.len(), 3);
+    let tr = hub::datasets::open_hub_dataset_with("uoft-cs/cifar10", Split::Train, false, &c).unwrap();
+    assert_eq!(tr.len(), 5);
+    assert_eq!(tr.image(3).unwrap(), imgs[3].0);
+    let te = hub::datasets::open_hub_dataset_with("uoft-cs/cifar10", Split::Test, false, &c).unwrap();
+    assert_eq!(te.len(), 2);
+    let err = hub::datasets::open_hub_dataset_with("org/none", Split::Train, false, &c).err().unwrap().to_string();
+    assert!(err.contains("404"), "{err}");
+}
+
+#[test]
+fn cli_hub_commands_and_hub_checkpoints() {
+    let s = server();
+    s.add_file("model", "wgcban/mix-bt", "checkpoints/tiny.pth", std::fs::read(fixture("tiny_r18_cifar.pth")).unwrap());
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mixbt"))
+            .args(args)
+            .env("HF_ENDPOINT", s.url())
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, out, _) = run(&["hub", "list"]);
+    assert!(ok && out.contains("4wdhbpcf_0.0078125_1024_256_cifar10_model.pth") && out.contains("90.52"), "{out}");
+    let (ok, out, err) = run(&["hub", "pull", "hub:wgcban/mix-bt/checkpoints/tiny.pth"]);
+    assert!(ok, "{err}");
+    assert!(Path::new(out.trim()).is_file());
+    let conv = work.path().join("conv");
+    let (ok, out, err) = run(&["hub", "convert", "hub:wgcban/mix-bt/checkpoints/tiny.pth", "--out", conv.to_str().unwrap()]);
+    assert!(ok && out.contains("18 thop keys skipped"), "{out}{err}");
+    let (ok, out, err) = run(&["hub", "push", conv.to_str().unwrap(), "--repo", "tester/converted"]);
+    assert!(ok && out.contains("model.safetensors"), "{out}{err}");
+    // A hub: checkpoint wherever a checkpoint is accepted.
+    let imgs = work.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    image::RgbImage::from_pixel(32, 32, image::Rgb([10, 200, 30])).save(imgs.join("a.png")).unwrap();
+    let f = work.path().join("f.safetensors");
+    let (ok, _, err) = run(&["embed", "--checkpoint", "hub:tester/converted/model.safetensors", "--images", imgs.to_str().unwrap(), "--out", f.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["embed", "--checkpoint", "hub:tester/converted/nope.safetensors", "--images", imgs.to_str().unwrap(), "--out", f.to_str().unwrap()]);
+    assert!(!ok && err.contains("404"), "{err}");
+}

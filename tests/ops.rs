@@ -1,0 +1,177 @@
+//! The fast CPU kernels against candle's own operations (forward and gradients) and finite
+//! differences, for every convolution shape our ResNets use.
+
+use candle_core::{DType, Device, Tensor, Var};
+use mixbt::ops;
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn max_abs(a: &Tensor) -> f32 {
+    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// (N, C, H, W, O, k, stride, pad): the ResNet convolutions (3×3 s1/s2, 1×1 s1/s2, the 7×7 stem).
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 7] = [
+    (3, 4, 8, 8, 6, 3, 1, 1),
+    (3, 4, 8, 8, 6, 3, 2, 1),
+    (2, 6, 7, 7, 5, 3, 2, 1),
+    (3, 8, 6, 6, 4, 1, 1, 0),
+    (3, 8, 6, 6, 4, 1, 2, 0),
+    (2, 3, 16, 16, 4, 7, 2, 3),
+    (1, 3, 5, 9, 2, 3, 1, 1),
+];
+
+#[test]
+fn conv_matches_candle_forward_and_backward() {
+    let dev = Device::Cpu;
+    for (n, c, h, w, o, k, s, p) in SHAPES {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap()).unwrap();
+        let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
+        let ours = ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
+        let theirs = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        let tol = 1e-4 * (1.0 + max_abs(&theirs));
+        assert!(max_abs_diff(&ours, &theirs) < tol, "forward {:?}", (n, c, h, w, o, k, s, p));
+        // Gradients of a random linear functional of the output.
+        let coef = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
+        let g1 = (ours * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (theirs * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("input", &x), ("weight", &wt)] {
+            let a = g1.get(v).unwrap();
+            let b = g2.get(v).unwrap();
+            let tol = 1e-4 * (1.0 + max_abs(b));
+            assert!(max_abs_diff(a, b) < tol, "{name} gradient {:?}: {}", (n, c, h, w, o, k, s, p), max_abs_diff(a, b));
+        }
+    }
+}
+
+#[test]
+fn conv_gradients_match_finite_differences() {
+    let dev = Device::Cpu;
+    let (n, c, h, w, o, k, s, p) = (2, 3, 6, 6, 4, 3, 2, 1);
+    let x64 = Tensor::randn(0f64, 1.0, (n, c, h, w), &dev).unwrap();
+    let w64 = Tensor::randn(0f64, 0.5, (o, c, k, k), &dev).unwrap();
+    let coef = Tensor::randn(0f64, 1.0, (n, o, 3, 3), &dev).unwrap();
+    let f = |xv: &Tensor, wv: &Tensor| -> f64 {
+        // Reference value in f64 with candle's conv.
+        (xv.conv2d(wv, p, s, 1, 1).unwrap() * &coef).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+    };
+    let x = Var::from_tensor(&x64.to_dtype(DType::F32).unwrap()).unwrap();
+    let wt = Var::from_tensor(&w64.to_dtype(DType::F32).unwrap()).unwrap();
+    let y = ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
+    let grads = (y * coef.to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    let gx: Vec<f32> = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let gw: Vec<f32> = grads.get(&wt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let eps = 1e-4;
+    let xs: Vec<f64> = x64.flatten_all().unwrap().to_vec1().unwrap();
+    for i in (0..xs.len()).step_by(7) {
+        let mut a = xs.clone();
+        a[i] += eps;
+        let up = f(&Tensor::from_vec(a.clone(), (n, c, h, w), &dev).unwrap(), &w64);
+        a[i] -= 2.0 * eps;
+        let down = f(&Tensor::from_vec(a, (n, c, h, w), &dev).unwrap(), &w64);
+        let fd = (up - down) / (2.0 * eps);
+        assert!((fd - gx[i] as f64).abs() < 1e-3 * (1.0 + fd.abs()), "dx[{i}]: {fd} vs {}", gx[i]);
+    }
+    let ws: Vec<f64> = w64.flatten_all().unwrap().to_vec1().unwrap();
+    for i in (0..ws.len()).step_by(5) {
+        let mut a = ws.clone();
+        a[i] += eps;
+        let up = f(&x64, &Tensor::from_vec(a.clone(), (o, c, k, k), &dev).unwrap());
+        a[i] -= 2.0 * eps;
+        let down = f(&x64, &Tensor::from_vec(a, (o, c, k, k), &dev).unwrap());
+        let fd = (up - down) / (2.0 * eps);
+        assert!((fd - gw[i] as f64).abs() < 1e-3 * (1.0 + fd.abs()), "dw[{i}]: {fd} vs {}", gw[i]);
+    }
+}
+
+/// Batch norm (train mode) with candle ops, the reference for the fused kernel.
+fn bn_reference(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Tensor {
+    let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+    let n = (x.elem_count() / x.dim(1).unwrap()) as f64;
+    let mean = (x.sum_keepdim(dims.as_slice()).unwrap() / n).unwrap();
+    let xc = x.broadcast_sub(&mean).unwrap();
+    let var = (xc.sqr().unwrap().sum_keepdim(dims.as_slice()).unwrap() / n).unwrap();
+    let shape: Vec<usize> = (0..x.rank()).map(|d| if d == 1 { x.dim(1).unwrap() } else { 1 }).collect();
+    let y = xc
+        .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(&w.reshape(shape.as_slice()).unwrap())
+        .unwrap()
+        .broadcast_add(&b.reshape(shape.as_slice()).unwrap())
+        .unwrap();
+    if relu {
+        y.relu().unwrap()
+    } else {
+        y
+    }
+}
+
+#[test]
+fn fused_batch_norm_matches_reference() {
+    let dev = Device::Cpu;
+    for shape in [vec![4usize, 3, 5, 5], vec![6, 7]] {
+        for relu in [false, true] {
+            let c = shape[1];
+            let x = Var::from_tensor(&Tensor::randn(0.3f32, 2.0, shape.as_slice(), &dev).unwrap()).unwrap();
+            let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, c, &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, c, &dev).unwrap()).unwrap();
+            let (ours, mean, var) = ops::batch_norm_train(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5, relu).unwrap();
+            let theirs = bn_reference(x.as_tensor(), w.as_tensor(), b.as_tensor(), relu);
+            assert!(max_abs_diff(&ours, &theirs) < 1e-4, "forward {shape:?} relu {relu}");
+            let dims: Vec<usize> = (0..shape.len()).filter(|&d| d != 1).collect();
+            let n = (x.elem_count() / c) as f64;
+            let m_ref = (x.as_tensor().sum(dims.as_slice()).unwrap() / n).unwrap();
+            assert!(max_abs_diff(&mean, &m_ref) < 1e-5);
+            assert!(var.to_vec1::<f32>().unwrap().iter().all(|v| *v > 0.0));
+            let coef = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev).unwrap();
+            let g1 = (ours * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (theirs * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
+                let d = max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(d < 2e-4, "{name} gradient {shape:?} relu {relu}: {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn add_relu_forward_and_backward() {
+    let dev = Device::Cpu;
+    let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 5), &dev).unwrap()).unwrap();
+    let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 5), &dev).unwrap()).unwrap();
+    let ours = ops::add_relu(a.as_tensor(), b.as_tensor()).unwrap();
+    let theirs = (a.as_tensor() + b.as_tensor()).unwrap().relu().unwrap();
+    assert_eq!(max_abs_diff(&ours, &theirs), 0.0);
+    let coef = Tensor::randn(0f32, 1.0, (3, 4, 5), &dev).unwrap();
+    let g1 = (ours * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (theirs * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [&a, &b] {
+        assert_eq!(max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap()), 0.0);
+    }
+}
+
+#[test]
+fn model_fast_and_candle_paths_agree() {
+    use mixbt::model::{encoder, Arch, ConvImpl, EncoderConfig, Stem};
+    use mixbt::params::ParamStore;
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &dev).unwrap();
+    let run = |imp: ConvImpl| {
+        let store = ParamStore::new(3, DType::F32, &dev);
+        let mut cfg = EncoderConfig::small(Arch::R18, Stem::Small64, 16, 0.125);
+        cfg.backbone.conv_impl = imp;
+        let enc = encoder(&cfg, store.var_builder()).unwrap();
+        let (_, z) = enc.forward_t(&x, true).unwrap();
+        let loss = z.sqr().unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+        let gw = g.get(store.get("f.4.0.conv1.weight").unwrap().as_tensor()).unwrap().clone();
+        (z, gw)
+    };
+    let (z1, g1) = run(ConvImpl::Fast);
+    let (z2, g2) = run(ConvImpl::Candle);
+    assert!(max_abs_diff(&z1, &z2) < 1e-3 * (1.0 + max_abs(&z2)));
+    assert!(max_abs_diff(&g1, &g2) < 1e-3 * (1.0 + max_abs(&g2)));
+}

@@ -78,7 +78,7 @@ fn pretrain_knn_embed_linear_and_stats() {
     // data stats
     let out = ok(&["data", "stats", "--dataset", "builtin", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(v["images"], 6000);
+    assert_eq!(v["images"], mixbt::data::builtin::BuiltinConfig::default().train_size as u64);
     assert_eq!(v["classes"], 10);
     assert_eq!(v["mean"].as_array().unwrap().len(), 3);
 }

@@ -80,7 +80,10 @@ fn imagenet_backbone_and_probe_checkpoints() {
     let w = store.get("backbone.layer4.2.bn3.weight").unwrap().as_tensor().to_vec1::<f32>().unwrap();
     assert_eq!(w, map["layer4.2.bn3.weight"].to_vec1::<f32>().unwrap());
     let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
-    assert_eq!(enc.embed(&x).unwrap().dims(), [2, 256]);
+    // The embedding is the pooled backbone feature: layer4's output width (2048 × the fixture's 1/16).
+    let out_ch = map["layer4.2.conv3.weight"].dims()[0];
+    assert_eq!(out_ch, 128);
+    assert_eq!(enc.embed(&x).unwrap().dims(), [2, out_ch]);
     // The linear-probe checkpoint: a dict with an argparse.Namespace, `model` with `module.` keys and fc.
     let probe = torch::read_state_dict(&fixture("tiny_imagenet_probe.pth")).unwrap();
     assert!(probe.contains_key("fc.weight") && probe.contains_key("conv1.weight"));

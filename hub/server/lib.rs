@@ -85,6 +85,10 @@ struct State {
     faults: Faults,
     counter: u64,
     requests: Vec<String>,
+    /// Truncated bodies waiting on the raw socket, by token: (status, headers, half body, promised length).
+    truncated: HashMap<String, (u16, Vec<(String, String)>, Vec<u8>, usize)>,
+    /// Port of the raw socket that serves truncated bodies and then closes the connection.
+    raw_port: u16,
 }
 
 /// Server settings.
@@ -132,6 +136,13 @@ impl HubServer {
         let port = server.server_addr().to_ip().map(|a| a.port()).unwrap_or(0);
         let url = format!("http://127.0.0.1:{port}");
         let state = Arc::new(Mutex::new(State::default()));
+        // tiny_http keeps connections alive, so a short body would leave the client waiting:
+        // truncated downloads are redirected (as the Hub redirects LFS files to its CDN) to a raw
+        // socket that writes the promised length, half the bytes, and closes.
+        let raw = std::net::TcpListener::bind("127.0.0.1:0")?;
+        state.lock().unwrap().raw_port = raw.local_addr()?.port();
+        let st_raw = Arc::downgrade(&state);
+        std::thread::spawn(move || serve_truncated(raw, st_raw));
         let (s2, st2, url2) = (server.clone(), state.clone(), url.clone());
         let thread = std::thread::spawn(move || {
             for req in s2.incoming_requests() {
@@ -301,11 +312,49 @@ fn handle(mut req: Request, state: &Arc<Mutex<State>>, cfg: &ServerConfig, base:
             let _ = req.respond(r);
         }
         Reply::Truncated { status, headers, data, full_len } => {
-            // Promise the full length, send half, close: a truncated download.
-            let mut r = Response::new(status.into(), headers, std::io::Cursor::new(data), Some(full_len), None);
-            r = r.with_chunked_threshold(usize::MAX);
-            let _ = req.respond(r);
+            let mut st = state.lock().unwrap();
+            st.counter += 1;
+            let token = format!("t{}", st.counter);
+            let hs = headers.iter().map(|h| (h.field.to_string(), h.value.to_string())).collect();
+            st.truncated.insert(token.clone(), (status, hs, data, full_len));
+            let location = format!("http://127.0.0.1:{}/{token}", st.raw_port);
+            drop(st);
+            let _ = req.respond(Response::from_data(vec![]).with_status_code(302).with_header(header("Location", &location)));
         }
+    }
+}
+
+/// The raw socket behind truncated downloads: promise the full `Content-Length`, send half, close.
+fn serve_truncated(listener: std::net::TcpListener, state: std::sync::Weak<Mutex<State>>) {
+    use std::io::{BufRead, Write};
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let Some(state) = state.upgrade() else { return };
+        let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone socket"));
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let token = line.split_whitespace().nth(1).unwrap_or("").trim_start_matches('/').to_string();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let entry = state.lock().unwrap().truncated.remove(&token);
+        let out = match entry {
+            Some((status, headers, data, full_len)) => {
+                let mut head = format!("HTTP/1.1 {status} OK\r\nContent-Length: {full_len}\r\nConnection: close\r\n");
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                [head.into_bytes(), data].concat()
+            }
+            None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+        };
+        let _ = conn.write_all(&out);
+        let _ = conn.flush();
+        let _ = conn.shutdown(std::net::Shutdown::Both);
     }
 }
 

@@ -13,4 +13,5 @@ if [ ! -x "$venv/bin/jupyter" ]; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check jupyter nbclient nbformat ipykernel
 fi
 evcxr_jupyter --install >/dev/null
+"$root/evcxr-prelude/prepare-build-dir.sh"
 echo "evcxr kernel installed; open the notebooks with: $venv/bin/jupyter lab $root/notebooks"

@@ -7,7 +7,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "notebooks")
 
 SETUP = """:dep mixbt = { path = "../mixbt" }
-:build_env CARGO_TARGET_DIR ..
 :timing false"""
 
 PRELUDE = """use mixbt::prelude::*;
@@ -346,6 +345,8 @@ report::bars_svg("k-NN top-1", "accuracy %", &bars)?"""),
 ])
 
 for name, nb in [("01-quickstart", nb1), ("02-mixed-barlow-twins-step-by-step", nb2), ("03-lambda-ablation", nb3), ("04-pretrained-from-the-hub", nb4)]:
+    for i, cell in enumerate(nb["cells"]):
+        cell["id"] = f"{name[:2]}-{i:02d}"  # stable cell ids (nbformat 4.5)
     with open(os.path.join(OUT, name + ".ipynb"), "w") as f:
         json.dump(nb, f, indent=1, ensure_ascii=False)
         f.write("\n")

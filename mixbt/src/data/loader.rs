@@ -70,7 +70,7 @@ pub struct Loader {
     ds: DynDataset,
     transforms: Vec<Arc<Transform>>,
     cfg: LoaderConfig,
-    pool: Arc<rayon::ThreadPool>,
+    workers: usize,
     device: Device,
 }
 
@@ -106,12 +106,19 @@ impl Loader {
             )));
         }
         let workers = if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
+        Ok(Self { ds, transforms: transforms.into_iter().map(Arc::new).collect(), cfg, workers, device: device.clone() })
+    }
+
+    /// The decode/augment pool. It is built by the thread that uses it (one per epoch stream),
+    /// never stored in the loader: in an evcxr notebook every cell is a freshly loaded library
+    /// with its own copy of rayon's thread-locals, so a pool made by one cell and driven by
+    /// the next would fail rayon's worker-thread assertion.
+    fn build_pool(&self) -> Result<rayon::ThreadPool> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(self.workers)
             .thread_name(|i| format!("mixbt-data-{i}"))
             .build()
-            .map_err(|e| Error::msg(format!("thread pool: {e}")))?;
-        Ok(Self { ds, transforms: transforms.into_iter().map(Arc::new).collect(), cfg, pool: Arc::new(pool), device: device.clone() })
+            .map_err(|e| Error::msg(format!("thread pool: {e}")))
     }
 
     /// Two views per image with the same transform (the small-data-set pair transforms).
@@ -152,14 +159,14 @@ impl Loader {
     }
 
     /// Produce batch `b` of `epoch` on the calling thread (workers in the pool).
-    fn host_batch(&self, epoch: u64, order: &[usize], b: usize) -> Result<HostBatch> {
+    fn host_batch(&self, pool: &rayon::ThreadPool, epoch: u64, order: &[usize], b: usize) -> Result<HostBatch> {
         let bs = self.cfg.batch_size;
         let start = b * bs;
         let end = (start + bs).min(order.len());
         let ds: &dyn Dataset = self.ds.as_ref();
         let seed = self.cfg.seed;
         let nviews = self.transforms.len();
-        let items: Vec<Result<(Vec<Vec<f32>>, (usize, usize), usize)>> = self.pool.install(|| {
+        let items: Vec<Result<(Vec<Vec<f32>>, (usize, usize), usize)>> = pool.install(|| {
             (start..end)
                 .into_par_iter()
                 .map(|k| {
@@ -246,9 +253,16 @@ impl Loader {
         std::thread::Builder::new()
             .name("mixbt-loader".into())
             .spawn(move || {
+                let pool = match me.build_pool() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
                 let order = me.order(epoch);
                 for b in first..me.batches_per_epoch() {
-                    let r = me.host_batch(epoch, &order, b);
+                    let r = me.host_batch(&pool, epoch, &order, b);
                     let stop = r.is_err();
                     if tx.send(r).is_err() || stop {
                         break;
@@ -274,7 +288,8 @@ impl Loader {
     /// One batch computed synchronously (no background thread): batch `b` of `epoch`.
     pub fn batch_at(&self, epoch: u64, b: usize) -> Result<Vec<Tensor>> {
         let order = self.order(epoch);
-        Ok(self.to_tensors(self.host_batch(epoch, &order, b)?)?.0)
+        let pool = self.build_pool()?;
+        Ok(self.to_tensors(self.host_batch(&pool, epoch, &order, b)?)?.0)
     }
 }
 

@@ -1,5 +1,7 @@
 """Check that executed notebooks carry the rich outputs they promise: every notebook at least one
-inline SVG chart (image/svg+xml) and notebooks 01, 03 and 04 an HTML table; no error outputs.
+inline SVG chart (image/svg+xml) and notebooks 01, 03 and 04 an HTML table; no error outputs
+and nothing on stderr (evcxr reports an `Err` returned by a cell with `?` on stderr, not as an
+error output, so a silent failure would otherwise pass).
 
 usage: check_outputs.py EXECUTED_NOTEBOOK...
 """
@@ -20,13 +22,16 @@ def main():
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
                     errors += 1
+                if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                    errors += 1
+                    print(f"{name}: stderr: {out.get('text', '')[:300]}")
                 data = out.get("data", {})
                 svg += "<svg" in data.get("image/svg+xml", "")
                 html_tables += "<table" in data.get("text/html", "")
                 png += bool(data.get("image/png"))
         print(f"{name}: {svg} SVG charts, {html_tables} HTML tables, {png} PNG images, {errors} errors")
         if errors:
-            problems.append(f"{name}: {errors} error outputs")
+            problems.append(f"{name}: {errors} error or stderr outputs")
         if svg == 0:
             problems.append(f"{name}: no SVG chart")
         if name.startswith(NEEDS_TABLE) and html_tables == 0:

@@ -6,7 +6,7 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "notebooks")
 
-SETUP = """:dep mixbt = { path = "../mixbt" }
+SETUP = """:dep mixbt = { path = "../evcxr-prelude", package = "mixbt-notebook" }
 :timing false"""
 
 PRELUDE = """use mixbt::prelude::*;
@@ -90,7 +90,7 @@ println!("after {} steps: k-NN top-1 {:.2}% (random init {:.2}%), top-5 {:.2}% (
          summary.steps, summary.knn_top1, random.top1, summary.knn_top5, random.top5);"""),
     md("The history is a polars DataFrame (one row per step):"),
     code("""let df = trainer.history().to_dataframe()?;
-Table::new(df)"""),
+Table::new(df.clone())"""),
     code("""report::loss_chart(trainer.history(), 8)?"""),
     code("""report::bars_svg("k-NN top-1 on the test split", "accuracy %", &[
     ("random init".to_string(), random.top1),
@@ -206,13 +206,20 @@ through every term (nothing is detached, as in the original). The loss on the sa
 """),
     code("""use mixbt::optim::{Adam, AdamConfig, Optimizer};
 let mut opt = Adam::single(store.trainable(), AdamConfig { lr: 1e-3, weight_decay: 1e-6, ..Default::default() });
-let before = f(&parts.total);
-let grads = parts.total.backward()?;
-opt.step(&grads)?;
-let (_, h_a2) = enc.forward_t(&xa, true)?;
-let (_, h_b2) = enc.forward_t(&xb, true)?;
-let (_, h_m2) = enc.forward_t(&xm, true)?;
-let after = f(&loss.compute(&h_a2, &h_b2, &h_m2, &perm, alpha)?.total);
+// One step: the three forward passes, the loss, backward, Adam — then the loss on the same batch again.
+let (before, after) = {
+    let loss_on_batch = |enc: &Encoder| -> mixbt::Result<Tensor> {
+        let (_, h_a) = enc.forward_t(&xa, true)?;
+        let (_, h_b) = enc.forward_t(&xb, true)?;
+        let (_, h_m) = enc.forward_t(&xm, true)?;
+        Ok(loss.compute(&h_a, &h_b, &h_m, &perm, alpha)?.total)
+    };
+    let total = loss_on_batch(&enc)?;
+    let before = f(&total);
+    let grads = total.backward()?;
+    opt.step(&grads)?;
+    (before, f(&loss_on_batch(&enc)?))
+};
 println!("loss on this batch: {before:.3} → {after:.3}");"""),
     code("""report::bars_svg("the loss on one batch, before and after one Adam step", "loss", &[("before".into(), before as f64), ("after".into(), after as f64)])?"""),
 ])
@@ -259,7 +266,7 @@ for &l in &lambdas {
     Column::new("knn_top5".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
     Column::new("final_loss".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()),
 ]).unwrap();
-Table::new(ours)"""),
+Table::new(ours.clone())"""),
     code("""report::bars_svg("ours: k-NN top-1 by λ_reg (built-in data, tiny budget)", "accuracy %",
     &rows.iter().map(|r| (format!("{}", r.0), r.1)).collect::<Vec<_>>())?"""),
     md("""
@@ -275,7 +282,7 @@ let df = DataFrame::new(paper.len(), vec![
     Column::new("lambda_reg".into(), paper.iter().map(|p| p.0).collect::<Vec<_>>()),
     Column::new("paper_linear_top1".into(), paper.iter().map(|p| p.1).collect::<Vec<_>>()),
 ]).unwrap();
-Table::new(df)"""),
+Table::new(df.clone())"""),
     code("""report::bars_svg("paper: ImageNet linear top-1 by λ_reg (300 epochs)", "accuracy %",
     &paper.iter().map(|p| (format!("{}", p.0), p.1)).collect::<Vec<_>>())?"""),
     md("## λ_BT: the off-diagonal weight"),
@@ -304,7 +311,7 @@ Offline (as in CI) it talks to a local server that speaks the Hub's HTTP protoco
     code(DATA),
     code("""use mixbt::polars::prelude::*;
 let reg = mixbt::hub::registry();
-let c = &reg.checkpoints;
+let c = reg.checkpoints.clone();
 let df = DataFrame::new(c.len(), vec![
     Column::new("file".into(), c.iter().map(|x| x.file.clone()).collect::<Vec<_>>()),
     Column::new("arch".into(), c.iter().map(|x| x.arch.clone()).collect::<Vec<_>>()),
@@ -313,7 +320,7 @@ let df = DataFrame::new(c.len(), vec![
     Column::new("knn_top1".into(), c.iter().map(|x| x.knn_top1).collect::<Vec<_>>()),
     Column::new("linear_top1".into(), c.iter().map(|x| x.linear_top1).collect::<Vec<_>>()),
 ]).unwrap();
-Table::new(df)"""),
+Table::new(df.clone())"""),
     md("""
 Pull a checkpoint. By default the paper's ResNet-18 CIFAR-10 model; `MIXBT_HUB_CHECKPOINT`
 overrides it (CI points it at the local Hub server).

@@ -59,9 +59,10 @@ export PATH="$cuda/bin:$PATH"
 export LIBRARY_PATH="$cuda/lib:$cuda/lib/stubs:${LIBRARY_PATH:-}"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 nvcc --version | tail -2
-# A self-contained binary (static libstd: the GPU machine has no Rust toolchain), hence no
-# -Cprefer-dynamic here.
-cargo "$cmd" -p mixbt --bin mixbt --features "$features" --target-dir "$root/target/cuda" --config 'build.rustflags=[]'
+# A self-contained binary (static libstd: the GPU machine has no Rust toolchain), hence without
+# the workspace's -Cprefer-dynamic: an empty CARGO_ENCODED_RUSTFLAGS replaces build.rustflags
+# (`--config 'build.rustflags=[]'` would only be merged with it).
+CARGO_ENCODED_RUSTFLAGS="" cargo "$cmd" -p mixbt --bin mixbt --features "$features" --target-dir "$root/target/cuda"
 if [ "$cmd" = "check" ]; then
     echo "cargo check --features $features passed (PTX compiled for sm_$CUDA_COMPUTE_CAP)"
     exit 0

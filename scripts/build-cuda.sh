@@ -69,5 +69,7 @@ if [ "$cmd" = "check" ]; then
 fi
 
 bin="$root/target/cuda/x86_64-unknown-linux-gnu/debug/mixbt"
-echo "built $bin (features: $features, PTX for sm_$CUDA_COMPUTE_CAP)"
+# The device tool carries at most 64 MiB: a gzip copy (≈ 30 MB) travels, unpack it there.
+gzip -1 -c "$bin" > "$bin.gz"
+echo "built $bin (features: $features, PTX for sm_$CUDA_COMPUTE_CAP); to carry: $bin.gz ($(du -h "$bin.gz" | cut -f1))"
 echo "needs at run time: libcuda.so.1 (driver), libcublas/libcublasLt/libcurand/libnvrtc (CUDA 13)"

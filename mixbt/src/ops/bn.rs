@@ -22,23 +22,13 @@ pub struct BnTrainOp {
     pub stats: Arc<Mutex<BnStats>>,
 }
 
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{what}: f32 only"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: non-contiguous"),
-    }
-}
 
 /// Read a contiguous CPU f32 tensor.
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     match &*s {
-        candle_core::Storage::Cpu(c) => Ok(f(f32s(c, l, "tensor")?)),
+        candle_core::Storage::Cpu(c) => Ok(f(super::f32_slice(c, l, "tensor")?)),
         _ => candle_core::bail!("CPU tensor expected"),
     }
 }
@@ -132,9 +122,9 @@ impl CustomOp3 for BnTrainOp {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _p = super::profile::scope("bn.forward");
-        let x = f32s(xs, xl, "bn input")?;
-        let w = f32s(ws, wl, "bn weight")?;
-        let b = f32s(bs, bl, "bn bias")?;
+        let x = super::f32_slice(xs, xl, "bn input")?;
+        let w = super::f32_slice(ws, wl, "bn weight")?;
+        let b = super::f32_slice(bs, bl, "bn bias")?;
         let (n, c, hw) = dims(xl);
         let m = (n * hw) as f64;
         let sums = per_channel(n, c, hw, |_, r| rows::sum(&x[r]));
@@ -232,8 +222,8 @@ impl CustomOp2 for AddReluOp {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let _p = super::profile::scope("add-relu.forward");
-        let a = f32s(s1, l1, "add-relu lhs")?;
-        let b = f32s(s2, l2, "add-relu rhs")?;
+        let a = super::f32_slice(s1, l1, "add-relu lhs")?;
+        let b = super::f32_slice(s2, l2, "add-relu rhs")?;
         if l1.shape() != l2.shape() {
             candle_core::bail!("add-relu: shapes {:?} and {:?}", l1.dims(), l2.dims())
         }

@@ -335,16 +335,6 @@ fn scatter_images(src: &[f32], per_image: usize, rows: usize, nc: usize, dst_ima
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{what}: the fast conv supports f32 only"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: non-contiguous input"),
-    }
-}
 
 /// Run `f(chunk index, images of the chunk as a mutable slice of `out`)` over the chunks,
 /// in parallel when the plan says so.
@@ -381,8 +371,8 @@ impl CustomOp2 for Conv2dOp {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _p = super::profile::scope("conv.forward");
         let g = ConvGeom::new(xl.dims(), wl.dims(), self.stride, self.pad)?;
-        let x = slice(xs, xl, "conv2d input")?;
-        let w = slice(ws, wl, "conv2d kernel")?;
+        let x = super::f32_slice(xs, xl, "conv2d input")?;
+        let w = super::f32_slice(ws, wl, "conv2d kernel")?;
         let p = plan(&g);
         let split = if p.par_chunks { 1 } else { p.threads };
         let mut y = uninit_vec(g.n * g.out_size());
@@ -428,8 +418,8 @@ impl CustomOp2 for ConvBwdInput {
     fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _p = super::profile::scope("conv.backward-input");
         let g = self.g;
-        let dy = slice(ds, dl, "conv2d grad")?;
-        let w = slice(ws, wl, "conv2d kernel")?;
+        let dy = super::f32_slice(ds, dl, "conv2d grad")?;
+        let w = super::f32_slice(ws, wl, "conv2d kernel")?;
         let p = plan(&g);
         let split = if p.par_chunks { 1 } else { p.threads };
         let mut dx = uninit_vec(g.n * g.in_size());
@@ -470,8 +460,8 @@ impl CustomOp2 for ConvBwdWeight {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ds: &CpuStorage, dl: &Layout) -> Result<(CpuStorage, Shape)> {
         let _p = super::profile::scope("conv.backward-weight");
         let g = self.g;
-        let x = slice(xs, xl, "conv2d input")?;
-        let dy = slice(ds, dl, "conv2d grad")?;
+        let x = super::f32_slice(xs, xl, "conv2d input")?;
+        let dy = super::f32_slice(ds, dl, "conv2d grad")?;
         let p = plan(&g);
         let wsize = g.o * g.ckk();
         // One chunk's contribution, accumulated into `acc` [O, CKK].

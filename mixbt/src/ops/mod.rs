@@ -19,3 +19,16 @@ pub fn fast_bn_applies(x: &Tensor) -> bool {
 pub fn batch_norm_train(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
     bn::batch_norm_train(x, w, b, eps, relu)
 }
+
+/// The f32 data of a contiguous CPU storage, `what` naming the operand in errors (shared by the
+/// conv and BN custom ops).
+pub(crate) fn f32_slice<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = match s {
+        candle_core::CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{what}: the mixbt CPU ops support f32 only"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: non-contiguous input"),
+    }
+}

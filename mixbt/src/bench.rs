@@ -135,3 +135,133 @@ pub fn data_pipeline(dir: &Path, images: usize, workers: usize, batch: usize, ru
     }
     Ok(timing("data", n, times))
 }
+
+/// One matrix-product case of [`gemm`]: `C[m×n] = A[m×k]·B[k×n]`, with A and/or B transposed in
+/// memory as the convolution kernels use them.
+#[derive(Debug, Clone, Serialize)]
+pub struct GemmTiming {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a_transposed: bool,
+    pub b_transposed: bool,
+    /// GFLOP/s of `mixbt::ops::gemm` (median of the runs).
+    pub ours_gflops: f64,
+    /// GFLOP/s of `matrixmultiply::sgemm`, same inputs, same thread.
+    pub matrixmultiply_gflops: f64,
+    /// Largest absolute difference between the two results.
+    pub max_abs_diff: f32,
+}
+
+/// Times `mixbt::ops::gemm::sgemm` against `matrixmultiply::sgemm` on one thread for each case
+/// `(m, k, n, a_transposed, b_transposed)`, `runs` times each (median).
+pub fn gemm(cases: &[(usize, usize, usize, bool, bool)], runs: usize) -> Vec<GemmTiming> {
+    let mut rng = crate::rng::SplitMix64::new(7);
+    cases
+        .iter()
+        .map(|&(m, k, n, at, bt)| {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.next_sym() as f32).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.next_sym() as f32).collect();
+            let (rsa, csa) = if at { (1, m as isize) } else { (k as isize, 1) };
+            let (rsb, csb) = if bt { (1, k as isize) } else { (n as isize, 1) };
+            let mut c1 = vec![0f32; m * n];
+            let mut c2 = vec![0f32; m * n];
+            let flops = 2.0 * (m * k * n) as f64;
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                let mut t = vec![];
+                for _ in 0..runs.max(1) {
+                    let t0 = Instant::now();
+                    f();
+                    t.push(t0.elapsed().as_secs_f64());
+                }
+                flops / median(&t) / 1e9
+            };
+            // SAFETY: the buffers cover every element addressed by the strides above.
+            let ours = time(&mut || unsafe {
+                crate::ops::gemm::sgemm(m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, c1.as_mut_ptr(), n as isize, 1, false)
+            });
+            let mm = time(&mut || unsafe {
+                matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, c2.as_mut_ptr(), n as isize, 1)
+            });
+            let max_abs_diff = c1.iter().zip(&c2).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            GemmTiming { m, k, n, a_transposed: at, b_transposed: bt, ours_gflops: ours, matrixmultiply_gflops: mm, max_abs_diff }
+        })
+        .collect()
+}
+
+/// One convolution of [`conv_layers`]: milliseconds per call of each pass and GFLOP/s.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvTiming {
+    pub name: String,
+    /// How often the layer's geometry occurs in ResNet-18 (CIFAR stem).
+    pub count: usize,
+    pub forward_ms: f64,
+    pub backward_input_ms: f64,
+    pub backward_weight_ms: f64,
+    /// 2·N·O·C·k²·Ho·Wo, the FLOPs of each pass.
+    pub gflop: f64,
+}
+
+/// One convolution geometry of a network: `count` layers of `c → o` channels on `h × h` maps.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvLayer {
+    pub name: &'static str,
+    pub count: usize,
+    pub c: usize,
+    pub o: usize,
+    pub h: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+const fn layer(name: &'static str, count: usize, c: usize, o: usize, h: usize, k: usize, stride: usize, pad: usize) -> ConvLayer {
+    ConvLayer { name, count, c, o, h, k, stride, pad }
+}
+
+/// The convolutions of ResNet-18 with the CIFAR stem on 32×32 inputs.
+pub const R18_CIFAR_CONVS: [ConvLayer; 11] = [
+    layer("conv1", 1, 3, 64, 32, 3, 1, 1),
+    layer("layer1 3x3", 4, 64, 64, 32, 3, 1, 1),
+    layer("layer2.0 3x3 s2", 1, 64, 128, 32, 3, 2, 1),
+    layer("layer2.0 1x1 s2", 1, 64, 128, 32, 1, 2, 0),
+    layer("layer2 3x3", 3, 128, 128, 16, 3, 1, 1),
+    layer("layer3.0 3x3 s2", 1, 128, 256, 16, 3, 2, 1),
+    layer("layer3.0 1x1 s2", 1, 128, 256, 16, 1, 2, 0),
+    layer("layer3 3x3", 3, 256, 256, 8, 3, 1, 1),
+    layer("layer4.0 3x3 s2", 1, 256, 512, 8, 3, 2, 1),
+    layer("layer4.0 1x1 s2", 1, 256, 512, 8, 1, 2, 0),
+    layer("layer4 3x3", 3, 512, 512, 4, 3, 1, 1),
+];
+
+/// Times the three passes of each convolution of [`R18_CIFAR_CONVS`] with the CPU kernels at
+/// batch `n` (96 = the three forward passes of a Mixed BT step at batch 32), `runs` calls each
+/// after one warm-up, median.
+pub fn conv_layers(n: usize, runs: usize) -> Result<Vec<ConvTiming>> {
+    use crate::ops::conv::{conv2d_backward_input, conv2d_backward_weight, ConvGeom, Conv2dOp};
+    let dev = Device::Cpu;
+    let mut out = vec![];
+    for &ConvLayer { name, count, c, o, h, k, stride, pad } in &R18_CIFAR_CONVS {
+        let x = Tensor::randn(0f32, 1.0, (n, c, h, h), &dev)?;
+        let w = Tensor::randn(0f32, 0.1, (o, c, k, k), &dev)?;
+        let g = ConvGeom::new(x.dims(), w.dims(), stride, pad)?;
+        let dy = Tensor::randn(0f32, 1.0, (n, o, g.ho, g.wo), &dev)?;
+        let time = |f: &dyn Fn() -> Result<Tensor>| -> Result<f64> {
+            f()?;
+            let mut t = vec![];
+            for _ in 0..runs.max(1) {
+                let t0 = Instant::now();
+                f()?;
+                t.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(median(&t))
+        };
+        let forward_ms = time(&|| Ok(x.apply_op2_no_bwd(&w, &Conv2dOp { stride, pad })?))?;
+        let backward_input_ms = time(&|| Ok(conv2d_backward_input(&dy, &w, g)?))?;
+        let backward_weight_ms = time(&|| Ok(conv2d_backward_weight(&x, &dy, g)?))?;
+        let gflop = 2.0 * (n * o * c * k * k * g.ho * g.wo) as f64 / 1e9;
+        out.push(ConvTiming { name: name.into(), count, forward_ms, backward_input_ms, backward_weight_ms, gflop });
+    }
+    Ok(out)
+}

@@ -158,6 +158,24 @@ enum BenchCmd {
         #[arg(long)]
         no_torch: bool,
     },
+    /// GFLOP/s of our matrix product against `matrixmultiply` (one thread) on the shapes of
+    /// ResNet-18's convolutions.
+    Gemm {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Other cases, `m,k,n,At,Bt;…` (At/Bt: 1 = operand transposed in memory).
+        #[arg(long)]
+        cases: Option<String>,
+    },
+    /// Time per pass (forward, input and weight gradient) of each ResNet-18 convolution with
+    /// our CPU kernels, and GFLOP/s.
+    Conv {
+        /// Images per call (96 = the three forward passes of a step at batch 32).
+        #[arg(long, default_value_t = 96)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -627,6 +645,66 @@ fn bench_train(batches: &str, steps: usize, warmup: usize, width: f64, embed_bat
     Ok(())
 }
 
+fn bench_conv(batch: usize, runs: usize) -> Result<()> {
+    let r = mixbt::bench::conv_layers(batch, runs)?;
+    println!("{:<18} {:>3} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7}", "layer", "n", "fwd ms", "bwd-in ms", "bwd-w ms", "fwd GF", "in GF", "w GF");
+    let (mut f, mut i, mut w, mut fl) = (0.0, 0.0, 0.0, 0.0);
+    for t in &r {
+        let c = t.count as f64;
+        println!(
+            "{:<18} {:>3} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>7.1} {:>7.1}",
+            t.name, t.count, t.forward_ms, t.backward_input_ms, t.backward_weight_ms,
+            t.gflop / t.forward_ms * 1e3, t.gflop / t.backward_input_ms * 1e3, t.gflop / t.backward_weight_ms * 1e3
+        );
+        f += c * t.forward_ms;
+        i += c * t.backward_input_ms;
+        w += c * t.backward_weight_ms;
+        fl += c * t.gflop;
+    }
+    println!("{:<18} {:>3} {:>9.1} {:>9.1} {:>9.1} {:>7.1} {:>7.1} {:>7.1}", "all (x count)", "", f, i, w, fl / f * 1e3, fl / i * 1e3, fl / w * 1e3);
+    println!("conv_total_ms={:.1} conv_gflops={:.1} (batch {batch}, median of {runs}, {} threads)", f + i + w, 3.0 * fl / (f + i + w) * 1e3, rayon::current_num_threads());
+    Ok(())
+}
+
+fn bench_gemm(runs: usize, custom: Option<&str>) -> Result<()> {
+    // (m, k, n, A transposed, B transposed): forward (W·col), input gradient (Wᵀ·dY) and weight
+    // gradient (dY·colᵀ) of ResNet-18's 3×3 convolutions at 32², 16², 8² and 4², 512 columns.
+    let mut cases = vec![];
+    for (c, cols) in [(64, 1024), (128, 512), (256, 512), (512, 512)] {
+        let ckk = c * 9;
+        cases.push((c, ckk, cols, false, false));
+        cases.push((ckk, c, cols, true, false));
+        cases.push((c, cols, ckk, false, true));
+    }
+    cases.push((1024, 1024, 1024, false, false));
+    if let Some(custom) = custom {
+        let bad = |c: &str| Error::Config(format!("bad gemm case `{c}` (expected m,k,n,At,Bt)"));
+        cases = custom
+            .split(';')
+            .map(|c| {
+                let v: Vec<usize> = c.split(',').map(|x| x.trim().parse().map_err(|_| bad(c))).collect::<Result<_>>()?;
+                match v[..] {
+                    [m, k, n, at, bt] => Ok((m, k, n, at == 1, bt == 1)),
+                    _ => Err(bad(c)),
+                }
+            })
+            .collect::<Result<_>>()?;
+    }
+    let r = mixbt::bench::gemm(&cases, runs);
+    println!("{:>5} {:>5} {:>5} {:>3} {:>3} {:>10} {:>10} {:>6} {:>9}", "m", "k", "n", "At", "Bt", "ours", "mm", "ratio", "max|Δ|");
+    for t in &r {
+        println!(
+            "{:>5} {:>5} {:>5} {:>3} {:>3} {:>10.1} {:>10.1} {:>6.2} {:>9.2e}",
+            t.m, t.k, t.n, t.a_transposed as u8, t.b_transposed as u8, t.ours_gflops, t.matrixmultiply_gflops,
+            t.ours_gflops / t.matrixmultiply_gflops, t.max_abs_diff
+        );
+    }
+    let g = r.iter().map(|t| (t.ours_gflops / t.matrixmultiply_gflops).ln()).sum::<f64>() / r.len() as f64;
+    println!("(GFLOP/s, one thread, median of {runs}; ours = mixbt::ops::gemm, mm = matrixmultiply)");
+    println!("geomean_ratio_vs_matrixmultiply={:.2}", g.exp());
+    Ok(())
+}
+
 fn bench_data(dir: &std::path::Path, images: usize, workers: usize, runs: usize, no_torch: bool) -> Result<()> {
     use mixbt::bench;
     let threads = if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
@@ -754,6 +832,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Data { cmd: DataCmd::Stats { data, json, split } } => data_stats(data, json, &split),
         Cmd::Presets { json } => list_presets(json),
         Cmd::Hub { cmd } => hub(cmd),
+        Cmd::Bench { cmd: BenchCmd::Gemm { runs, cases } } => bench_gemm(runs, cases.as_deref()),
+        Cmd::Bench { cmd: BenchCmd::Conv { batch, runs } } => bench_conv(batch, runs),
         Cmd::Bench { cmd: BenchCmd::Data { data_dir, images, workers, runs, no_torch } } => bench_data(&data_dir, images, workers, runs, no_torch),
         Cmd::Bench { cmd: BenchCmd::Train { batches, steps, warmup, width, embed_batch, device, no_torch } } => {
             bench_train(&batches, steps, warmup, width, embed_batch, &device, no_torch)

@@ -3,11 +3,11 @@
 //!
 //! Each is an im2col / col2im plus one matrix product per *chunk* of images: the im2col columns of
 //! several images sit side by side, so the products stay wide (≥ 512 columns) even for the 4×4
-//! maps of the last stage. Chunks are spread over the rayon threads, each with its own scratch
-//! buffers (and, for the weight gradient, its own accumulator); when there are fewer chunks than
-//! threads the products are split by rows instead. Products use `matrixmultiply`, whose AVX2/FMA
-//! kernels run at about twice the speed of the `gemm` crate candle uses on our CPUs (measured:
-//! 57–69 vs 27–31 GFLOP/s on one core for conv-sized products).
+//! maps of the last stage. Chunks are spread over the rayon threads (a whole number per thread),
+//! each with its own scratch buffers (and, for the weight gradient, its own accumulator); when
+//! there are fewer chunks than threads the products are split by rows instead. Products use
+//! [`super::gemm`] (a 6×16 AVX2/FMA micro-kernel); the kernel is packed once per call and shared
+//! by every chunk, and scratch matrices get a padded row stride to avoid cache-set aliasing.
 //!
 //! candle's own CPU conv computes the input gradient with a direct `conv_transpose2d` loop, ~10×
 //! slower than its forward; here all three passes cost about the same.
@@ -67,6 +67,17 @@ impl ConvGeom {
 /// Columns of the im2col matrix targeted per product.
 const TARGET_COLS: usize = 512;
 
+/// Leading dimension of a scratch matrix with `ld` columns: padded by one cache line when the row
+/// length is a multiple of 256 bytes, so that consecutive rows do not map to the same cache sets
+/// (packing a 16-column panel reads one line from each of hundreds of rows).
+fn padded(ld: usize) -> usize {
+    if ld % 64 == 0 {
+        ld + 16
+    } else {
+        ld
+    }
+}
+
 /// How a batch is cut into chunks and spread over threads.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
@@ -81,9 +92,11 @@ struct Plan {
 fn plan(g: &ConvGeom) -> Plan {
     let threads = rayon::current_num_threads().max(1);
     let mut nc = TARGET_COLS.div_ceil(g.hwo()).clamp(1, g.n);
-    // Enough chunks to keep every thread busy when the batch allows.
-    if g.n.div_ceil(nc) < threads && g.n >= threads {
-        nc = g.n.div_ceil(threads);
+    // A whole number of chunks per thread when the batch allows (3 chunks on 2 threads would
+    // leave one thread idle a third of the time).
+    if g.n >= threads {
+        let per_thread = g.n.div_ceil(nc).div_ceil(threads).max(1);
+        nc = g.n.div_ceil(per_thread * threads);
     }
     let chunks = g.n.div_ceil(nc);
     Plan { nc, chunks, par_chunks: chunks >= threads, threads }
@@ -117,14 +130,6 @@ fn uninit_vec(n: usize) -> Vec<f32> {
     v
 }
 
-fn orient_t(ld: usize, o: usize) -> bool {
-    match std::env::var("MIXBT_CONV_ORIENT").ok().as_deref() {
-        Some("1") => false,
-        Some("2") => true,
-        _ => ld >= o,
-    }
-}
-
 /// A raw pointer that may cross threads; every use writes disjoint elements.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -149,10 +154,9 @@ fn sgemm(
     accumulate: bool,
     split: usize,
 ) {
-    let beta = if accumulate { 1.0 } else { 0.0 };
     if split <= 1 || m < 2 * 16 {
         // SAFETY: callers pass buffers covering every addressed element.
-        unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, ldc as isize, 1) };
+        unsafe { super::gemm::sgemm(m, k, n, a, rsa, csa, b, rsb, csb, c, ldc as isize, 1, accumulate) };
         return;
     }
     let per = m.div_ceil(split).next_multiple_of(8);
@@ -163,60 +167,29 @@ fn sgemm(
         let rows = per.min(m - r0);
         // SAFETY: each task writes its own rows of C.
         unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                k,
-                n,
-                1.0,
-                ap.0.offset(r0 as isize * rsa),
-                rsa,
-                csa,
-                bp.0,
-                rsb,
-                csb,
-                beta,
-                cp.0.add(r0 * ldc),
-                ldc as isize,
-                1,
-            )
+            super::gemm::sgemm(rows, k, n, ap.0.offset(r0 as isize * rsa), rsa, csa, bp.0, rsb, csb, cp.0.add(r0 * ldc), ldc as isize, 1, accumulate)
         };
     });
 }
 
-/// `C[m×n] = A[m×k] · B[k×n]` with general strides for `C` (used to write a transposed product
-/// straight into NCHW). With `split`, the `m` rows are divided among the rayon threads.
-#[allow(clippy::too_many_arguments)]
-fn sgemm_t(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-    split: usize,
-) {
-    if split <= 1 || m < 64 {
-        // SAFETY: callers pass buffers covering every addressed element.
-        unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc) };
-        return;
-    }
-    let per = m.div_ceil(split).next_multiple_of(8);
-    let (ap, bp, cp) = (SendPtr(a as *mut f32), SendPtr(b as *mut f32), SendPtr(c));
-    (0..m.div_ceil(per)).into_par_iter().for_each(|t| {
-        let (ap, bp, cp) = (ap, bp, cp);
+/// `C[m×n] = A·B[k×n]` with a pre-packed `A` (m×k), C row-major with stride `ldc`; with
+/// `split`, the rows of C are divided among the rayon threads.
+fn sgemm_pa(pa: &super::gemm::PackedA, n: usize, b: *const f32, rsb: isize, c: *mut f32, ldc: usize, split: usize) {
+    let m = pa.rows();
+    let per = if split <= 1 || m < 2 * 16 { m } else { super::gemm::row_split(m, split) };
+    let (bp, cp) = (SendPtr(b as *mut f32), SendPtr(c));
+    let run = |t: usize| {
+        let (bp, cp) = (bp, cp);
         let r0 = t * per;
-        let rows = per.min(m - r0);
-        // SAFETY: each task writes its own rows of C.
-        unsafe {
-            matrixmultiply::sgemm(rows, k, n, 1.0, ap.0.offset(r0 as isize * rsa), rsa, csa, bp.0, rsb, csb, 0.0, cp.0.offset(r0 as isize * rsc), rsc, csc)
-        };
-    });
+        // SAFETY: callers pass buffers covering every addressed element; each task writes its
+        // own rows of C.
+        unsafe { super::gemm::sgemm_packed(pa, r0, per.min(m - r0), n, bp.0, rsb, 1, cp.0.add(r0 * ldc), ldc, false) };
+    };
+    if per == m {
+        run(0);
+    } else {
+        (0..m.div_ceil(per)).into_par_iter().for_each(run);
+    }
 }
 
 /// im2col of one image `x` [C, H, W] into columns `off..off + Ho·Wo` of `col`
@@ -298,10 +271,10 @@ fn col2im(g: &ConvGeom, col: &[f32], ld: usize, off: usize, dx: &mut [f32]) {
     }
 }
 
-/// The im2col matrix `[C·k·k, nc·Ho·Wo]` of images `i0..i0+nc` (in parallel over images when
+/// The im2col matrix `[C·k·k, nc·Ho·Wo]` (row stride `padded(nc·Ho·Wo)`) of images `i0..i0+nc` (in parallel over images when
 /// `par`).
 fn build_col(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, col: &mut [f32], par: bool) {
-    let ld = nc * g.hwo();
+    let ld = padded(nc * g.hwo());
     let cp = SendPtr(col.as_mut_ptr());
     let one = |j: usize| {
         let cp = cp;
@@ -316,12 +289,13 @@ fn build_col(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, col: &mut [f32], par
     }
 }
 
-/// `[O, nc·HWo]` (column blocks per image) ↔ NCHW images `i0..i0+nc`.
+/// NCHW images `i0..i0+nc` → `[O, nc·HWo]` (column blocks per image, row stride `padded(nc·HWo)`).
 fn gather_images(src: &[f32], per_image: usize, rows: usize, i0: usize, nc: usize, dst: &mut [f32]) {
     let cols = per_image / rows;
+    let ld = padded(nc * cols);
     for j in 0..nc {
         for r in 0..rows {
-            dst[r * nc * cols + j * cols..][..cols].copy_from_slice(&src[(i0 + j) * per_image + r * cols..][..cols]);
+            dst[r * ld + j * cols..][..cols].copy_from_slice(&src[(i0 + j) * per_image + r * cols..][..cols]);
         }
     }
 }
@@ -375,25 +349,24 @@ impl CustomOp2 for Conv2dOp {
         let w = super::f32_slice(ws, wl, "conv2d kernel")?;
         let p = plan(&g);
         let split = if p.par_chunks { 1 } else { p.threads };
+        // W [O, CKK], packed once for every chunk.
+        // SAFETY: `w` holds O·CKK elements.
+        let pw = unsafe { super::gemm::PackedA::new(g.o, g.ckk(), w.as_ptr(), g.ckk() as isize, 1) };
         let mut y = uninit_vec(g.n * g.out_size());
         for_chunks(&p, g.n, &mut y, g.out_size(), |ci, yc| {
             let i0 = ci * p.nc;
             let nc = yc.len() / g.out_size();
             let ld = nc * g.hwo();
+            let lc = padded(ld);
             let tmp_len = if nc == 1 { 0 } else { g.o * ld };
-            with_scratch(g.ckk() * ld, tmp_len, |col, tmp| {
+            with_scratch(g.ckk() * lc, tmp_len, |col, tmp| {
                 let pc = super::profile::scope("conv.fwd.im2col");
                 build_col(&g, x, i0, nc, col, !p.par_chunks);
                 drop(pc);
                 let _pg = super::profile::scope("conv.fwd.gemm");
                 let out: &mut [f32] = if nc == 1 { &mut *yc } else { &mut *tmp };
-                if orient_t(ld, g.o) {
-                    // Yᵀ [ld, O] = colᵀ [ld, CKK] · Wᵀ [CKK, O], stored as Y [O, ld].
-                    sgemm_t(ld, g.ckk(), g.o, col.as_ptr(), 1, ld as isize, w.as_ptr(), 1, g.ckk() as isize, out.as_mut_ptr(), 1, ld as isize, split);
-                } else {
-                    // Y [O, ld] = W [O, CKK] · col [CKK, ld]
-                    sgemm(g.o, g.ckk(), ld, w.as_ptr(), g.ckk() as isize, 1, col.as_ptr(), ld as isize, 1, out.as_mut_ptr(), ld, false, split);
-                }
+                // Y [O, ld] = W [O, CKK] · col [CKK, ld]
+                sgemm_pa(&pw, ld, col.as_ptr(), lc as isize, out.as_mut_ptr(), ld, split);
                 if nc > 1 {
                     scatter_images(tmp, g.out_size(), g.o, nc, yc);
                 }
@@ -422,30 +395,30 @@ impl CustomOp2 for ConvBwdInput {
         let w = super::f32_slice(ws, wl, "conv2d kernel")?;
         let p = plan(&g);
         let split = if p.par_chunks { 1 } else { p.threads };
+        // Wᵀ [CKK, O], packed once for every chunk.
+        // SAFETY: `w` holds O·CKK elements.
+        let pwt = unsafe { super::gemm::PackedA::new(g.ckk(), g.o, w.as_ptr(), 1, g.ckk() as isize) };
         let mut dx = uninit_vec(g.n * g.in_size());
         for_chunks(&p, g.n, &mut dx, g.in_size(), |ci, dxc| {
             let i0 = ci * p.nc;
             let nc = dxc.len() / g.in_size();
-            let ld = nc * g.hwo();
-            let tmp_len = if nc == 1 { 0 } else { g.o * ld };
-            with_scratch(g.ckk() * ld, tmp_len, |dcol, tmp| {
-                // dY of the chunk as [O, ld].
-                let dyc: &[f32] = if nc == 1 {
-                    &dy[i0 * g.out_size()..(i0 + 1) * g.out_size()]
-                } else {
-                    gather_images(dy, g.out_size(), g.o, i0, nc, tmp);
-                    tmp
-                };
-                // dcolᵀ [ld, CKK] = dYᵀ [ld, O] · W [O, CKK], stored as dcol [CKK, ld].
-                sgemm_t(ld, g.o, g.ckk(), dyc.as_ptr(), 1, ld as isize, w.as_ptr(), g.ckk() as isize, 1, dcol.as_mut_ptr(), 1, ld as isize, split);
+            let lc = padded(nc * g.hwo());
+            with_scratch(g.ckk() * lc, g.o * lc, |dcol, tmp| {
+                // dY of the chunk as [O, ld] (row stride lc).
+                gather_images(dy, g.out_size(), g.o, i0, nc, tmp);
+                // dcol [CKK, ld] = Wᵀ [CKK, O] · dY [O, ld]
+                let _pg = super::profile::scope("conv.bwd-in.gemm");
+                sgemm_pa(&pwt, nc * g.hwo(), tmp.as_ptr(), lc as isize, dcol.as_mut_ptr(), lc, split);
+                drop(_pg);
+                let _pc = super::profile::scope("conv.bwd-in.col2im");
                 let per = g.in_size();
                 let dcol: &[f32] = dcol;
                 if p.par_chunks {
                     for (j, dxi) in dxc.chunks_mut(per).enumerate() {
-                        col2im(&g, dcol, ld, j * g.hwo(), dxi);
+                        col2im(&g, dcol, lc, j * g.hwo(), dxi);
                     }
                 } else {
-                    dxc.par_chunks_mut(per).enumerate().for_each(|(j, dxi)| col2im(&g, dcol, ld, j * g.hwo(), dxi));
+                    dxc.par_chunks_mut(per).enumerate().for_each(|(j, dxi)| col2im(&g, dcol, lc, j * g.hwo(), dxi));
                 }
             });
         });
@@ -468,18 +441,15 @@ impl CustomOp2 for ConvBwdWeight {
         let chunk = |ci: usize, acc: &mut [f32], first: bool, split: usize| {
             let i0 = ci * p.nc;
             let nc = p.nc.min(g.n - i0);
-            let ld = nc * g.hwo();
-            let tmp_len = if nc == 1 { 0 } else { g.o * ld };
-            with_scratch(g.ckk() * ld, tmp_len, |col, tmp| {
+            let lc = padded(nc * g.hwo());
+            with_scratch(g.ckk() * lc, g.o * lc, |col, tmp| {
+                let pc = super::profile::scope("conv.bwd-w.im2col");
                 build_col(&g, x, i0, nc, col, split > 1);
-                let dyc: &[f32] = if nc == 1 {
-                    &dy[i0 * g.out_size()..(i0 + 1) * g.out_size()]
-                } else {
-                    gather_images(dy, g.out_size(), g.o, i0, nc, tmp);
-                    tmp
-                };
+                gather_images(dy, g.out_size(), g.o, i0, nc, tmp);
+                drop(pc);
+                let _pg = super::profile::scope("conv.bwd-w.gemm");
                 // dW [O, CKK] (+)= dY [O, ld] · colᵀ [ld, CKK]
-                sgemm(g.o, ld, g.ckk(), dyc.as_ptr(), ld as isize, 1, col.as_ptr(), 1, ld as isize, acc.as_mut_ptr(), g.ckk(), !first, split);
+                sgemm(g.o, nc * g.hwo(), g.ckk(), tmp.as_ptr(), lc as isize, 1, col.as_ptr(), 1, lc as isize, acc.as_mut_ptr(), g.ckk(), !first, split);
             });
         };
         let dw = if p.par_chunks {
@@ -508,6 +478,16 @@ impl CustomOp2 for ConvBwdWeight {
         };
         Ok((CpuStorage::F32(dw), Shape::from((g.o, g.c, g.k, g.k))))
     }
+}
+
+/// The input gradient `dx` of a convolution with geometry `g` (CPU, f32; no autograd).
+pub fn conv2d_backward_input(dy: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
+    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvBwdInput { g })
+}
+
+/// The weight gradient `dw` of a convolution with geometry `g` (CPU, f32; no autograd).
+pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, g: ConvGeom) -> Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ConvBwdWeight { g })
 }
 
 /// Convolution with the fast kernels when possible (f32 on the CPU), else candle's.

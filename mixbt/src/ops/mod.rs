@@ -3,6 +3,7 @@
 
 pub mod bn;
 pub mod conv;
+pub mod gemm;
 pub mod profile;
 
 use candle_core::{DType, Result, Tensor};

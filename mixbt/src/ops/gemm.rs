@@ -1,0 +1,424 @@
+//! Single-precision matrix product for the convolution kernels: BLIS-style blocking (packed
+//! panels of A and B, sized for L1/L2) around a 6×16 AVX2/FMA micro-kernel, which keeps twelve
+//! accumulators in registers and issues 12 FMAs per 8 loads, so it is bound by the FMA units
+//! rather than by loads (`matrixmultiply`'s 8×8 kernel issues 9 loads per 8 FMAs).
+//!
+//! Falls back to `matrixmultiply` on CPUs without AVX2+FMA. Strides are general (in elements),
+//! so transposed operands cost only a different packing order.
+
+use std::cell::RefCell;
+
+/// Rows of the micro-tile.
+const MR: usize = 6;
+/// Columns of the micro-tile (two 8-float vectors).
+const NR: usize = 16;
+/// Depth of a packed block (A micro-panel 6 KiB, B micro-panel 16 KiB: both stay in L1).
+const KC: usize = 256;
+/// Rows of a packed A block (MC·KC floats = 144 KiB, in L2).
+const MC: usize = 144;
+/// Columns of a packed B block (KC·NC floats = 3 MiB, in L3).
+const NC: usize = 3072;
+
+thread_local! {
+    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Whether the AVX2/FMA kernel runs on this CPU.
+pub fn fast_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::env::var_os("MIXBT_GEMM_FALLBACK").is_none() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `A[m×k]` packed once into the micro-panel layout of every depth block, for products that
+/// reuse one A with many Bs (a convolution's kernel, used by every chunk of images).
+pub struct PackedA {
+    data: Vec<f32>,
+    m: usize,
+    k: usize,
+}
+
+impl PackedA {
+    /// Packs `A[m×k]` (strides in elements).
+    ///
+    /// # Safety
+    /// Every addressed element of A must be valid.
+    pub unsafe fn new(m: usize, k: usize, a: *const f32, rsa: isize, csa: isize) -> Self {
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0f32; panels * MR * k];
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_a(m, kc, a.offset(pc as isize * csa), rsa, csa, &mut data[pc * panels * MR..]);
+        }
+        Self { data, m, k }
+    }
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+    /// The packed block of depth `pc..pc+kc` starting at row `ic` (a multiple of `MR`).
+    fn block(&self, pc: usize, kc: usize, ic: usize) -> *const f32 {
+        let panels = self.m.div_ceil(MR);
+        debug_assert!(ic % MR == 0);
+        self.data[pc * panels * MR + (ic / MR) * MR * kc..].as_ptr()
+    }
+}
+
+/// Rows of C a thread should take when a product is split by rows: a multiple of the packed
+/// block height, so that split products can share one [`PackedA`].
+pub fn row_split(m: usize, parts: usize) -> usize {
+    m.div_ceil(parts.max(1)).next_multiple_of(MR)
+}
+
+/// Where the micro-kernels read A from.
+#[derive(Clone, Copy)]
+enum ASource<'a> {
+    Raw { a: *const f32, rsa: isize, csa: isize },
+    /// Rows `r0..` of a packed A.
+    Packed { pa: &'a PackedA, r0: usize },
+}
+
+/// `C[m×n] = A[m×k]·B[k×n]`, or `C += A·B` with `accumulate`; strides in elements.
+///
+/// # Safety
+/// Every addressed element of A, B and C must be valid; C must not alias A or B.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    *c.offset(i as isize * rsc + j as isize * csc) = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if fast_kernel() {
+        // The micro-kernel writes rows of C with vector stores: make C's columns the contiguous
+        // direction by computing Cᵀ = Bᵀ·Aᵀ when C is column-major.
+        if csc != 1 && rsc == 1 {
+            blocked(n, k, m, ASource::Raw { a: b, rsa: csb, csa: rsb }, a, csa, rsa, c, csc, rsc, accumulate);
+        } else {
+            blocked(m, k, n, ASource::Raw { a, rsa, csa }, b, rsb, csb, c, rsc, csc, accumulate);
+        }
+        return;
+    }
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+}
+
+/// `C[rows×n] (+)= A[r0..r0+rows, :]·B` with a pre-packed A (`r0` a multiple of
+/// [`row_split`]'s granularity); C's rows are contiguous with stride `ldc`.
+///
+/// # Safety
+/// As [`sgemm`]; `r0 + rows <= pa.rows()`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: *const f32, rsb: isize, csb: isize, c: *mut f32, ldc: usize, accumulate: bool) {
+    assert!(r0 % MR == 0 && r0 + rows <= pa.m, "sgemm_packed: rows {r0}+{rows} of {}", pa.m);
+    if rows == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    blocked(rows, pa.k, n, ASource::Packed { pa, r0 }, b, rsb, csb, c, ldc as isize, 1, accumulate);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("packed products need the x86-64 kernel");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: ASource,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    accumulate: bool,
+) {
+    PACK.with(|p| {
+        let mut p = p.borrow_mut();
+        let (pa, pb) = &mut *p;
+        let need_a = MC.next_multiple_of(MR) * KC;
+        let need_b = NC.min(n.next_multiple_of(NR)) * KC;
+        if pa.len() < need_a {
+            pa.resize(need_a, 0.0);
+        }
+        if pb.len() < need_b {
+            pb.resize(need_b, 0.0);
+        }
+        // The packed A block of rows ic..ic+mc at depth pc..pc+kc.
+        let a_block = |pa: &mut Vec<f32>, pc: usize, kc: usize, ic: usize, mc: usize| -> *const f32 {
+            match a {
+                ASource::Raw { a, rsa, csa } => {
+                    pack_a(mc, kc, a.offset(ic as isize * rsa + pc as isize * csa), rsa, csa, pa);
+                    pa.as_ptr()
+                }
+                ASource::Packed { pa: packed, r0 } => packed.block(pc, kc, r0 + ic),
+            }
+        };
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let load_c = accumulate || pc > 0;
+                let bb = b.offset(pc as isize * rsb + jc as isize * csb);
+                if m <= MC {
+                    // One A block: pack each B micro-panel just before its use, so it is read
+                    // from L1 by every micro-kernel instead of making a round trip through L3.
+                    let ap = a_block(pa, pc, kc, 0, m);
+                    for jr in (0..nc).step_by(NR) {
+                        let nr = NR.min(nc - jr);
+                        pack_b(kc, nr, bb.offset(jr as isize * csb), rsb, csb, pb);
+                        for ir in (0..m).step_by(MR) {
+                            let cp = c.offset(ir as isize * rsc + (jc + jr) as isize * csc);
+                            kernel_6x16(kc, ap.add(ir * kc), pb.as_ptr(), cp, rsc, csc, MR.min(m - ir), nr, load_c);
+                        }
+                    }
+                    continue;
+                }
+                pack_b(kc, nc, bb, rsb, csb, pb);
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    let ap = a_block(pa, pc, kc, ic, mc);
+                    for jr in (0..nc).step_by(NR) {
+                        let nr = NR.min(nc - jr);
+                        let bp = pb.as_ptr().add(jr * kc);
+                        for ir in (0..mc).step_by(MR) {
+                            let mr = MR.min(mc - ir);
+                            let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize * csc);
+                            kernel_6x16(kc, ap.add(ir * kc), bp, cp, rsc, csc, mr, nr, load_c);
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Packs `A[mc×kc]` into micro-panels of `MR` rows: panel `i` holds `A[i·MR + r, p]` at
+/// `i·MR·kc + p·MR + r`, zero-padded to a whole panel.
+unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, dst: &mut [f32]) {
+    for (pi, i0) in (0..mc).step_by(MR).enumerate() {
+        let rows = MR.min(mc - i0);
+        let d = &mut dst[pi * MR * kc..(pi + 1) * MR * kc];
+        if rows == MR && rsa == 1 {
+            for p in 0..kc {
+                let s = a.offset(i0 as isize + p as isize * csa);
+                for r in 0..MR {
+                    *d.get_unchecked_mut(p * MR + r) = *s.add(r);
+                }
+            }
+        } else if rows == MR && csa == 1 {
+            // Six row streams read in step, written contiguously.
+            let s: [*const f32; MR] = std::array::from_fn(|r| a.offset((i0 + r) as isize * rsa));
+            for p in 0..kc {
+                for r in 0..MR {
+                    *d.get_unchecked_mut(p * MR + r) = *s[r].add(p);
+                }
+            }
+        } else {
+            for r in 0..MR {
+                if r < rows {
+                    let s = a.offset((i0 + r) as isize * rsa);
+                    for p in 0..kc {
+                        *d.get_unchecked_mut(p * MR + r) = *s.offset(p as isize * csa);
+                    }
+                } else {
+                    for p in 0..kc {
+                        *d.get_unchecked_mut(p * MR + r) = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs `B[kc×nc]` into micro-panels of `NR` columns: panel `j` holds `B[p, j·NR + q]` at
+/// `j·NR·kc + p·NR + q`, zero-padded to a whole panel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    for (pj, j0) in (0..nc).step_by(NR).enumerate() {
+        let cols = NR.min(nc - j0);
+        let d = dst[pj * NR * kc..(pj + 1) * NR * kc].as_mut_ptr();
+        if csb == 1 && cols == NR {
+            for p in 0..kc {
+                let s = b.offset(p as isize * rsb + j0 as isize);
+                _mm256_storeu_ps(d.add(p * NR), _mm256_loadu_ps(s));
+                _mm256_storeu_ps(d.add(p * NR + 8), _mm256_loadu_ps(s.add(8)));
+            }
+        } else if rsb == 1 && cols == NR {
+            // B is column-major here: transpose 8×8 blocks (8 columns × 8 depths at a time).
+            let p8 = kc - kc % 8;
+            for half in 0..2 {
+                let col = |q: usize| b.offset((j0 + half * 8 + q) as isize * csb);
+                let cs: [*const f32; 8] = std::array::from_fn(col);
+                for p in (0..p8).step_by(8) {
+                    let r: [__m256; 8] = std::array::from_fn(|q| _mm256_loadu_ps(cs[q].add(p)));
+                    let t = transpose8(r);
+                    for (i, v) in t.iter().enumerate() {
+                        _mm256_storeu_ps(d.add((p + i) * NR + half * 8), *v);
+                    }
+                }
+                for p in p8..kc {
+                    for q in 0..8 {
+                        *d.add(p * NR + half * 8 + q) = *cs[q].add(p);
+                    }
+                }
+            }
+        } else {
+            for p in 0..kc {
+                for q in 0..NR {
+                    *d.add(p * NR + q) = if q < cols { *b.offset(p as isize * rsb + (j0 + q) as isize * csb) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Transposes an 8×8 block held as eight row vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+/// `C[mr×nr] (+)= Ap·Bp` for one micro-tile (`Ap`: kc×6 packed, `Bp`: kc×16 packed).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
+    use std::arch::x86_64::*;
+    if load_c && csc == 1 {
+        // The tile of C is read after the loop: start fetching it now (it is usually in L3).
+        for i in 0..mr {
+            let cr = c.offset(i as isize * rsc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(cr);
+            _mm_prefetch::<_MM_HINT_T0>(cr.add(60));
+        }
+    }
+    let z = _mm256_setzero_ps();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+    let mut ap = a;
+    let mut bp = b;
+    for _ in 0..kc {
+        let b0 = _mm256_loadu_ps(bp);
+        let b1 = _mm256_loadu_ps(bp.add(8));
+        let a0 = _mm256_broadcast_ss(&*ap);
+        c00 = _mm256_fmadd_ps(a0, b0, c00);
+        c01 = _mm256_fmadd_ps(a0, b1, c01);
+        let a1 = _mm256_broadcast_ss(&*ap.add(1));
+        c10 = _mm256_fmadd_ps(a1, b0, c10);
+        c11 = _mm256_fmadd_ps(a1, b1, c11);
+        let a2 = _mm256_broadcast_ss(&*ap.add(2));
+        c20 = _mm256_fmadd_ps(a2, b0, c20);
+        c21 = _mm256_fmadd_ps(a2, b1, c21);
+        let a3 = _mm256_broadcast_ss(&*ap.add(3));
+        c30 = _mm256_fmadd_ps(a3, b0, c30);
+        c31 = _mm256_fmadd_ps(a3, b1, c31);
+        let a4 = _mm256_broadcast_ss(&*ap.add(4));
+        c40 = _mm256_fmadd_ps(a4, b0, c40);
+        c41 = _mm256_fmadd_ps(a4, b1, c41);
+        let a5 = _mm256_broadcast_ss(&*ap.add(5));
+        c50 = _mm256_fmadd_ps(a5, b0, c50);
+        c51 = _mm256_fmadd_ps(a5, b1, c51);
+        ap = ap.add(MR);
+        bp = bp.add(NR);
+    }
+    let acc = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];
+    if csc == 1 {
+        // Rows of C are contiguous: full vectors, or masked ones at the right edge.
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32), lane);
+        let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32 - 8), lane);
+        for (i, row) in acc.iter().enumerate().take(mr) {
+            let cr = c.offset(i as isize * rsc);
+            let (mut v0, mut v1) = (row[0], row[1]);
+            if nr == NR {
+                if load_c {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr.add(8)));
+                }
+                _mm256_storeu_ps(cr, v0);
+                _mm256_storeu_ps(cr.add(8), v1);
+            } else {
+                if load_c {
+                    v0 = _mm256_add_ps(v0, _mm256_maskload_ps(cr, m0));
+                    v1 = _mm256_add_ps(v1, _mm256_maskload_ps(cr.add(8), m1));
+                }
+                _mm256_maskstore_ps(cr, m0, v0);
+                _mm256_maskstore_ps(cr.add(8), m1, v1);
+            }
+        }
+    } else {
+        let mut t = [0f32; MR * NR];
+        for (i, row) in acc.iter().enumerate() {
+            _mm256_storeu_ps(t.as_mut_ptr().add(i * NR), row[0]);
+            _mm256_storeu_ps(t.as_mut_ptr().add(i * NR + 8), row[1]);
+        }
+        for i in 0..mr {
+            for j in 0..nr {
+                let cp = c.offset(i as isize * rsc + j as isize * csc);
+                *cp = if load_c { *cp + t[i * NR + j] } else { t[i * NR + j] };
+            }
+        }
+    }
+}

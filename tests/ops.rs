@@ -13,9 +13,11 @@ fn max_abs(a: &Tensor) -> f32 {
 }
 
 /// (N, C, H, W, O, k, stride, pad): the ResNet convolutions (3×3 s1/s2, 1×1 s1/s2, the 7×7 stem).
-/// The last three are large enough for every blocking path of the GEMM (depth > 256, more
-/// than 144 output channels, one image: the product split by rows over the threads).
-const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 10] = [
+/// Then shapes large enough for every blocking path of the GEMM (depth > 256, more than 144
+/// output channels, one image: the product split by rows over the threads), and stride-1 shapes
+/// for the implicit-im2col path with each row-segment width (16-column panels of 2, 4, 8, 16
+/// and 32-wide maps, a 1×1 kernel).
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 14] = [
     (3, 4, 8, 8, 6, 3, 1, 1),
     (3, 4, 8, 8, 6, 3, 2, 1),
     (2, 6, 7, 7, 5, 3, 2, 1),
@@ -26,6 +28,10 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 10] = [
     (1, 20, 10, 10, 150, 3, 1, 1),
     (5, 32, 8, 8, 160, 3, 2, 1),
     (3, 40, 4, 4, 50, 3, 1, 1),
+    (2, 32, 16, 16, 20, 3, 1, 1),
+    (1, 3, 32, 32, 8, 3, 1, 1),
+    (2, 8, 4, 4, 6, 1, 1, 0),
+    (2, 5, 8, 2, 7, 3, 1, 1),
 ];
 
 #[test]
@@ -235,7 +241,7 @@ fn gemm_matches_reference() {
         let mut c = vec![f32::NAN; m * n];
         for r0 in (0..m).step_by(per) {
             let rows = per.min(m - r0);
-            unsafe { gemm::sgemm_packed(&pa, r0, rows, n, b.as_ptr(), n as isize, 1, c[r0 * n..].as_mut_ptr(), n, false) };
+            unsafe { gemm::sgemm_packed(&pa, r0, rows, n, gemm::BSource::Raw { b: b.as_ptr(), rsb: n as isize, csb: 1 }, c[r0 * n..].as_mut_ptr(), n, false) };
         }
         for i in 0..m {
             for j in 0..n {

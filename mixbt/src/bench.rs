@@ -216,6 +216,7 @@ pub struct ConvLayer {
     pub pad: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn layer(name: &'static str, count: usize, c: usize, o: usize, h: usize, k: usize, stride: usize, pad: usize) -> ConvLayer {
     ConvLayer { name, count, c, o, h, k, stride, pad }
 }

@@ -71,7 +71,7 @@ const TARGET_COLS: usize = 512;
 /// length is a multiple of 256 bytes, so that consecutive rows do not map to the same cache sets
 /// (packing a 16-column panel reads one line from each of hundreds of rows).
 fn padded(ld: usize) -> usize {
-    if ld % 64 == 0 {
+    if ld.is_multiple_of(64) {
         ld + 16
     } else {
         ld
@@ -122,12 +122,10 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
     })
 }
 
-/// A vector of `n` floats that the caller overwrites completely.
+/// A vector of `n` floats that the caller overwrites completely (zeroed: large zeroed
+/// allocations come straight from the OS's zero pages, so this costs no extra pass).
 fn uninit_vec(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: f32 has no invalid bit patterns and every element is written before it is read.
-    unsafe { v.set_len(n) };
-    v
+    vec![0f32; n]
 }
 
 /// A raw pointer that may cross threads; every use writes disjoint elements.
@@ -172,18 +170,30 @@ fn sgemm(
     });
 }
 
+/// A B operand that may cross threads (read only).
+#[derive(Clone, Copy)]
+struct BSrc(super::gemm::BSource);
+unsafe impl Send for BSrc {}
+unsafe impl Sync for BSrc {}
+
+impl BSrc {
+    fn raw(b: *const f32, rsb: usize) -> Self {
+        Self(super::gemm::BSource::Raw { b, rsb: rsb as isize, csb: 1 })
+    }
+}
+
 /// `C[m×n] = A·B[k×n]` with a pre-packed `A` (m×k), C row-major with stride `ldc`; with
 /// `split`, the rows of C are divided among the rayon threads.
-fn sgemm_pa(pa: &super::gemm::PackedA, n: usize, b: *const f32, rsb: isize, c: *mut f32, ldc: usize, split: usize) {
+fn sgemm_pa(pa: &super::gemm::PackedA, n: usize, b: BSrc, c: *mut f32, ldc: usize, split: usize) {
     let m = pa.rows();
     let per = if split <= 1 || m < 2 * 16 { m } else { super::gemm::row_split(m, split) };
-    let (bp, cp) = (SendPtr(b as *mut f32), SendPtr(c));
+    let cp = SendPtr(c);
     let run = |t: usize| {
-        let (bp, cp) = (bp, cp);
+        let (b, cp) = (b, cp);
         let r0 = t * per;
         // SAFETY: callers pass buffers covering every addressed element; each task writes its
         // own rows of C.
-        unsafe { super::gemm::sgemm_packed(pa, r0, per.min(m - r0), n, bp.0, rsb, 1, cp.0.add(r0 * ldc), ldc, false) };
+        unsafe { super::gemm::sgemm_packed(pa, r0, per.min(m - r0), n, b.0, cp.0.add(r0 * ldc), ldc, false) };
     };
     if per == m {
         run(0);
@@ -321,6 +331,42 @@ fn for_chunks(p: &Plan, n: usize, out: &mut [f32], per_image: usize, f: impl Fn(
     let _ = n;
 }
 
+/// `Y = conv(x, W)` (NCHW) with `W` pre-packed as `[O, C·k·k]`. Stride-1 convolutions whose
+/// output rows tile 16-column panels read the im2col matrix straight from `x` while packing
+/// (implicit GEMM); the others build it in scratch memory first.
+fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
+    let p = plan(g);
+    let split = if p.par_chunks { 1 } else { p.threads };
+    let implicit = g.stride == 1 && super::gemm::ConvB::applies(g.ho, g.wo);
+    let mut y = uninit_vec(g.n * g.out_size());
+    for_chunks(&p, g.n, &mut y, g.out_size(), |ci, yc| {
+        let i0 = ci * p.nc;
+        let nc = yc.len() / g.out_size();
+        let ld = nc * g.hwo();
+        let lc = padded(ld);
+        let tmp_len = if nc == 1 { 0 } else { g.o * ld };
+        let col_len = if implicit { 0 } else { g.ckk() * lc };
+        with_scratch(col_len, tmp_len, |col, tmp| {
+            let b = if implicit {
+                let xc = x[i0 * g.in_size()..].as_ptr();
+                BSrc(super::gemm::BSource::Conv(super::gemm::ConvB { x: xc, c: g.c, h: g.h, w: g.w, k: g.k, pad: g.pad, ho: g.ho, wo: g.wo }))
+            } else {
+                let _pc = super::profile::scope("conv.fwd.im2col");
+                build_col(g, x, i0, nc, col, !p.par_chunks);
+                BSrc::raw(col.as_ptr(), lc)
+            };
+            let _pg = super::profile::scope("conv.fwd.gemm");
+            let out: &mut [f32] = if nc == 1 { &mut *yc } else { &mut *tmp };
+            // Y [O, ld] = W [O, CKK] · col [CKK, ld]
+            sgemm_pa(pw, ld, b, out.as_mut_ptr(), ld, split);
+            if nc > 1 {
+                scatter_images(tmp, g.out_size(), g.o, nc, yc);
+            }
+        });
+    });
+    y
+}
+
 /// Forward convolution.
 pub struct Conv2dOp {
     pub stride: usize,
@@ -347,40 +393,21 @@ impl CustomOp2 for Conv2dOp {
         let g = ConvGeom::new(xl.dims(), wl.dims(), self.stride, self.pad)?;
         let x = super::f32_slice(xs, xl, "conv2d input")?;
         let w = super::f32_slice(ws, wl, "conv2d kernel")?;
-        let p = plan(&g);
-        let split = if p.par_chunks { 1 } else { p.threads };
         // W [O, CKK], packed once for every chunk.
         // SAFETY: `w` holds O·CKK elements.
         let pw = unsafe { super::gemm::PackedA::new(g.o, g.ckk(), w.as_ptr(), g.ckk() as isize, 1) };
-        let mut y = uninit_vec(g.n * g.out_size());
-        for_chunks(&p, g.n, &mut y, g.out_size(), |ci, yc| {
-            let i0 = ci * p.nc;
-            let nc = yc.len() / g.out_size();
-            let ld = nc * g.hwo();
-            let lc = padded(ld);
-            let tmp_len = if nc == 1 { 0 } else { g.o * ld };
-            with_scratch(g.ckk() * lc, tmp_len, |col, tmp| {
-                let pc = super::profile::scope("conv.fwd.im2col");
-                build_col(&g, x, i0, nc, col, !p.par_chunks);
-                drop(pc);
-                let _pg = super::profile::scope("conv.fwd.gemm");
-                let out: &mut [f32] = if nc == 1 { &mut *yc } else { &mut *tmp };
-                // Y [O, ld] = W [O, CKK] · col [CKK, ld]
-                sgemm_pa(&pw, ld, col.as_ptr(), lc as isize, out.as_mut_ptr(), ld, split);
-                if nc > 1 {
-                    scatter_images(tmp, g.out_size(), g.o, nc, yc);
-                }
-            });
-        });
+        let y = forward(&g, x, &pw);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.pad)?;
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(w, &ConvBwdInput { g })?;
-        let dw = x.apply_op2_no_bwd(&dy, &ConvBwdWeight { g })?;
-        Ok((Some(dx), Some(dw)))
+        // Only the gradients autograd will use (not the images' at the first layer, nor a
+        // frozen kernel's).
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g })?) } else { None };
+        let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&dy, &ConvBwdWeight { g })?) } else { None };
+        Ok((dx, dw))
     }
 }
 
@@ -393,6 +420,24 @@ impl CustomOp2 for ConvBwdInput {
         let g = self.g;
         let dy = super::f32_slice(ds, dl, "conv2d grad")?;
         let w = super::f32_slice(ws, wl, "conv2d kernel")?;
+        if g.stride == 1 && g.pad < g.k && g.c >= 16 && super::gemm::ConvB::applies(g.h, g.w) {
+            // dx = conv(dy, W') with W'[c, o, ky, kx] = W[o, c, k−1−ky, k−1−kx] and padding
+            // k−1−pad: a forward convolution, so no col2im.
+            let k = g.k;
+            let mut wf = vec![0f32; g.c * g.o * k * k];
+            for o in 0..g.o {
+                for c in 0..g.c {
+                    for t in 0..k * k {
+                        wf[(c * g.o + o) * k * k + t] = w[(o * g.c + c) * k * k + (k * k - 1 - t)];
+                    }
+                }
+            }
+            let gt = ConvGeom { n: g.n, c: g.o, h: g.ho, w: g.wo, o: g.c, k, stride: 1, pad: k - 1 - g.pad, ho: g.h, wo: g.w };
+            // SAFETY: `wf` holds C·O·k·k elements.
+            let pw = unsafe { super::gemm::PackedA::new(g.c, g.o * k * k, wf.as_ptr(), (g.o * k * k) as isize, 1) };
+            let dx = forward(&gt, dy, &pw);
+            return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))));
+        }
         let p = plan(&g);
         let split = if p.par_chunks { 1 } else { p.threads };
         // Wᵀ [CKK, O], packed once for every chunk.
@@ -408,7 +453,7 @@ impl CustomOp2 for ConvBwdInput {
                 gather_images(dy, g.out_size(), g.o, i0, nc, tmp);
                 // dcol [CKK, ld] = Wᵀ [CKK, O] · dY [O, ld]
                 let _pg = super::profile::scope("conv.bwd-in.gemm");
-                sgemm_pa(&pwt, nc * g.hwo(), tmp.as_ptr(), lc as isize, dcol.as_mut_ptr(), lc, split);
+                sgemm_pa(&pwt, nc * g.hwo(), BSrc::raw(tmp.as_ptr(), lc), dcol.as_mut_ptr(), lc, split);
                 drop(_pg);
                 let _pc = super::profile::scope("conv.bwd-in.col2im");
                 let per = g.in_size();

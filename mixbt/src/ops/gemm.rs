@@ -85,6 +85,52 @@ enum ASource<'a> {
     Packed { pa: &'a PackedA, r0: usize },
 }
 
+/// The im2col matrix of a stride-1 convolution, read straight from the images while packing
+/// (an *implicit* GEMM: the `[C·k·k, N·Ho·Wo]` matrix is never written):
+/// `B[(c, ky, kx), j] = x[image j][c][oy + ky − pad][ox + kx − pad]`, zero outside the image.
+///
+/// Requires `Ho·Wo` to be a multiple of 16 and `Wo` a multiple or a divisor of 16, so that each
+/// 16-column panel is made of whole row segments of one image ([`ConvB::applies`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvB {
+    /// First element of the first image of the chunk.
+    pub x: *const f32,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+unsafe impl Send for ConvB {}
+unsafe impl Sync for ConvB {}
+
+impl ConvB {
+    /// Whether a stride-1 convolution with these output maps can be packed implicitly.
+    pub fn applies(ho: usize, wo: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            (ho * wo).is_multiple_of(NR) && (wo.is_multiple_of(NR) || NR.is_multiple_of(wo)) && fast_kernel()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (ho, wo);
+            false
+        }
+    }
+}
+
+/// Where the packing reads B from.
+#[derive(Clone, Copy)]
+pub enum BSource {
+    /// A matrix with strides (in elements).
+    Raw { b: *const f32, rsb: isize, csb: isize },
+    /// The implicit im2col matrix of a convolution.
+    Conv(ConvB),
+}
+
 /// `C[m×n] = A[m×k]·B[k×n]`, or `C += A·B` with `accumulate`; strides in elements.
 ///
 /// # Safety
@@ -123,9 +169,9 @@ pub unsafe fn sgemm(
         // The micro-kernel writes rows of C with vector stores: make C's columns the contiguous
         // direction by computing Cᵀ = Bᵀ·Aᵀ when C is column-major.
         if csc != 1 && rsc == 1 {
-            blocked(n, k, m, ASource::Raw { a: b, rsa: csb, csa: rsb }, a, csa, rsa, c, csc, rsc, accumulate);
+            blocked(n, k, m, ASource::Raw { a: b, rsa: csb, csa: rsb }, BSource::Raw { b: a, rsb: csa, csb: rsa }, c, csc, rsc, accumulate);
         } else {
-            blocked(m, k, n, ASource::Raw { a, rsa, csa }, b, rsb, csb, c, rsc, csc, accumulate);
+            blocked(m, k, n, ASource::Raw { a, rsa, csa }, BSource::Raw { b, rsb, csb }, c, rsc, csc, accumulate);
         }
         return;
     }
@@ -139,13 +185,13 @@ pub unsafe fn sgemm(
 /// # Safety
 /// As [`sgemm`]; `r0 + rows <= pa.rows()`.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: *const f32, rsb: isize, csb: isize, c: *mut f32, ldc: usize, accumulate: bool) {
+pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: BSource, c: *mut f32, ldc: usize, accumulate: bool) {
     assert!(r0 % MR == 0 && r0 + rows <= pa.m, "sgemm_packed: rows {r0}+{rows} of {}", pa.m);
     if rows == 0 || n == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    blocked(rows, pa.k, n, ASource::Packed { pa, r0 }, b, rsb, csb, c, ldc as isize, 1, accumulate);
+    blocked(rows, pa.k, n, ASource::Packed { pa, r0 }, b, c, ldc as isize, 1, accumulate);
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("packed products need the x86-64 kernel");
 }
@@ -157,9 +203,7 @@ unsafe fn blocked(
     k: usize,
     n: usize,
     a: ASource,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
+    b: BSource,
     c: *mut f32,
     rsc: isize,
     csc: isize,
@@ -191,14 +235,22 @@ unsafe fn blocked(
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
                 let load_c = accumulate || pc > 0;
-                let bb = b.offset(pc as isize * rsb + jc as isize * csb);
+                // Packs B[pc..pc+kc, jc+j0..jc+j0+cols] into `pb`.
+                let fill_b = |pb: &mut [f32], j0: usize, cols: usize| match b {
+                    BSource::Raw { b, rsb, csb } => pack_b(kc, cols, b.offset(pc as isize * rsb + (jc + j0) as isize * csb), rsb, csb, pb),
+                    BSource::Conv(cb) => {
+                        for (i, j) in (0..cols).step_by(NR).enumerate() {
+                            pack_conv_panel(&cb, pc, kc, jc + j0 + j, &mut pb[i * NR * kc..]);
+                        }
+                    }
+                };
                 if m <= MC {
                     // One A block: pack each B micro-panel just before its use, so it is read
                     // from L1 by every micro-kernel instead of making a round trip through L3.
                     let ap = a_block(pa, pc, kc, 0, m);
                     for jr in (0..nc).step_by(NR) {
                         let nr = NR.min(nc - jr);
-                        pack_b(kc, nr, bb.offset(jr as isize * csb), rsb, csb, pb);
+                        fill_b(pb, jr, nr);
                         for ir in (0..m).step_by(MR) {
                             let cp = c.offset(ir as isize * rsc + (jc + jr) as isize * csc);
                             kernel_6x16(kc, ap.add(ir * kc), pb.as_ptr(), cp, rsc, csc, MR.min(m - ir), nr, load_c);
@@ -206,7 +258,7 @@ unsafe fn blocked(
                     }
                     continue;
                 }
-                pack_b(kc, nc, bb, rsb, csb, pb);
+                fill_b(pb, 0, nc);
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let ap = a_block(pa, pc, kc, ic, mc);
@@ -302,6 +354,72 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ds
                 for q in 0..NR {
                     *d.add(p * NR + q) = if q < cols { *b.offset(p as isize * rsb + (j0 + q) as isize * csb) } else { 0.0 };
                 }
+            }
+        }
+    }
+}
+
+/// Packs rows `p0..p0+kc` of one 16-column panel (columns `j0..j0+16`) of a convolution's
+/// implicit im2col matrix.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_conv_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let d = dst[..NR * kc].as_mut_ptr();
+    let hwo = cb.ho * cb.wo;
+    let seg = cb.wo.min(NR);
+    let segs = NR / seg;
+    let (hw, w) = (cb.h * cb.w, cb.w as isize);
+    // Per segment: first element of its image, output row and first output column.
+    let mut base = [0usize; NR];
+    let mut oy = [0isize; NR];
+    let mut ox = [0isize; NR];
+    for s in 0..segs {
+        let j = j0 + s * seg;
+        let (img, r) = (j / hwo, j % hwo);
+        base[s] = img * cb.c * hw;
+        oy[s] = (r / cb.wo) as isize - cb.pad as isize;
+        ox[s] = (r % cb.wo) as isize - cb.pad as isize;
+    }
+    let kk = cb.k * cb.k;
+    let (mut c, mut ky, mut kx) = (p0 / kk, (p0 % kk) / cb.k, p0 % cb.k);
+    for p in 0..kc {
+        for s in 0..segs {
+            let out = d.add(p * NR + s * seg);
+            let y = oy[s] + ky as isize;
+            let x0 = ox[s] + kx as isize;
+            if y < 0 || y >= cb.h as isize {
+                for t in 0..seg {
+                    *out.add(t) = 0.0;
+                }
+                continue;
+            }
+            let src = cb.x.add(base[s] + c * hw + y as usize * cb.w);
+            if x0 >= 0 && x0 + seg as isize <= w {
+                let sp = src.add(x0 as usize);
+                match seg {
+                    16 => {
+                        _mm256_storeu_ps(out, _mm256_loadu_ps(sp));
+                        _mm256_storeu_ps(out.add(8), _mm256_loadu_ps(sp.add(8)));
+                    }
+                    8 => _mm256_storeu_ps(out, _mm256_loadu_ps(sp)),
+                    4 => _mm_storeu_ps(out, _mm_loadu_ps(sp)),
+                    _ => std::ptr::copy_nonoverlapping(sp, out, seg),
+                }
+            } else {
+                for t in 0..seg {
+                    let xx = x0 + t as isize;
+                    *out.add(t) = if xx >= 0 && xx < w { *src.offset(xx) } else { 0.0 };
+                }
+            }
+        }
+        kx += 1;
+        if kx == cb.k {
+            kx = 0;
+            ky += 1;
+            if ky == cb.k {
+                ky = 0;
+                c += 1;
             }
         }
     }

@@ -406,6 +406,22 @@ unsafe fn pack_conv_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, dst: &mut
                     4 => _mm_storeu_ps(out, _mm_loadu_ps(sp)),
                     _ => std::ptr::copy_nonoverlapping(sp, out, seg),
                 }
+            } else if seg >= 4 {
+                // A row segment crossing the left or right border: masked loads (masked lanes
+                // are neither read nor faulted), zeros outside the image.
+                let sp = src.wrapping_offset(x0);
+                let lo = _mm256_set1_epi32(-x0 as i32 - 1);
+                let hi = _mm256_set1_epi32((w - x0) as i32);
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                for h in 0..seg.div_ceil(8) {
+                    let t = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * h as i32));
+                    let m = _mm256_and_si256(_mm256_cmpgt_epi32(t, lo), _mm256_cmpgt_epi32(hi, t));
+                    if seg == 4 {
+                        _mm_storeu_ps(out, _mm_maskload_ps(sp, _mm256_castsi256_si128(m)));
+                    } else {
+                        _mm256_storeu_ps(out.add(8 * h), _mm256_maskload_ps(sp.wrapping_add(8 * h), m));
+                    }
+                }
             } else {
                 for t in 0..seg {
                     let xx = x0 + t as isize;

@@ -365,6 +365,8 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ds
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pack_conv_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
+    /// Most kernel taps handled with precomputed masks (k ≤ 7 covers every ResNet kernel).
+    const KMAX: usize = 7;
     let d = dst[..NR * kc].as_mut_ptr();
     let hwo = cb.ho * cb.wo;
     let seg = cb.wo.min(NR);
@@ -381,6 +383,28 @@ unsafe fn pack_conv_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, dst: &mut
         oy[s] = (r / cb.wo) as isize - cb.pad as isize;
         ox[s] = (r % cb.wo) as isize - cb.pad as isize;
     }
+    // Column masks per (segment, kx): lanes inside the image. All segments of a panel start at
+    // the same output column when Wo ≤ 16, so the masks depend on kx only then.
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let masks = |x0: isize| -> [__m256i; 2] {
+        let lo = _mm256_set1_epi32(-x0 as i32 - 1);
+        let hi = _mm256_set1_epi32((w - x0) as i32);
+        std::array::from_fn(|h| {
+            let t = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * h as i32));
+            _mm256_and_si256(_mm256_cmpgt_epi32(t, lo), _mm256_cmpgt_epi32(hi, t))
+        })
+    };
+    let uniform = segs == 1 || ox[..segs].iter().all(|&o| o == ox[0]);
+    let use_masks = seg >= 4 && uniform && cb.k <= KMAX;
+    let mut kmask = [[_mm256_setzero_si256(); 2]; KMAX];
+    let mut inside = [false; KMAX];
+    if use_masks {
+        for kx in 0..cb.k {
+            let x0 = ox[0] + kx as isize;
+            kmask[kx] = masks(x0);
+            inside[kx] = x0 >= 0 && x0 + seg as isize <= w;
+        }
+    }
     let kk = cb.k * cb.k;
     let (mut c, mut ky, mut kx) = (p0 / kk, (p0 % kk) / cb.k, p0 % cb.k);
     for p in 0..kc {
@@ -389,14 +413,32 @@ unsafe fn pack_conv_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, dst: &mut
             let y = oy[s] + ky as isize;
             let x0 = ox[s] + kx as isize;
             if y < 0 || y >= cb.h as isize {
-                for t in 0..seg {
-                    *out.add(t) = 0.0;
+                if seg >= 8 {
+                    for h in 0..seg / 8 {
+                        _mm256_storeu_ps(out.add(8 * h), _mm256_setzero_ps());
+                    }
+                } else {
+                    for t in 0..seg {
+                        *out.add(t) = 0.0;
+                    }
                 }
                 continue;
             }
             let src = cb.x.add(base[s] + c * hw + y as usize * cb.w);
-            if x0 >= 0 && x0 + seg as isize <= w {
-                let sp = src.add(x0 as usize);
+            let sp = src.wrapping_offset(x0);
+            if use_masks && !inside[kx] {
+                // A row segment crossing the left or right border: masked loads (masked lanes
+                // are neither read nor faulted), zeros outside the image.
+                let m = kmask[kx];
+                match seg {
+                    4 => _mm_storeu_ps(out, _mm_maskload_ps(sp, _mm256_castsi256_si128(m[0]))),
+                    8 => _mm256_storeu_ps(out, _mm256_maskload_ps(sp, m[0])),
+                    _ => {
+                        _mm256_storeu_ps(out, _mm256_maskload_ps(sp, m[0]));
+                        _mm256_storeu_ps(out.add(8), _mm256_maskload_ps(sp.wrapping_add(8), m[1]));
+                    }
+                }
+            } else if x0 >= 0 && x0 + seg as isize <= w {
                 match seg {
                     16 => {
                         _mm256_storeu_ps(out, _mm256_loadu_ps(sp));
@@ -405,22 +447,6 @@ unsafe fn pack_conv_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, dst: &mut
                     8 => _mm256_storeu_ps(out, _mm256_loadu_ps(sp)),
                     4 => _mm_storeu_ps(out, _mm_loadu_ps(sp)),
                     _ => std::ptr::copy_nonoverlapping(sp, out, seg),
-                }
-            } else if seg >= 4 {
-                // A row segment crossing the left or right border: masked loads (masked lanes
-                // are neither read nor faulted), zeros outside the image.
-                let sp = src.wrapping_offset(x0);
-                let lo = _mm256_set1_epi32(-x0 as i32 - 1);
-                let hi = _mm256_set1_epi32((w - x0) as i32);
-                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                for h in 0..seg.div_ceil(8) {
-                    let t = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * h as i32));
-                    let m = _mm256_and_si256(_mm256_cmpgt_epi32(t, lo), _mm256_cmpgt_epi32(hi, t));
-                    if seg == 4 {
-                        _mm_storeu_ps(out, _mm_maskload_ps(sp, _mm256_castsi256_si128(m)));
-                    } else {
-                        _mm256_storeu_ps(out.add(8 * h), _mm256_maskload_ps(sp.wrapping_add(8 * h), m));
-                    }
                 }
             } else {
                 for t in 0..seg {

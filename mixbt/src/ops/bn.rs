@@ -68,22 +68,24 @@ mod rows {
         acc.iter().map(|v| *v as f64).sum::<f64>() + rem.iter().map(|v| ((v - m) * (v - m)) as f64).sum::<f64>()
     }
 
-    /// (Σ g, Σ g·(x − m)) with g = dy, masked where y ≤ 0 when `relu`.
+    /// (Σ g, Σ g·(x − m)) with g = dy, masked where y = x·scale + shift ≤ 0 when `relu` (the
+    /// output is recomputed rather than read: one memory stream less).
     #[inline]
-    pub fn bwd(x: &[f32], y: &[f32], dy: &[f32], m: f32, relu: bool) -> (f64, f64) {
+    pub fn bwd(x: &[f32], dy: &[f32], m: f32, relu: Option<(f32, f32)>) -> (f64, f64) {
         let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
         let n8 = x.len() / 8 * 8;
+        let (s, t) = relu.unwrap_or((0.0, 1.0));
         for i in (0..n8).step_by(8) {
-            let (xs, ys, ds) = (&x[i..i + 8], &y[i..i + 8], &dy[i..i + 8]);
+            let (xs, ds) = (&x[i..i + 8], &dy[i..i + 8]);
             for l in 0..8 {
-                let g = if relu && ys[l] <= 0.0 { 0.0 } else { ds[l] };
+                let g = if xs[l] * s + t <= 0.0 { 0.0 } else { ds[l] };
                 a[l] += g;
                 b[l] += g * (xs[l] - m);
             }
         }
         let (mut sa, mut sb): (f64, f64) = (a.iter().map(|v| *v as f64).sum(), b.iter().map(|v| *v as f64).sum());
         for i in n8..x.len() {
-            let g = if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
+            let g = if x[i] * s + t <= 0.0 { 0.0 } else { dy[i] };
             sa += g as f64;
             sb += (g * (x[i] - m)) as f64;
         }
@@ -155,7 +157,7 @@ impl CustomOp3 for BnTrainOp {
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let _p = super::profile::scope("bn.backward");
         let st = self.stats.lock().unwrap().clone();
         let d = x.dims().to_vec();
@@ -165,10 +167,14 @@ impl CustomOp3 for BnTrainOp {
         let relu = self.relu;
         let (dx, dw, db) = with_f32(x, |xv| {
             with_f32(w, |wv| {
-                with_f32(y, |yv| {
+                with_f32(b, |bv| {
                     with_f32(dy, |dyv| {
+                        // The forward's affine map, to recompute the ReLU mask from x.
+                        let scale: Vec<f32> = (0..c).map(|i| st.invstd[i] * wv[i]).collect();
+                        let shift: Vec<f32> = (0..c).map(|i| bv[i] - st.mean[i] * scale[i]).collect();
+                        let mask = |ch: usize| relu.then(|| (scale[ch], shift[ch]));
                         let sums = per_channel(n, c, hw, |ch, r| {
-                            let (a, b) = rows::bwd(&xv[r.clone()], &yv[r.clone()], &dyv[r], st.mean[ch], relu);
+                            let (a, b) = rows::bwd(&xv[r.clone()], &dyv[r], st.mean[ch], mask(ch));
                             Pair(a, b)
                         });
                         let db: Vec<f32> = sums.iter().map(|p| p.0 as f32).collect();
@@ -179,10 +185,11 @@ impl CustomOp3 for BnTrainOp {
                                 let k = wv[ch] * st.invstd[ch] / m;
                                 let (mu, is) = (st.mean[ch], st.invstd[ch]);
                                 let (sdb, sdw) = (db[ch], dw[ch]);
+                                let (s, t) = mask(ch).unwrap_or((0.0, 1.0));
                                 let base = (i * c + ch) * hw;
-                                let (xs, ys, ds) = (&xv[base..base + hw], &yv[base..base + hw], &dyv[base..base + hw]);
-                                for (((o, x), y), d) in dr[ch * hw..(ch + 1) * hw].iter_mut().zip(xs).zip(ys).zip(ds) {
-                                    let g = if relu && *y <= 0.0 { 0.0 } else { *d };
+                                let (xs, ds) = (&xv[base..base + hw], &dyv[base..base + hw]);
+                                for ((o, x), d) in dr[ch * hw..(ch + 1) * hw].iter_mut().zip(xs).zip(ds) {
+                                    let g = if x * s + t <= 0.0 { 0.0 } else { *d };
                                     let xhat = (x - mu) * is;
                                     *o = k * (m * g - sdb - xhat * sdw);
                                 }

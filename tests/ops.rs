@@ -251,3 +251,36 @@ fn gemm_matches_reference() {
         }
     }
 }
+
+/// The fused eval-mode batch norm (`[relu](x·scale + shift)` per channel) against candle's
+/// broadcast ops: output bit for bit, and the gradients of x, scale and shift.
+#[test]
+fn channel_affine_matches_candle() {
+    let dev = Device::Cpu;
+    for (shape, relu) in [(vec![3usize, 5, 4, 6], true), (vec![3, 5, 4, 6], false), (vec![7, 9], true)] {
+        let c = shape[1];
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, shape.as_slice(), &dev).unwrap()).unwrap();
+        let s = Var::from_tensor(&Tensor::randn(0f32, 1.0, c, &dev).unwrap()).unwrap();
+        let t = Var::from_tensor(&Tensor::randn(0f32, 1.0, c, &dev).unwrap()).unwrap();
+        let ours = ops::channel_affine(x.as_tensor(), s.as_tensor(), t.as_tensor(), relu).unwrap();
+        let mut bs = vec![1; shape.len()];
+        bs[1] = c;
+        let mut theirs = x
+            .as_tensor()
+            .broadcast_mul(&s.as_tensor().reshape(bs.as_slice()).unwrap())
+            .unwrap()
+            .broadcast_add(&t.as_tensor().reshape(bs.as_slice()).unwrap())
+            .unwrap();
+        if relu {
+            theirs = theirs.relu().unwrap();
+        }
+        assert_eq!(max_abs_diff(&ours, &theirs), 0.0, "forward {shape:?} relu {relu}");
+        let coef = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev).unwrap();
+        let g1 = (ours * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (theirs * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("scale", &s), ("shift", &t)] {
+            let (a, b) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(max_abs_diff(a, b) < 1e-4 * (1.0 + max_abs(b)), "{name} gradient {shape:?} relu {relu}: {}", max_abs_diff(a, b));
+        }
+    }
+}

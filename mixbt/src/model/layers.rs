@@ -196,21 +196,22 @@ impl BatchNorm {
         }
     }
 
-    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        // y = x * scale + shift with scale = w / sqrt(rv + eps), shift = b - rm * scale.
+    /// Eval mode: `[relu](x·scale + shift)` with scale = w / sqrt(rv + eps) and
+    /// shift = b − rm·scale, one fused pass on the CPU.
+    fn forward_eval(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let scale = (&self.weight / (self.running_var.as_tensor() + self.cfg.eps)?.sqrt()?)?;
         let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
-        x.broadcast_mul(&Self::bshape(x, &scale)?)?.broadcast_add(&Self::bshape(x, &shift)?)
+        crate::ops::channel_affine(x, &scale, &shift, relu)
     }
 }
 
 impl BatchNorm {
-    /// `relu(bn(x))`, fused on the CPU in train mode.
+    /// `relu(bn(x))`, fused on the CPU.
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             self.forward_train(x, true)
         } else {
-            self.forward_eval(x)?.relu()
+            self.forward_eval(x, true)
         }
     }
 }
@@ -220,7 +221,7 @@ impl ModuleT for BatchNorm {
         if train {
             self.forward_train(x, false)
         } else {
-            self.forward_eval(x)
+            self.forward_eval(x, false)
         }
     }
 }

@@ -93,6 +93,102 @@ mod rows {
     }
 }
 
+/// `[relu](x·scale[ch] + shift[ch])` for `x` of `[N, C, hw]`, images in parallel.
+fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yr, xr)| {
+        for ch in 0..c {
+            let (s, t) = (scale[ch], shift[ch]);
+            let (yo, xo) = (&mut yr[ch * hw..(ch + 1) * hw], &xr[ch * hw..(ch + 1) * hw]);
+            if relu {
+                for (o, i) in yo.iter_mut().zip(xo) {
+                    *o = (i * s + t).max(0.0);
+                }
+            } else {
+                for (o, i) in yo.iter_mut().zip(xo) {
+                    *o = i * s + t;
+                }
+            }
+        }
+    });
+    y
+}
+
+/// `y = [relu](x·scale + shift)` per channel (dim 1 of `[N, C, …]`): eval-mode batch norm
+/// folded into one pass, with its backward (gradients for x, scale and shift).
+pub struct ChannelAffineOp {
+    pub relu: bool,
+}
+
+impl CustomOp3 for ChannelAffineOp {
+    fn name(&self) -> &'static str {
+        "mixbt-channel-affine"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ss: &CpuStorage, sl: &Layout, ts: &CpuStorage, tl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _p = super::profile::scope("affine.forward");
+        let x = super::f32_slice(xs, xl, "affine input")?;
+        let scale = super::f32_slice(ss, sl, "affine scale")?;
+        let shift = super::f32_slice(ts, tl, "affine shift")?;
+        let (_, c, hw) = dims(xl);
+        if scale.len() != c || shift.len() != c {
+            candle_core::bail!("channel affine: {c} channels but {} scales and {} shifts", scale.len(), shift.len())
+        }
+        Ok((CpuStorage::F32(affine(x, c, hw, scale, shift, self.relu)), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, scale: &Tensor, _shift: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _p = super::profile::scope("affine.backward");
+        let d = x.dims().to_vec();
+        let (n, c) = (d[0], d[1]);
+        let hw: usize = d[2..].iter().product::<usize>().max(1);
+        let relu = self.relu;
+        let (dx, ds, dt) = with_f32(x, |xv| {
+            with_f32(scale, |sv| {
+                with_f32(y, |yv| {
+                    with_f32(dy, |dyv| {
+                        let g = |i: usize| if relu && yv[i] <= 0.0 { 0.0 } else { dyv[i] };
+                        let sums = per_channel(n, c, hw, |_, r| {
+                            let (mut a, mut b) = (0f64, 0f64);
+                            for i in r {
+                                a += g(i) as f64;
+                                b += (g(i) * xv[i]) as f64;
+                            }
+                            Pair(a, b)
+                        });
+                        let mut dx = vec![0f32; xv.len()];
+                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, dr)| {
+                            for (j, o) in dr.iter_mut().enumerate() {
+                                *o = g(img * c * hw + j) * sv[j / hw];
+                            }
+                        });
+                        let ds: Vec<f32> = sums.iter().map(|p| p.1 as f32).collect();
+                        let dt: Vec<f32> = sums.iter().map(|p| p.0 as f32).collect();
+                        (dx, ds, dt)
+                    })
+                })
+            })
+        })????;
+        let dev = x.device();
+        Ok((Some(Tensor::from_vec(dx, d, dev)?), Some(Tensor::from_vec(ds, c, dev)?), Some(Tensor::from_vec(dt, c, dev)?)))
+    }
+}
+
+/// `[relu](x·scale + shift)` per channel: fused on the CPU for f32, candle ops elsewhere.
+pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Result<Tensor> {
+    if super::fast_bn_applies(x) && scale.dtype() == candle_core::DType::F32 && shift.dtype() == candle_core::DType::F32 {
+        return x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ChannelAffineOp { relu });
+    }
+    let mut shape = vec![1; x.rank()];
+    shape[1] = x.dim(1)?;
+    let y = x.broadcast_mul(&scale.reshape(shape.as_slice())?)?.broadcast_add(&shift.reshape(shape.as_slice())?)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
 /// For each channel, Σ over its `n` rows of `f(channel, row slice range)`; channels in parallel.
 fn per_channel<T: Send + Default + std::ops::AddAssign>(n: usize, c: usize, hw: usize, f: impl Fn(usize, std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
     (0..c)
@@ -136,23 +232,7 @@ impl CustomOp3 for BnTrainOp {
         let invstd: Vec<f32> = var.iter().map(|v| (1.0 / (*v as f64 + self.eps).sqrt()) as f32).collect();
         let scale: Vec<f32> = (0..c).map(|i| invstd[i] * w[i]).collect();
         let shift: Vec<f32> = (0..c).map(|i| b[i] - mean[i] * scale[i]).collect();
-        let mut y = vec![0f32; x.len()];
-        let relu = self.relu;
-        y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yr, xr)| {
-            for ch in 0..c {
-                let (s, t) = (scale[ch], shift[ch]);
-                let (yo, xo) = (&mut yr[ch * hw..(ch + 1) * hw], &xr[ch * hw..(ch + 1) * hw]);
-                if relu {
-                    for (o, i) in yo.iter_mut().zip(xo) {
-                        *o = (i * s + t).max(0.0);
-                    }
-                } else {
-                    for (o, i) in yo.iter_mut().zip(xo) {
-                        *o = i * s + t;
-                    }
-                }
-            }
-        });
+        let y = affine(x, c, hw, &scale, &shift, self.relu);
         *self.stats.lock().unwrap() = BnStats { mean, var, invstd };
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }

@@ -8,7 +8,7 @@ pub mod profile;
 
 use candle_core::{DType, Result, Tensor};
 
-pub use bn::add_relu;
+pub use bn::{add_relu, channel_affine};
 pub use conv::conv2d;
 
 /// Whether the fused batch-norm kernel handles `x` (f32 on the CPU).

@@ -68,35 +68,66 @@ mod rows {
         acc.iter().map(|v| *v as f64).sum::<f64>() + rem.iter().map(|v| ((v - m) * (v - m)) as f64).sum::<f64>()
     }
 
+    /// Whether the ReLU after `y = x·scale + shift` passes the gradient (`y > 0`; a NaN `y`
+    /// was output as 0 by `max`, so it does not).
+    #[inline(always)]
+    pub fn keep(x: f32, relu: Option<(f32, f32)>) -> bool {
+        match relu {
+            Some((s, t)) => x * s + t > 0.0,
+            None => true,
+        }
+    }
+
     /// (Σ g, Σ g·(x − m)) with g = dy, masked where y = x·scale + shift ≤ 0 when `relu` (the
     /// output is recomputed rather than read: one memory stream less).
     #[inline]
     pub fn bwd(x: &[f32], dy: &[f32], m: f32, relu: Option<(f32, f32)>) -> (f64, f64) {
-        let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
-        let n8 = x.len() / 8 * 8;
-        let (s, t) = relu.unwrap_or((0.0, 1.0));
-        for i in (0..n8).step_by(8) {
-            let (xs, ds) = (&x[i..i + 8], &dy[i..i + 8]);
-            for l in 0..8 {
-                let g = if xs[l] * s + t <= 0.0 { 0.0 } else { ds[l] };
-                a[l] += g;
-                b[l] += g * (xs[l] - m);
-            }
+        let mut n8 = 0;
+        let (mut sa, mut sb) = (0f64, 0f64);
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2/FMA.
+            (sa, sb) = unsafe { bwd_avx2(x, dy, m, relu) };
+            n8 = x.len() / 8 * 8;
         }
-        let (mut sa, mut sb): (f64, f64) = (a.iter().map(|v| *v as f64).sum(), b.iter().map(|v| *v as f64).sum());
         for i in n8..x.len() {
-            let g = if x[i] * s + t <= 0.0 { 0.0 } else { dy[i] };
+            let g = if keep(x[i], relu) { dy[i] } else { 0.0 };
             sa += g as f64;
             sb += (g * (x[i] - m)) as f64;
         }
         (sa, sb)
+    }
+
+    /// The 8-lane part of [`bwd`] (the first `len / 8 · 8` elements), accumulators in registers.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn bwd_avx2(x: &[f32], dy: &[f32], m: f32, relu: Option<(f32, f32)>) -> (f64, f64) {
+        use std::arch::x86_64::*;
+        let (s, t) = relu.unwrap_or((0.0, 1.0));
+        let all = if relu.is_some() { 0 } else { -1 };
+        let keep_all = _mm256_castsi256_ps(_mm256_set1_epi32(all));
+        let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (vs, vt, vm, z) = (_mm256_set1_ps(s), _mm256_set1_ps(t), _mm256_set1_ps(m), _mm256_setzero_ps());
+        for i in (0..x.len() / 8 * 8).step_by(8) {
+            let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+            let dv = _mm256_loadu_ps(dy.as_ptr().add(i));
+            // y = x·s + t computed as in the forward (multiply, then add: no FMA rounding).
+            let y = _mm256_add_ps(_mm256_mul_ps(xv, vs), vt);
+            let g = _mm256_and_ps(dv, _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(y, z), keep_all));
+            a = _mm256_add_ps(a, g);
+            b = _mm256_add_ps(b, _mm256_mul_ps(g, _mm256_sub_ps(xv, vm)));
+        }
+        let (mut la, mut lb) = ([0f32; 8], [0f32; 8]);
+        _mm256_storeu_ps(la.as_mut_ptr(), a);
+        _mm256_storeu_ps(lb.as_mut_ptr(), b);
+        (la.iter().map(|v| *v as f64).sum(), lb.iter().map(|v| *v as f64).sum())
     }
 }
 
 /// `[relu](x·scale[ch] + shift[ch])` for `x` of `[N, C, hw]`, images in parallel.
 fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yr, xr)| {
+    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yr, xr)| super::simd(|| {
         for ch in 0..c {
             let (s, t) = (scale[ch], shift[ch]);
             let (yo, xo) = (&mut yr[ch * hw..(ch + 1) * hw], &xr[ch * hw..(ch + 1) * hw]);
@@ -110,7 +141,7 @@ fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bo
                 }
             }
         }
-    });
+    }));
     y
 }
 
@@ -157,11 +188,11 @@ impl CustomOp3 for ChannelAffineOp {
                             Pair(a, b)
                         });
                         let mut dx = vec![0f32; xv.len()];
-                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, dr)| {
+                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, dr)| super::simd(|| {
                             for (j, o) in dr.iter_mut().enumerate() {
                                 *o = g(img * c * hw + j) * sv[j / hw];
                             }
-                        });
+                        }));
                         let ds: Vec<f32> = sums.iter().map(|p| p.1 as f32).collect();
                         let dt: Vec<f32> = sums.iter().map(|p| p.0 as f32).collect();
                         (dx, ds, dt)
@@ -194,12 +225,14 @@ fn per_channel<T: Send + Default + std::ops::AddAssign>(n: usize, c: usize, hw: 
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut acc = T::default();
-            for i in 0..n {
-                let base = (i * c + ch) * hw;
-                acc += f(ch, base..base + hw);
-            }
-            acc
+            super::simd(|| {
+                let mut acc = T::default();
+                for i in 0..n {
+                    let base = (i * c + ch) * hw;
+                    acc += f(ch, base..base + hw);
+                }
+                acc
+            })
         })
         .collect()
 }
@@ -253,28 +286,31 @@ impl CustomOp3 for BnTrainOp {
                         let scale: Vec<f32> = (0..c).map(|i| st.invstd[i] * wv[i]).collect();
                         let shift: Vec<f32> = (0..c).map(|i| bv[i] - st.mean[i] * scale[i]).collect();
                         let mask = |ch: usize| relu.then(|| (scale[ch], shift[ch]));
+                        let _pr = super::profile::scope("bn.backward.reduce");
                         let sums = per_channel(n, c, hw, |ch, r| {
                             let (a, b) = rows::bwd(&xv[r.clone()], &dyv[r], st.mean[ch], mask(ch));
                             Pair(a, b)
                         });
                         let db: Vec<f32> = sums.iter().map(|p| p.0 as f32).collect();
                         let dw: Vec<f32> = sums.iter().enumerate().map(|(ch, p)| (p.1 * st.invstd[ch] as f64) as f32).collect();
+                        drop(_pr);
+                        let _pd = super::profile::scope("bn.backward.dx");
                         let mut dx = vec![0f32; xv.len()];
-                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(i, dr)| {
+                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(i, dr)| super::simd(|| {
                             for ch in 0..c {
                                 let k = wv[ch] * st.invstd[ch] / m;
                                 let (mu, is) = (st.mean[ch], st.invstd[ch]);
                                 let (sdb, sdw) = (db[ch], dw[ch]);
-                                let (s, t) = mask(ch).unwrap_or((0.0, 1.0));
+                                let mk = mask(ch);
                                 let base = (i * c + ch) * hw;
                                 let (xs, ds) = (&xv[base..base + hw], &dyv[base..base + hw]);
                                 for ((o, x), d) in dr[ch * hw..(ch + 1) * hw].iter_mut().zip(xs).zip(ds) {
-                                    let g = if x * s + t <= 0.0 { 0.0 } else { *d };
+                                    let g = if rows::keep(*x, mk) { *d } else { 0.0 };
                                     let xhat = (x - mu) * is;
                                     *o = k * (m * g - sdb - xhat * sdw);
                                 }
                             }
-                        });
+                        }));
                         (dx, dw, db)
                     })
                 })
@@ -315,11 +351,11 @@ impl CustomOp2 for AddReluOp {
             candle_core::bail!("add-relu: shapes {:?} and {:?}", l1.dims(), l2.dims())
         }
         let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(yc, (ac, bc))| {
+        y.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(yc, (ac, bc))| super::simd(|| {
             for ((o, x), z) in yc.iter_mut().zip(ac).zip(bc) {
                 *o = (x + z).max(0.0);
             }
-        });
+        }));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
     fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -327,11 +363,11 @@ impl CustomOp2 for AddReluOp {
         let g = with_f32(y, |yv| {
             with_f32(dy, |dv| {
                 let mut g = vec![0f32; yv.len()];
-                g.par_chunks_mut(1 << 14).zip(yv.par_chunks(1 << 14).zip(dv.par_chunks(1 << 14))).for_each(|(gc, (yc, dc))| {
+                g.par_chunks_mut(1 << 14).zip(yv.par_chunks(1 << 14).zip(dv.par_chunks(1 << 14))).for_each(|(gc, (yc, dc))| super::simd(|| {
                     for ((o, yy), d) in gc.iter_mut().zip(yc).zip(dc) {
                         *o = if *yy > 0.0 { *d } else { 0.0 };
                     }
-                });
+                }));
                 g
             })
         })??;

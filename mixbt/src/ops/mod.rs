@@ -33,3 +33,21 @@ pub(crate) fn f32_slice<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Lay
         None => candle_core::bail!("{what}: non-contiguous input"),
     }
 }
+
+/// Runs `f` in a function compiled for AVX2/FMA when the CPU has them, so that the loops inlined
+/// into it are vectorised 8 lanes wide (the crate itself targets baseline x86-64, i.e. SSE2).
+#[inline(always)]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the enabled features.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}

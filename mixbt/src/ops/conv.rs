@@ -207,6 +207,7 @@ fn sgemm_pa(pa: &super::gemm::PackedA, n: usize, b: BSrc, c: *mut f32, ldc: usiz
 ///
 /// # Safety
 /// `col` must cover `C·k·k` rows of `ld` elements; concurrent callers must use disjoint columns.
+#[inline]
 unsafe fn im2col(g: &ConvGeom, x: &[f32], col: SendPtr, ld: usize, off: usize) {
     let (k, s, p) = (g.k, g.stride, g.pad as isize);
     for c in 0..g.c {
@@ -243,6 +244,7 @@ unsafe fn im2col(g: &ConvGeom, x: &[f32], col: SendPtr, ld: usize, off: usize) {
 }
 
 /// col2im of one image: `dx` [C, H, W] = scatter-add of columns `off..off + Ho·Wo` of `col`.
+#[inline]
 fn col2im(g: &ConvGeom, col: &[f32], ld: usize, off: usize, dx: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.pad as isize);
     dx.fill(0.0);
@@ -290,7 +292,7 @@ fn build_col(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, col: &mut [f32], par
         let cp = cp;
         let xi = &x[(i0 + j) * g.in_size()..(i0 + j + 1) * g.in_size()];
         // SAFETY: image j owns columns j·HWo..(j+1)·HWo.
-        unsafe { im2col(g, xi, cp, ld, j * g.hwo()) };
+        super::simd(|| unsafe { im2col(g, xi, cp, ld, j * g.hwo()) });
     };
     if par {
         (0..nc).into_par_iter().for_each(one);
@@ -460,10 +462,10 @@ impl CustomOp2 for ConvBwdInput {
                 let dcol: &[f32] = dcol;
                 if p.par_chunks {
                     for (j, dxi) in dxc.chunks_mut(per).enumerate() {
-                        col2im(&g, dcol, lc, j * g.hwo(), dxi);
+                        super::simd(|| col2im(&g, dcol, lc, j * g.hwo(), dxi));
                     }
                 } else {
-                    dxc.par_chunks_mut(per).enumerate().for_each(|(j, dxi)| col2im(&g, dcol, lc, j * g.hwo(), dxi));
+                    dxc.par_chunks_mut(per).enumerate().for_each(|(j, dxi)| super::simd(|| col2im(&g, dcol, lc, j * g.hwo(), dxi)));
                 }
             });
         });

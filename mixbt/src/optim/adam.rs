@@ -174,7 +174,7 @@ fn fused_cpu_step(var: &candle_core::Var, grad: &Tensor, m: &mut Tensor, v: &mut
             .zip(new_m.par_chunks_mut(CH))
             .zip(new_v.par_chunks_mut(CH))
             .enumerate()
-            .for_each(|(k, ((np, nm), nv))| {
+            .for_each(|(k, ((np, nm), nv))| crate::ops::simd(|| {
                 let o = k * CH;
                 for i in 0..np.len() {
                     let mut pi = ps[o + i];
@@ -193,7 +193,7 @@ fn fused_cpu_step(var: &candle_core::Var, grad: &Tensor, m: &mut Tensor, v: &mut
                     nm[i] = mi;
                     nv[i] = vi;
                 }
-            });
+            }));
     }
     let dims = p.dims().to_vec();
     var.set(&Tensor::from_vec(new_p, dims.as_slice(), p.device())?)?;

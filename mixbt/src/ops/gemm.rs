@@ -66,7 +66,7 @@ impl PackedA {
     /// The packed block of depth `pc..pc+kc` starting at row `ic` (a multiple of `MR`).
     fn block(&self, pc: usize, kc: usize, ic: usize) -> *const f32 {
         let panels = self.m.div_ceil(MR);
-        debug_assert!(ic % MR == 0);
+        debug_assert!(ic.is_multiple_of(MR));
         self.data[pc * panels * MR + (ic / MR) * MR * kc..].as_ptr()
     }
 }
@@ -186,7 +186,7 @@ pub unsafe fn sgemm(
 /// As [`sgemm`]; `r0 + rows <= pa.rows()`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: BSource, c: *mut f32, ldc: usize, accumulate: bool) {
-    assert!(r0 % MR == 0 && r0 + rows <= pa.m, "sgemm_packed: rows {r0}+{rows} of {}", pa.m);
+    assert!(r0.is_multiple_of(MR) && r0 + rows <= pa.m, "sgemm_packed: rows {r0}+{rows} of {}", pa.m);
     if rows == 0 || n == 0 {
         return;
     }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (what CI runs): every cargo test of the workspace, then every notebook
+# The test command (what CI runs): every cargo test of the workspace, the CPU-kernel tests once
+# more on the portable (non-AVX2) path, then every notebook
 # executed headlessly in the evcxr kernel with its outputs checked. Installs what it needs
 # (evcxr_jupyter 0.22.0 via cargo, Jupyter via PyPI) on first use. MIXBT_SKIP_NOTEBOOKS=1 skips
 # the notebooks.
@@ -11,6 +12,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     . "$HOME/.cargo/env"
 fi
 cargo test --workspace
+# The CPU kernels again on their portable path (matrixmultiply, no AVX2 kernel), as on a CPU
+# without AVX2/FMA.
+MIXBT_GEMM_FALLBACK=1 cargo test -p mixbt --test ops
 if [ "${MIXBT_SKIP_NOTEBOOKS:-0}" != "1" ]; then
     ./evcxr-prelude/run-notebooks.sh
 fi

@@ -154,7 +154,9 @@ pub struct GemmTiming {
 }
 
 /// Times `mixbt::ops::gemm::sgemm` against `matrixmultiply::sgemm` on one thread for each case
-/// `(m, k, n, a_transposed, b_transposed)`, `runs` times each (median).
+/// `(m, k, n, a_transposed, b_transposed)`, `runs` times each (median). Note: in the workspace's
+/// dev profile `matrixmultiply` (a dependency) keeps debug assertions while `mixbt` does not, so
+/// the ratio flatters ours; build with `--release` for a like-for-like comparison.
 pub fn gemm(cases: &[(usize, usize, usize, bool, bool)], runs: usize) -> Vec<GemmTiming> {
     let mut rng = crate::rng::SplitMix64::new(7);
     cases

@@ -122,17 +122,23 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
     })
 }
 
-/// A vector of `n` floats that the caller overwrites completely (zeroed: large zeroed
-/// allocations come straight from the OS's zero pages, so this costs no extra pass).
-fn uninit_vec(n: usize) -> Vec<f32> {
-    vec![0f32; n]
-}
-
 /// A raw pointer that may cross threads; every use writes disjoint elements.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+/// Runs `f(first row, rows)` over the blocks of rows a product is split into: one block (on
+/// this thread) unless `split > 1` and C has enough rows, else `split` blocks in parallel, each a
+/// multiple of the GEMM's packed block height.
+fn row_blocks(m: usize, split: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    let per = if split <= 1 || m < 2 * 16 { m } else { super::gemm::row_split(m, split) };
+    if per >= m {
+        f(0, m);
+    } else {
+        (0..m.div_ceil(per)).into_par_iter().for_each(|t| f(t * per, per.min(m - t * per)));
+    }
+}
 
 /// `C[m×n] (= | +=) A[m×k] · B[k×n]`, strides in elements; `C` row-major with row stride `ldc`.
 /// With `split`, the rows of `C` are divided among the rayon threads.
@@ -152,21 +158,12 @@ fn sgemm(
     accumulate: bool,
     split: usize,
 ) {
-    if split <= 1 || m < 2 * 16 {
-        // SAFETY: callers pass buffers covering every addressed element.
-        unsafe { super::gemm::sgemm(m, k, n, a, rsa, csa, b, rsb, csb, c, ldc as isize, 1, accumulate) };
-        return;
-    }
-    let per = m.div_ceil(split).next_multiple_of(8);
     let (ap, bp, cp) = (SendPtr(a as *mut f32), SendPtr(b as *mut f32), SendPtr(c));
-    (0..m.div_ceil(per)).into_par_iter().for_each(|t| {
+    row_blocks(m, split, |r0, rows| {
         let (ap, bp, cp) = (ap, bp, cp);
-        let r0 = t * per;
-        let rows = per.min(m - r0);
-        // SAFETY: each task writes its own rows of C.
-        unsafe {
-            super::gemm::sgemm(rows, k, n, ap.0.offset(r0 as isize * rsa), rsa, csa, bp.0, rsb, csb, cp.0.add(r0 * ldc), ldc as isize, 1, accumulate)
-        };
+        // SAFETY: callers pass buffers covering every addressed element; each block writes its
+        // own rows of C.
+        unsafe { super::gemm::sgemm(rows, k, n, ap.0.offset(r0 as isize * rsa), rsa, csa, bp.0, rsb, csb, cp.0.add(r0 * ldc), ldc as isize, 1, accumulate) };
     });
 }
 
@@ -185,21 +182,13 @@ impl BSrc {
 /// `C[m×n] = A·B[k×n]` with a pre-packed `A` (m×k), C row-major with stride `ldc`; with
 /// `split`, the rows of C are divided among the rayon threads.
 fn sgemm_pa(pa: &super::gemm::PackedA, n: usize, b: BSrc, c: *mut f32, ldc: usize, split: usize) {
-    let m = pa.rows();
-    let per = if split <= 1 || m < 2 * 16 { m } else { super::gemm::row_split(m, split) };
     let cp = SendPtr(c);
-    let run = |t: usize| {
+    row_blocks(pa.rows(), split, |r0, rows| {
         let (b, cp) = (b, cp);
-        let r0 = t * per;
-        // SAFETY: callers pass buffers covering every addressed element; each task writes its
+        // SAFETY: callers pass buffers covering every addressed element; each block writes its
         // own rows of C.
-        unsafe { super::gemm::sgemm_packed(pa, r0, per.min(m - r0), n, b.0, cp.0.add(r0 * ldc), ldc, false) };
-    };
-    if per == m {
-        run(0);
-    } else {
-        (0..m.div_ceil(per)).into_par_iter().for_each(run);
-    }
+        unsafe { super::gemm::sgemm_packed(pa, r0, rows, n, b.0, cp.0.add(r0 * ldc), ldc, false) };
+    });
 }
 
 /// im2col of one image `x` [C, H, W] into columns `off..off + Ho·Wo` of `col`
@@ -324,13 +313,12 @@ fn scatter_images(src: &[f32], per_image: usize, rows: usize, nc: usize, dst_ima
 
 /// Run `f(chunk index, images of the chunk as a mutable slice of `out`)` over the chunks,
 /// in parallel when the plan says so.
-fn for_chunks(p: &Plan, n: usize, out: &mut [f32], per_image: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+fn for_chunks(p: &Plan, out: &mut [f32], per_image: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if p.par_chunks {
         out.par_chunks_mut(p.nc * per_image).enumerate().for_each(|(ci, o)| f(ci, o));
     } else {
         out.chunks_mut(p.nc * per_image).enumerate().for_each(|(ci, o)| f(ci, o));
     }
-    let _ = n;
 }
 
 /// `Y = conv(x, W)` (NCHW) with `W` pre-packed as `[O, C·k·k]`. Stride-1 convolutions whose
@@ -340,8 +328,8 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
     let p = plan(g);
     let split = if p.par_chunks { 1 } else { p.threads };
     let implicit = g.stride == 1 && super::gemm::ConvB::applies(g.ho, g.wo);
-    let mut y = uninit_vec(g.n * g.out_size());
-    for_chunks(&p, g.n, &mut y, g.out_size(), |ci, yc| {
+    let mut y = vec![0f32; g.n * g.out_size()];
+    for_chunks(&p, &mut y, g.out_size(), |ci, yc| {
         let i0 = ci * p.nc;
         let nc = yc.len() / g.out_size();
         let ld = nc * g.hwo();
@@ -445,8 +433,8 @@ impl CustomOp2 for ConvBwdInput {
         // Wᵀ [CKK, O], packed once for every chunk.
         // SAFETY: `w` holds O·CKK elements.
         let pwt = unsafe { super::gemm::PackedA::new(g.ckk(), g.o, w.as_ptr(), 1, g.ckk() as isize) };
-        let mut dx = uninit_vec(g.n * g.in_size());
-        for_chunks(&p, g.n, &mut dx, g.in_size(), |ci, dxc| {
+        let mut dx = vec![0f32; g.n * g.in_size()];
+        for_chunks(&p, &mut dx, g.in_size(), |ci, dxc| {
             let i0 = ci * p.nc;
             let nc = dxc.len() / g.in_size();
             let lc = padded(nc * g.hwo());

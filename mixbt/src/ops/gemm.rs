@@ -23,24 +23,31 @@ thread_local! {
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Whether the AVX2/FMA kernel runs on this CPU.
+/// Whether the AVX2/FMA kernel runs on this CPU (decided once per process; `MIXBT_GEMM_FALLBACK`
+/// forces the portable `matrixmultiply` path).
 pub fn fast_kernel() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::env::var_os("MIXBT_GEMM_FALLBACK").is_none() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAST.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::env::var_os("MIXBT_GEMM_FALLBACK").is_none() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// `A[m×k]` packed once into the micro-panel layout of every depth block, for products that
 /// reuse one A with many Bs (a convolution's kernel, used by every chunk of images).
+///
+/// Without the fast kernel it holds a plain row-major copy of A for `matrixmultiply`.
 pub struct PackedA {
     data: Vec<f32>,
     m: usize,
     k: usize,
+    packed: bool,
 }
 
 impl PackedA {
@@ -49,13 +56,17 @@ impl PackedA {
     /// # Safety
     /// Every addressed element of A must be valid.
     pub unsafe fn new(m: usize, k: usize, a: *const f32, rsa: isize, csa: isize) -> Self {
+        if !fast_kernel() {
+            let data = (0..m * k).map(|i| *a.offset((i / k) as isize * rsa + (i % k) as isize * csa)).collect();
+            return Self { data, m, k, packed: false };
+        }
         let panels = m.div_ceil(MR);
         let mut data = vec![0f32; panels * MR * k];
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             pack_a(m, kc, a.offset(pc as isize * csa), rsa, csa, &mut data[pc * panels * MR..]);
         }
-        Self { data, m, k }
+        Self { data, m, k, packed: true }
     }
     pub fn rows(&self) -> usize {
         self.m
@@ -190,10 +201,17 @@ pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: BS
     if rows == 0 || n == 0 {
         return;
     }
+    if !pa.packed {
+        let BSource::Raw { b, rsb, csb } = b else {
+            unreachable!("implicit convolution operands need the fast kernel (ConvB::applies)")
+        };
+        let a = pa.data[r0 * pa.k..].as_ptr();
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        matrixmultiply::sgemm(rows, pa.k, n, 1.0, a, pa.k as isize, 1, b, rsb, csb, beta, c, ldc as isize, 1);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     blocked(rows, pa.k, n, ASource::Packed { pa, r0 }, b, c, ldc as isize, 1, accumulate);
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("packed products need the x86-64 kernel");
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -1,7 +1,7 @@
 //! 2-d convolution (no bias, NCHW, f32) as candle custom ops for the CPU: forward, input gradient
 //! and weight gradient.
 //!
-//! Each is an im2col / col2im plus one matrix product per *chunk* of images: the im2col columns of
+//! Each is an im2col / col2im (implicit where the shapes allow: read while packing) plus one matrix product per *chunk* of images: the im2col columns of
 //! several images sit side by side, so the products stay wide (≥ 512 columns) even for the 4×4
 //! maps of the last stage. Chunks are spread over the rayon threads (a whole number per thread),
 //! each with its own scratch buffers (and, for the weight gradient, its own accumulator); when
@@ -143,27 +143,13 @@ fn row_blocks(m: usize, split: usize, f: impl Fn(usize, usize) + Sync + Send) {
 /// `C[m×n] (= | +=) A[m×k] · B[k×n]`, strides in elements; `C` row-major with row stride `ldc`.
 /// With `split`, the rows of `C` are divided among the rayon threads.
 #[allow(clippy::too_many_arguments)]
-fn sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-    split: usize,
-) {
-    let (ap, bp, cp) = (SendPtr(a as *mut f32), SendPtr(b as *mut f32), SendPtr(c));
+fn sgemm(m: usize, k: usize, n: usize, a: *const f32, rsa: isize, csa: isize, b: BSrc, c: *mut f32, ldc: usize, accumulate: bool, split: usize) {
+    let (ap, cp) = (SendPtr(a as *mut f32), SendPtr(c));
     row_blocks(m, split, |r0, rows| {
-        let (ap, bp, cp) = (ap, bp, cp);
+        let (ap, b, cp) = (ap, b, cp);
         // SAFETY: callers pass buffers covering every addressed element; each block writes its
         // own rows of C.
-        unsafe { super::gemm::sgemm(rows, k, n, ap.0.offset(r0 as isize * rsa), rsa, csa, bp.0, rsb, csb, cp.0.add(r0 * ldc), ldc as isize, 1, accumulate) };
+        unsafe { super::gemm::sgemm_src(rows, k, n, ap.0.offset(r0 as isize * rsa), rsa, csa, b.0, cp.0.add(r0 * ldc), ldc, accumulate) };
     });
 }
 
@@ -174,8 +160,12 @@ unsafe impl Send for BSrc {}
 unsafe impl Sync for BSrc {}
 
 impl BSrc {
-    fn raw(b: *const f32, rsb: usize) -> Self {
-        Self(super::gemm::BSource::Raw { b, rsb: rsb as isize, csb: 1 })
+    fn raw(b: *const f32, rsb: isize, csb: isize) -> Self {
+        Self(super::gemm::BSource::Raw { b, rsb, csb })
+    }
+    /// The convolution's im2col matrix of the images from `x` on, read while packing.
+    fn conv(g: &ConvGeom, x: *const f32) -> super::gemm::ConvB {
+        super::gemm::ConvB { x, c: g.c, h: g.h, w: g.w, k: g.k, pad: g.pad, ho: g.ho, wo: g.wo }
     }
 }
 
@@ -338,12 +328,11 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
         let col_len = if implicit { 0 } else { g.ckk() * lc };
         with_scratch(col_len, tmp_len, |col, tmp| {
             let b = if implicit {
-                let xc = x[i0 * g.in_size()..].as_ptr();
-                BSrc(super::gemm::BSource::Conv(super::gemm::ConvB { x: xc, c: g.c, h: g.h, w: g.w, k: g.k, pad: g.pad, ho: g.ho, wo: g.wo }))
+                BSrc(super::gemm::BSource::Conv(BSrc::conv(g, x[i0 * g.in_size()..].as_ptr())))
             } else {
                 let _pc = super::profile::scope("conv.fwd.im2col");
                 build_col(g, x, i0, nc, col, !p.par_chunks);
-                BSrc::raw(col.as_ptr(), lc)
+                BSrc::raw(col.as_ptr(), lc as isize, 1)
             };
             let _pg = super::profile::scope("conv.fwd.gemm");
             let out: &mut [f32] = if nc == 1 { &mut *yc } else { &mut *tmp };
@@ -443,7 +432,7 @@ impl CustomOp2 for ConvBwdInput {
                 gather_images(dy, g.out_size(), g.o, i0, nc, tmp);
                 // dcol [CKK, ld] = Wᵀ [CKK, O] · dY [O, ld]
                 let _pg = super::profile::scope("conv.bwd-in.gemm");
-                sgemm_pa(&pwt, nc * g.hwo(), BSrc::raw(tmp.as_ptr(), lc), dcol.as_mut_ptr(), lc, split);
+                sgemm_pa(&pwt, nc * g.hwo(), BSrc::raw(tmp.as_ptr(), lc as isize, 1), dcol.as_mut_ptr(), lc, split);
                 drop(_pg);
                 let _pc = super::profile::scope("conv.bwd-in.col2im");
                 let per = g.in_size();
@@ -472,19 +461,26 @@ impl CustomOp2 for ConvBwdWeight {
         let dy = super::f32_slice(ds, dl, "conv2d grad")?;
         let p = plan(&g);
         let wsize = g.o * g.ckk();
+        // Stride-1 convolutions read colᵀ straight from the images while packing.
+        let implicit = g.stride == 1 && super::gemm::ConvB::applies_t(g.ho, g.wo);
         // One chunk's contribution, accumulated into `acc` [O, CKK].
         let chunk = |ci: usize, acc: &mut [f32], first: bool, split: usize| {
             let i0 = ci * p.nc;
             let nc = p.nc.min(g.n - i0);
             let lc = padded(nc * g.hwo());
-            with_scratch(g.ckk() * lc, g.o * lc, |col, tmp| {
+            with_scratch(if implicit { 0 } else { g.ckk() * lc }, g.o * lc, |col, tmp| {
                 let pc = super::profile::scope("conv.bwd-w.im2col");
-                build_col(&g, x, i0, nc, col, split > 1);
+                let b = if implicit {
+                    BSrc(super::gemm::BSource::ConvT(BSrc::conv(&g, x[i0 * g.in_size()..].as_ptr())))
+                } else {
+                    build_col(&g, x, i0, nc, col, split > 1);
+                    BSrc::raw(col.as_ptr(), 1, lc as isize)
+                };
                 gather_images(dy, g.out_size(), g.o, i0, nc, tmp);
                 drop(pc);
                 let _pg = super::profile::scope("conv.bwd-w.gemm");
                 // dW [O, CKK] (+)= dY [O, ld] · colᵀ [ld, CKK]
-                sgemm(g.o, nc * g.hwo(), g.ckk(), tmp.as_ptr(), lc as isize, 1, col.as_ptr(), 1, lc as isize, acc.as_mut_ptr(), g.ckk(), !first, split);
+                sgemm(g.o, nc * g.hwo(), g.ckk(), tmp.as_ptr(), lc as isize, 1, b, acc.as_mut_ptr(), g.ckk(), !first, split);
             });
         };
         let dw = if p.par_chunks {

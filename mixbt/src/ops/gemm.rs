@@ -131,6 +131,21 @@ impl ConvB {
             false
         }
     }
+
+    /// Whether the *transposed* im2col matrix of a stride-1 convolution with these output maps
+    /// can be packed implicitly ([`BSource::ConvT`]): every group of 8 consecutive output
+    /// positions must be one row segment of one image (`Wo` a multiple of 8) or two (`Wo` = 4).
+    pub fn applies_t(ho: usize, wo: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            (ho * wo).is_multiple_of(8) && (wo.is_multiple_of(8) || wo == 4) && fast_kernel()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (ho, wo);
+            false
+        }
+    }
 }
 
 /// Where the packing reads B from.
@@ -140,6 +155,9 @@ pub enum BSource {
     Raw { b: *const f32, rsb: isize, csb: isize },
     /// The implicit im2col matrix of a convolution.
     Conv(ConvB),
+    /// Its transpose, `[N·Ho·Wo, C·k·k]` (the B of a weight gradient `dW = dY·colᵀ`), for
+    /// shapes where [`ConvB::applies_t`] holds.
+    ConvT(ConvB),
 }
 
 /// `C[m×n] = A[m×k]·B[k×n]`, or `C += A·B` with `accumulate`; strides in elements.
@@ -188,6 +206,23 @@ pub unsafe fn sgemm(
     }
     let beta = if accumulate { 1.0 } else { 0.0 };
     matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+}
+
+/// [`sgemm`] with B from any [`BSource`]; C row-major with row stride `ldc`.
+///
+/// # Safety
+/// As [`sgemm`]; an implicit B needs the fast kernel (its `applies` check).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_src(m: usize, k: usize, n: usize, a: *const f32, rsa: isize, csa: isize, b: BSource, c: *mut f32, ldc: usize, accumulate: bool) {
+    match b {
+        BSource::Raw { b, rsb, csb } => sgemm(m, k, n, a, rsa, csa, b, rsb, csb, c, ldc as isize, 1, accumulate),
+        _ if m == 0 || n == 0 || k == 0 => sgemm(m, k, n, a, rsa, csa, std::ptr::null(), 0, 0, c, ldc as isize, 1, accumulate),
+        _ => {
+            assert!(fast_kernel(), "implicit convolution operands need the fast kernel");
+            #[cfg(target_arch = "x86_64")]
+            blocked(m, k, n, ASource::Raw { a, rsa, csa }, b, c, ldc as isize, 1, accumulate);
+        }
+    }
 }
 
 /// `C[rows×n] (+)= A[r0..r0+rows, :]·B` with a pre-packed A (`r0` a multiple of
@@ -259,6 +294,11 @@ unsafe fn blocked(
                     BSource::Conv(cb) => {
                         for (i, j) in (0..cols).step_by(NR).enumerate() {
                             pack_conv_panel(&cb, pc, kc, jc + j0 + j, &mut pb[i * NR * kc..]);
+                        }
+                    }
+                    BSource::ConvT(cb) => {
+                        for (i, j) in (0..cols).step_by(NR).enumerate() {
+                            pack_convt_panel(&cb, pc, kc, jc + j0 + j, NR.min(cols - j), &mut pb[i * NR * kc..]);
                         }
                     }
                 };
@@ -480,6 +520,82 @@ unsafe fn pack_conv_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, dst: &mut
             if ky == cb.k {
                 ky = 0;
                 c += 1;
+            }
+        }
+    }
+}
+
+/// Packs rows `p0..p0+kc` (output positions; `p0` and `kc` multiples of 8) of columns
+/// `j0..j0+cols` (taps `(c, ky, kx)`, `cols ≤ 16`, zero beyond) of a stride-1 convolution's
+/// transposed im2col matrix: eight positions of sixteen taps at a time, loaded as image row
+/// segments (masked at the borders) and transposed in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_convt_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, cols: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(p0.is_multiple_of(8) && kc.is_multiple_of(8) && cols <= NR);
+    let d = dst[..NR * kc].as_mut_ptr();
+    let (hw, hwo, kk) = (cb.h * cb.w, cb.ho * cb.wo, cb.k * cb.k);
+    let (h, w) = (cb.h as isize, cb.w as isize);
+    let pad = cb.pad as isize;
+    // Per tap column: channel offset and the (dy, dx) shift of the tap.
+    let mut coff = [0usize; NR];
+    let mut sy = [0isize; NR];
+    let mut sx = [0isize; NR];
+    for q in 0..cols {
+        let j = j0 + q;
+        coff[q] = (j / kk) * hw;
+        sy[q] = ((j % kk) / cb.k) as isize - pad;
+        sx[q] = (j % cb.k) as isize - pad;
+    }
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // Lanes `t` of a row segment starting at column x0 that lie inside the image.
+    let mask = |x0: isize| {
+        let t = _mm256_add_epi32(lane, _mm256_set1_epi32(x0 as i32));
+        _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), t), _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), t))
+    };
+    let zero = _mm256_setzero_ps();
+    for g in (0..kc).step_by(8) {
+        let p = p0 + g;
+        let (img, r) = (p / hwo, p % hwo);
+        let (oy, ox) = ((r / cb.wo) as isize, (r % cb.wo) as isize);
+        let xi = cb.x.add(img * cb.c * hw);
+        // Eight positions of tap column q.
+        let load = |q: usize| -> __m256 {
+            if q >= cols {
+                return zero;
+            }
+            let src = xi.add(coff[q]);
+            let x0 = ox + sx[q];
+            if cb.wo >= 8 {
+                let y = oy + sy[q];
+                if y < 0 || y >= h {
+                    return zero;
+                }
+                let sp = src.wrapping_offset(y * w + x0);
+                if x0 >= 0 && x0 + 8 <= w {
+                    _mm256_loadu_ps(sp)
+                } else {
+                    _mm256_maskload_ps(sp, mask(x0))
+                }
+            } else {
+                // Two rows of four positions.
+                let m = _mm256_castsi256_si128(mask(x0));
+                let half = |y: isize| {
+                    if y < 0 || y >= h {
+                        _mm_setzero_ps()
+                    } else {
+                        _mm_maskload_ps(src.wrapping_offset(y * w + x0), m)
+                    }
+                };
+                let y = oy + sy[q];
+                _mm256_set_m128(half(y + 1), half(y))
+            }
+        };
+        for half in 0..2 {
+            let t = transpose8(std::array::from_fn(|q| load(half * 8 + q)));
+            for (i, v) in t.iter().enumerate() {
+                _mm256_storeu_ps(d.add((g + i) * NR + half * 8), *v);
             }
         }
     }

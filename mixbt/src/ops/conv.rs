@@ -280,6 +280,32 @@ fn build_col(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, col: &mut [f32], par
     }
 }
 
+/// Images `i0..i0+nc` of `x`, zero-padded by `pad` on every side, into `dst`
+/// (`[nc, C, H + 2·pad, W + 2·pad]`; every element written). In parallel over images when `par`.
+fn pad_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], par: bool) {
+    let (p, w) = (g.pad, g.w);
+    let wp = w + 2 * p;
+    let plane = (g.h + 2 * p) * wp;
+    let one = |(j, d): (usize, &mut [f32])| {
+        let xi = &x[(i0 + j) * g.in_size()..(i0 + j + 1) * g.in_size()];
+        for (c, dp) in d.chunks_exact_mut(plane).enumerate() {
+            dp[..p * wp].fill(0.0);
+            dp[(p + g.h) * wp..].fill(0.0);
+            for (y, row) in dp[p * wp..(p + g.h) * wp].chunks_exact_mut(wp).enumerate() {
+                row[..p].fill(0.0);
+                row[p..p + w].copy_from_slice(&xi[(c * g.h + y) * w..][..w]);
+                row[p + w..].fill(0.0);
+            }
+        }
+    };
+    let dst = &mut dst[..nc * g.c * plane];
+    if par {
+        dst.par_chunks_mut(g.c * plane).enumerate().for_each(one);
+    } else {
+        dst.chunks_mut(g.c * plane).enumerate().for_each(one);
+    }
+}
+
 /// NCHW images `i0..i0+nc` → `[O, nc·HWo]` (column blocks per image, row stride `padded(nc·HWo)`).
 fn gather_images(src: &[f32], per_image: usize, rows: usize, i0: usize, nc: usize, dst: &mut [f32]) {
     let cols = per_image / rows;
@@ -312,12 +338,16 @@ fn for_chunks(p: &Plan, out: &mut [f32], per_image: usize, f: impl Fn(usize, &mu
 }
 
 /// `Y = conv(x, W)` (NCHW) with `W` pre-packed as `[O, C·k·k]`. Stride-1 convolutions whose
-/// output rows tile 16-column panels read the im2col matrix straight from `x` while packing
-/// (implicit GEMM); the others build it in scratch memory first.
+/// output rows tile 16-column panels read the im2col matrix from `x` without building it: from
+/// a zero-padded copy of the images, unpacked, by the micro-kernel itself when rows of 16 or 8
+/// outputs allow ([`super::gemm::DirectB`]), else straight from `x` while packing
+/// ([`super::gemm::ConvB`]); the others build it in scratch memory first.
 fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
     let p = plan(g);
     let split = if p.par_chunks { 1 } else { p.threads };
-    let implicit = g.stride == 1 && super::gemm::ConvB::applies(g.ho, g.wo);
+    let direct = g.stride == 1 && super::gemm::DirectB::applies(g.ho, g.wo);
+    let implicit = !direct && g.stride == 1 && super::gemm::ConvB::applies(g.ho, g.wo);
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let mut y = vec![0f32; g.n * g.out_size()];
     for_chunks(&p, &mut y, g.out_size(), |ci, yc| {
         let i0 = ci * p.nc;
@@ -325,9 +355,19 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
         let ld = nc * g.hwo();
         let lc = padded(ld);
         let tmp_len = if nc == 1 { 0 } else { g.o * ld };
-        let col_len = if implicit { 0 } else { g.ckk() * lc };
+        let col_len = if direct {
+            nc * g.c * hp * wp
+        } else if implicit {
+            0
+        } else {
+            g.ckk() * lc
+        };
         with_scratch(col_len, tmp_len, |col, tmp| {
-            let b = if implicit {
+            let b = if direct {
+                let _pc = super::profile::scope("conv.fwd.pad");
+                pad_images(g, x, i0, nc, col, !p.par_chunks);
+                BSrc(super::gemm::BSource::Direct(super::gemm::DirectB { x: col.as_ptr(), c: g.c, hp, wp, k: g.k, ho: g.ho, wo: g.wo }))
+            } else if implicit {
                 BSrc(super::gemm::BSource::Conv(BSrc::conv(g, x[i0 * g.in_size()..].as_ptr())))
             } else {
                 let _pc = super::profile::scope("conv.fwd.im2col");

@@ -148,6 +148,49 @@ impl ConvB {
     }
 }
 
+/// The im2col matrix of a stride-1 convolution read by the micro-kernel itself, without packing:
+/// the images are zero-padded beforehand (`[C, H + 2·pad, W + 2·pad]` each), so that row
+/// `(c, ky, kx)` of a 16-column panel is one or two unmasked 8-float loads at a fixed offset from
+/// the panel's first output position (one row segment of 16 when `Wo` is a multiple of 16, two
+/// segments of 8 one padded row apart when `Wo` = 8).
+#[derive(Clone, Copy, Debug)]
+pub struct DirectB {
+    /// First element of the first padded image of the chunk.
+    pub x: *const f32,
+    pub c: usize,
+    /// Padded height and width.
+    pub hp: usize,
+    pub wp: usize,
+    pub k: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+unsafe impl Send for DirectB {}
+unsafe impl Sync for DirectB {}
+
+impl DirectB {
+    /// Whether a stride-1 convolution with these output maps can be read directly.
+    pub fn applies(ho: usize, wo: usize) -> bool {
+        (ho * wo).is_multiple_of(NR) && (wo.is_multiple_of(NR) || wo == 8) && fast_kernel()
+    }
+    /// The first element of panel column `j` (an output position) and the offset of its second
+    /// half.
+    fn panel(&self, j: usize) -> (*const f32, usize) {
+        let hwo = self.ho * self.wo;
+        let (img, r) = (j / hwo, j % hwo);
+        let (oy, ox) = (r / self.wo, r % self.wo);
+        // SAFETY (of later reads): the panel lies inside the chunk's padded images.
+        let base = self.x.wrapping_add(img * self.c * self.hp * self.wp + oy * self.wp + ox);
+        (base, if self.wo >= NR { 8 } else { self.wp })
+    }
+    /// Offsets of rows `(c, ky, kx)` from a panel's first element.
+    fn offsets(&self) -> Vec<u32> {
+        let (k, hwp) = (self.k, self.hp * self.wp);
+        (0..self.c * k * k).map(|p| ((p / (k * k)) * hwp + ((p / k) % k) * self.wp + p % k) as u32).collect()
+    }
+}
+
 /// Where the packing reads B from.
 #[derive(Clone, Copy)]
 pub enum BSource {
@@ -158,6 +201,8 @@ pub enum BSource {
     /// Its transpose, `[N·Ho·Wo, C·k·k]` (the B of a weight gradient `dW = dY·colᵀ`), for
     /// shapes where [`ConvB::applies_t`] holds.
     ConvT(ConvB),
+    /// The im2col matrix of a convolution, read unpacked from padded images.
+    Direct(DirectB),
 }
 
 /// `C[m×n] = A[m×k]·B[k×n]`, or `C += A·B` with `accumulate`; strides in elements.
@@ -283,6 +328,27 @@ unsafe fn blocked(
                 ASource::Packed { pa: packed, r0 } => packed.block(pc, kc, r0 + ic),
             }
         };
+        if let BSource::Direct(db) = b {
+            assert!(db.x.is_aligned() && db.hp * db.wp * db.c < u32::MAX as usize);
+            let offs = db.offsets();
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let load_c = accumulate || pc > 0;
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    let ap = a_block(pa, pc, kc, ic, mc);
+                    for jr in (0..n).step_by(NR) {
+                        let (base, half) = db.panel(jr);
+                        let bp = Direct { base, offs: offs[pc..].as_ptr(), half };
+                        for ir in (0..mc).step_by(MR) {
+                            let cp = c.offset((ic + ir) as isize * rsc + jr as isize * csc);
+                            kernel_6x16(kc, ap.add(ir * kc), bp, cp, rsc, csc, MR.min(mc - ir), NR.min(n - jr), load_c);
+                        }
+                    }
+                }
+            }
+            return;
+        }
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
             for pc in (0..k).step_by(KC) {
@@ -301,6 +367,7 @@ unsafe fn blocked(
                             pack_convt_panel(&cb, pc, kc, jc + j0 + j, NR.min(cols - j), &mut pb[i * NR * kc..]);
                         }
                     }
+                    BSource::Direct(_) => unreachable!(),
                 };
                 if m <= MC {
                     // One A block: pack each B micro-panel just before its use, so it is read
@@ -311,7 +378,7 @@ unsafe fn blocked(
                         fill_b(pb, jr, nr);
                         for ir in (0..m).step_by(MR) {
                             let cp = c.offset(ir as isize * rsc + (jc + jr) as isize * csc);
-                            kernel_6x16(kc, ap.add(ir * kc), pb.as_ptr(), cp, rsc, csc, MR.min(m - ir), nr, load_c);
+                            kernel_6x16(kc, ap.add(ir * kc), Packed(pb.as_ptr()), cp, rsc, csc, MR.min(m - ir), nr, load_c);
                         }
                     }
                     continue;
@@ -326,7 +393,7 @@ unsafe fn blocked(
                         for ir in (0..mc).step_by(MR) {
                             let mr = MR.min(mc - ir);
                             let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize * csc);
-                            kernel_6x16(kc, ap.add(ir * kc), bp, cp, rsc, csc, mr, nr, load_c);
+                            kernel_6x16(kc, ap.add(ir * kc), Packed(bp), cp, rsc, csc, mr, nr, load_c);
                         }
                     }
                 }
@@ -634,11 +701,44 @@ unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::_
     ]
 }
 
-/// `C[mr×nr] (+)= Ap·Bp` for one micro-tile (`Ap`: kc×6 packed, `Bp`: kc×16 packed).
+/// How the micro-kernel finds row `p` of its B micro-panel (two 8-float halves).
+trait PanelB: Copy {
+    unsafe fn row(self, p: usize) -> (*const f32, *const f32);
+}
+
+/// A packed micro-panel: rows of 16 contiguous floats.
+#[derive(Clone, Copy)]
+struct Packed(*const f32);
+
+impl PanelB for Packed {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> (*const f32, *const f32) {
+        let r = self.0.add(p * NR);
+        (r, r.add(8))
+    }
+}
+
+/// A [`DirectB`] panel: row `p` at `base + offs[p]`, its second half `half` further.
+#[derive(Clone, Copy)]
+struct Direct {
+    base: *const f32,
+    offs: *const u32,
+    half: usize,
+}
+
+impl PanelB for Direct {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> (*const f32, *const f32) {
+        let r = self.base.add(*self.offs.add(p) as usize);
+        (r, r.add(self.half))
+    }
+}
+
+/// `C[mr×nr] (+)= Ap·Bp` for one micro-tile (`Ap`: kc×6 packed, `Bp`: kc×16).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
+unsafe fn kernel_6x16(kc: usize, a: *const f32, b: impl PanelB, c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
     use std::arch::x86_64::*;
     if load_c && csc == 1 {
         // The tile of C is read after the loop: start fetching it now (it is usually in L3).
@@ -652,10 +752,10 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc:
     let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
     let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
     let mut ap = a;
-    let mut bp = b;
-    for _ in 0..kc {
-        let b0 = _mm256_loadu_ps(bp);
-        let b1 = _mm256_loadu_ps(bp.add(8));
+    for p in 0..kc {
+        let (r0, r1) = b.row(p);
+        let b0 = _mm256_loadu_ps(r0);
+        let b1 = _mm256_loadu_ps(r1);
         let a0 = _mm256_broadcast_ss(&*ap);
         c00 = _mm256_fmadd_ps(a0, b0, c00);
         c01 = _mm256_fmadd_ps(a0, b1, c01);
@@ -675,7 +775,6 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc:
         c50 = _mm256_fmadd_ps(a5, b0, c50);
         c51 = _mm256_fmadd_ps(a5, b1, c51);
         ap = ap.add(MR);
-        bp = bp.add(NR);
     }
     let acc = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];
     if csc == 1 {

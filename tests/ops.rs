@@ -238,18 +238,22 @@ fn gemm_matches_reference() {
                 }
             }
         }
-        // Pre-packed A (row-major), C split into row blocks as the convolution does.
-        let pa = unsafe { gemm::PackedA::new(m, k, a.as_ptr(), k as isize, 1) };
-        let per = gemm::row_split(m, 3);
-        let mut c = vec![f32::NAN; m * n];
-        for r0 in (0..m).step_by(per) {
-            let rows = per.min(m - r0);
-            unsafe { gemm::sgemm_packed(&pa, r0, rows, n, gemm::BSource::Raw { b: b.as_ptr(), rsb: n as isize, csb: 1 }, c[r0 * n..].as_mut_ptr(), n, false) };
-        }
-        for i in 0..m {
-            for j in 0..n {
-                let want = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>();
-                assert!((c[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + k as f64).sqrt(), "packed {m}x{k}x{n} at ({i},{j})");
+        // Pre-packed A (row-major: the register-transposing packer; column-major: the
+        // element-wise one), C split into row blocks as the convolution does.
+        for at in [false, true] {
+            let (rsa, csa) = if at { (1, m as isize) } else { (k as isize, 1) };
+            let pa = unsafe { gemm::PackedA::new(m, k, a.as_ptr(), rsa, csa) };
+            let per = gemm::row_split(m, 3);
+            let mut c = vec![f32::NAN; m * n];
+            for r0 in (0..m).step_by(per) {
+                let rows = per.min(m - r0);
+                unsafe { gemm::sgemm_packed(&pa, r0, rows, n, gemm::BSource::Raw { b: b.as_ptr(), rsb: n as isize, csb: 1 }, c[r0 * n..].as_mut_ptr(), n, false) };
+            }
+            for i in 0..m {
+                for j in 0..n {
+                    let want = (0..k).map(|p| a[(i as isize * rsa + p as isize * csa) as usize] as f64 * b[p * n + j] as f64).sum::<f64>();
+                    assert!((c[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + k as f64).sqrt(), "packed {m}x{k}x{n} (A transposed: {at}) at ({i},{j})");
+                }
             }
         }
     }

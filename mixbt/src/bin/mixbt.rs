@@ -595,9 +595,9 @@ fn bench_train(batches: &str, steps: usize, warmup: usize, width: f64, embed_bat
         ours.push(t);
     }
     if mixbt::ops::profile::enabled() {
-        eprintln!("profile of the training steps (MIXBT_PROFILE=1):");
-        for (name, secs, calls) in mixbt::ops::profile::report() {
-            eprintln!("  {name:<24} {secs:>8.3} s {calls:>7} calls");
+        eprintln!("profile of the training steps (MIXBT_PROFILE=1; cores = process CPU time / wall time):");
+        for t in mixbt::ops::profile::report() {
+            eprintln!("  {:<24} {:>8.3} s {:>7} calls {:>6.2} cores", t.name, t.wall, t.calls, t.cpu / t.wall.max(1e-9));
         }
         mixbt::ops::profile::reset();
     }

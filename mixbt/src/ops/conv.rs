@@ -443,17 +443,24 @@ impl CustomOp2 for ConvBwdInput {
             // dx = conv(dy, W') with W'[c, o, ky, kx] = W[o, c, k−1−ky, k−1−kx] and padding
             // k−1−pad: a forward convolution, so no col2im.
             let k = g.k;
-            let mut wf = vec![0f32; g.c * g.o * k * k];
-            for o in 0..g.o {
-                for c in 0..g.c {
-                    for t in 0..k * k {
-                        wf[(c * g.o + o) * k * k + t] = w[(o * g.c + c) * k * k + (k * k - 1 - t)];
+            let kk = k * k;
+            let gt = ConvGeom { n: g.n, c: g.o, h: g.ho, w: g.wo, o: g.c, k, stride: 1, pad: k - 1 - g.pad, ho: g.h, wo: g.w };
+            // W' as [C, O·k·k], packed straight from W: W'[c, (o, t)] = W[o, c, k·k−1−t].
+            let at = |c: usize, o: usize, t: usize| (o * g.c + c) * kk + kk - 1 - t;
+            let panel = |c0: usize, q0: usize, kc: usize, d: &mut [f32]| {
+                let (mut o, mut t) = (q0 / kk, q0 % kk);
+                for dp in d[..kc * 6].chunks_exact_mut(6) {
+                    let src = &w[at(c0, o, t)..][..5 * kk + 1];
+                    for (r, v) in dp.iter_mut().enumerate() {
+                        *v = src[r * kk];
+                    }
+                    t += 1;
+                    if t == kk {
+                        (o, t) = (o + 1, 0);
                     }
                 }
-            }
-            let gt = ConvGeom { n: g.n, c: g.o, h: g.ho, w: g.wo, o: g.c, k, stride: 1, pad: k - 1 - g.pad, ho: g.h, wo: g.w };
-            // SAFETY: `wf` holds C·O·k·k elements.
-            let pw = unsafe { super::gemm::PackedA::new(g.c, g.o * k * k, wf.as_ptr(), (g.o * k * k) as isize, 1) };
+            };
+            let pw = super::gemm::PackedA::from_panels(g.c, g.o * kk, panel, |c, q| w[at(c, q / kk, q % kk)]);
             let dx = forward(&gt, dy, &pw);
             return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))));
         }
@@ -535,9 +542,11 @@ impl CustomOp2 for ConvBwdWeight {
                     acc
                 })
                 .collect();
-            let mut dw = partials[0].clone();
-            for q in &partials[1..] {
-                dw.iter_mut().zip(q).for_each(|(a, b)| *a += *b);
+            let _pr = super::profile::scope("conv.bwd-w.reduce");
+            let mut partials = partials.into_iter();
+            let mut dw = partials.next().unwrap_or_else(|| vec![0f32; wsize]);
+            for q in partials {
+                dw.par_chunks_mut(1 << 14).zip(q.par_chunks(1 << 14)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += *b));
             }
             dw
         } else {

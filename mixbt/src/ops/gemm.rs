@@ -50,21 +50,92 @@ pub struct PackedA {
     packed: bool,
 }
 
+/// Storage of dropped [`PackedA`]s, reused: a convolution packs its kernel on every call, and a
+/// fresh multi-megabyte allocation costs a page fault per 4 KiB on every call.
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// A buffer of `n` floats (contents unspecified) from the pool, or a new one.
+fn take_buffer(n: usize) -> Vec<f32> {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let fits = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= n).min_by_key(|(_, v)| v.capacity()).map(|(i, _)| i);
+    let pick = fits.or_else(|| pool.iter().enumerate().max_by_key(|(_, v)| v.capacity()).map(|(i, _)| i));
+    let mut v = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
+    drop(pool);
+    // Truncates, or zero-fills only the part never used before.
+    v.resize(n, 0.0);
+    v
+}
+
+/// A raw pointer that may be shared by threads (reads only).
+#[derive(Clone, Copy)]
+struct ConstPtr(*const f32);
+unsafe impl Send for ConstPtr {}
+unsafe impl Sync for ConstPtr {}
+impl ConstPtr {
+    fn get(self) -> *const f32 {
+        self.0
+    }
+}
+
 impl PackedA {
     /// Packs `A[m×k]` (strides in elements).
     ///
     /// # Safety
     /// Every addressed element of A must be valid.
     pub unsafe fn new(m: usize, k: usize, a: *const f32, rsa: isize, csa: isize) -> Self {
+        let a = ConstPtr(a);
+        #[cfg(target_arch = "x86_64")]
+        if csa == 1 && fast_kernel() {
+            // Rows contiguous: six rows at a time, eight depths transposed in registers.
+            // SAFETY: the caller vouches for every element of A.
+            return Self::from_panels(m, k, |i0, p0, kc, d| unsafe { pack_a_rows6(a.get().offset(i0 as isize * rsa + p0 as isize), rsa, kc, d) }, |i, p| unsafe {
+                *a.get().offset(i as isize * rsa + p as isize)
+            });
+        }
+        // SAFETY: the caller vouches for every element of A.
+        Self::from_fn(m, k, move |i, p| unsafe { *a.get().offset(i as isize * rsa + p as isize * csa) })
+    }
+
+    /// Packs `A[m×k]` with `A[i, p] = f(i, p)`, in parallel over the micro-panels.
+    pub fn from_fn(m: usize, k: usize, f: impl Fn(usize, usize) -> f32 + Sync) -> Self {
+        let full = |i0: usize, p0: usize, kc: usize, d: &mut [f32]| {
+            for (p, dp) in d[..kc * MR].chunks_exact_mut(MR).enumerate() {
+                for (r, v) in dp.iter_mut().enumerate() {
+                    *v = f(i0 + r, p0 + p);
+                }
+            }
+        };
+        Self::from_panels(m, k, full, &f)
+    }
+
+    /// Packs `A[m×k]`: `full(i0, p0, kc, dst)` packs the whole micro-panel of rows `i0..i0+6`,
+    /// depths `p0..p0+kc` (`A[i0 + r, p0 + p]` into `dst[p·6 + r]`); `f(i, p)` gives single
+    /// elements (for the last, partial panel).
+    pub fn from_panels(m: usize, k: usize, full: impl Fn(usize, usize, usize, &mut [f32]) + Sync, f: impl Fn(usize, usize) -> f32 + Sync) -> Self {
+        use rayon::prelude::*;
+        let _p = super::profile::scope("gemm.pack-a");
         if !fast_kernel() {
-            let data = (0..m * k).map(|i| *a.offset((i / k) as isize * rsa + (i % k) as isize * csa)).collect();
+            let mut data = vec![0f32; m * k];
+            data.par_chunks_mut(k.max(1)).enumerate().for_each(|(i, row)| row.iter_mut().enumerate().for_each(|(p, d)| *d = f(i, p)));
             return Self { data, m, k, packed: false };
         }
         let panels = m.div_ceil(MR);
-        let mut data = vec![0f32; panels * MR * k];
+        let mut data = take_buffer(panels * MR * k);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            pack_a(m, kc, a.offset(pc as isize * csa), rsa, csa, &mut data[pc * panels * MR..]);
+            let block = &mut data[pc * panels * MR..][..panels * MR * kc];
+            block.par_chunks_mut(MR * kc).with_min_len(4).enumerate().for_each(|(pi, d)| {
+                let i0 = pi * MR;
+                if i0 + MR <= m {
+                    full(i0, pc, kc, d);
+                } else {
+                    for p in 0..kc {
+                        for r in 0..MR {
+                            d[p * MR + r] = if i0 + r < m { f(i0 + r, pc + p) } else { 0.0 };
+                        }
+                    }
+                }
+            });
         }
         Self { data, m, k, packed: true }
     }
@@ -79,6 +150,17 @@ impl PackedA {
         let panels = self.m.div_ceil(MR);
         debug_assert!(ic.is_multiple_of(MR));
         self.data[pc * panels * MR + (ic / MR) * MR * kc..].as_ptr()
+    }
+}
+
+impl Drop for PackedA {
+    fn drop(&mut self) {
+        if self.packed {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < 4 {
+                pool.push(std::mem::take(&mut self.data));
+            }
+        }
     }
 }
 
@@ -436,6 +518,31 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ds
                     }
                 }
             }
+        }
+    }
+}
+
+/// Packs one full micro-panel of a row-major A: rows `a + r·rsa` (r < 6), depths `0..kc`, into
+/// `d[p·6 + r]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_a_rows6(a: *const f32, rsa: isize, kc: usize, d: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let d = d[..kc * MR].as_mut_ptr();
+    let rows: [*const f32; MR] = std::array::from_fn(|r| a.offset(r as isize * rsa));
+    let z = _mm256_setzero_ps();
+    let p8 = kc - kc % 8;
+    for p in (0..p8).step_by(8) {
+        let t = transpose8(std::array::from_fn(|r| if r < MR { _mm256_loadu_ps(rows[r].add(p)) } else { z }));
+        for (j, v) in t.iter().enumerate() {
+            let o = d.add((p + j) * MR);
+            _mm_storeu_ps(o, _mm256_castps256_ps128(*v));
+            _mm_storel_epi64(o.add(4) as *mut __m128i, _mm_castps_si128(_mm256_extractf128_ps::<1>(*v)));
+        }
+    }
+    for p in p8..kc {
+        for (r, row) in rows.iter().enumerate() {
+            *d.add(p * MR + r) = *row.add(p);
         }
     }
 }

@@ -1,5 +1,7 @@
 //! A tiny wall-clock profiler for the hot paths, on when `MIXBT_PROFILE=1`:
-//! `let _p = profile::scope("conv.fwd");` adds the scope's time under its name;
+//! `let _p = profile::scope("conv.fwd");` adds the scope's time under its name, and the CPU time
+//! the whole process spent meanwhile (so `cpu / wall` says how many cores were busy: on a
+//! scope of the main thread, below the thread count means idle cores);
 //! `profile::report()` returns the totals (printed by `mixbt bench train`).
 
 use std::collections::BTreeMap;
@@ -8,7 +10,31 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
-static TOTALS: Mutex<BTreeMap<&'static str, (f64, u64)>> = Mutex::new(BTreeMap::new());
+static TOTALS: Mutex<BTreeMap<&'static str, Total>> = Mutex::new(BTreeMap::new());
+
+/// Accumulated time of one scope name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Total {
+    pub name: &'static str,
+    /// Wall-clock seconds.
+    pub wall: f64,
+    /// CPU seconds of the whole process (all threads) during the scopes.
+    pub cpu: f64,
+    pub calls: u64,
+}
+
+/// CPU time of the process (all threads), in seconds.
+fn process_cpu() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid timespec to write.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+        }
+    }
+    0.0
+}
 
 /// Whether profiling is on (`MIXBT_PROFILE=1`).
 pub fn enabled() -> bool {
@@ -23,29 +49,31 @@ pub fn enabled() -> bool {
 }
 
 /// A running scope; its time is added on drop.
-pub struct Scope(Option<(&'static str, Instant)>);
+pub struct Scope(Option<(&'static str, Instant, f64)>);
 
 /// Time the rest of the enclosing block under `name`.
 pub fn scope(name: &'static str) -> Scope {
-    Scope(enabled().then(|| (name, Instant::now())))
+    Scope(enabled().then(|| (name, Instant::now(), process_cpu())))
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        if let Some((name, t)) = self.0.take() {
+        if let Some((name, t, c)) = self.0.take() {
+            let (wall, cpu) = (t.elapsed().as_secs_f64(), process_cpu() - c);
             let mut m = TOTALS.lock().unwrap();
-            let e = m.entry(name).or_insert((0.0, 0));
-            e.0 += t.elapsed().as_secs_f64();
-            e.1 += 1;
+            let e = m.entry(name).or_insert(Total { name, ..Total::default() });
+            e.wall += wall;
+            e.cpu += cpu;
+            e.calls += 1;
         }
     }
 }
 
-/// (name, seconds, calls), sorted by time.
-pub fn report() -> Vec<(&'static str, f64, u64)> {
+/// The totals, longest wall-clock time first.
+pub fn report() -> Vec<Total> {
     let m = TOTALS.lock().unwrap();
-    let mut v: Vec<_> = m.iter().map(|(k, (s, c))| (*k, *s, *c)).collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut v: Vec<Total> = m.values().copied().collect();
+    v.sort_by(|a, b| b.wall.total_cmp(&a.wall));
     v
 }
 

@@ -41,7 +41,7 @@ fn dims(l: &Layout) -> (usize, usize, usize) {
 
 /// Row reductions with 8 f32 lanes (vectorised), returned as f64.
 mod rows {
-    #[inline]
+    crate::ops::simd_fn! {
     pub fn sum(a: &[f32]) -> f64 {
         let mut acc = [0f32; 8];
         let it = a.chunks_exact(8);
@@ -53,8 +53,9 @@ mod rows {
         }
         acc.iter().map(|v| *v as f64).sum::<f64>() + rem.iter().map(|v| *v as f64).sum::<f64>()
     }
+    }
 
-    #[inline]
+    crate::ops::simd_fn! {
     pub fn sq_dev(a: &[f32], m: f32) -> f64 {
         let mut acc = [0f32; 8];
         let it = a.chunks_exact(8);
@@ -66,6 +67,7 @@ mod rows {
             }
         }
         acc.iter().map(|v| *v as f64).sum::<f64>() + rem.iter().map(|v| ((v - m) * (v - m)) as f64).sum::<f64>()
+    }
     }
 
     /// Whether the ReLU after `y = x·scale + shift` passes the gradient (`y > 0`; a NaN `y`
@@ -127,10 +129,15 @@ mod rows {
 /// `[relu](x·scale[ch] + shift[ch])` for `x` of `[N, C, hw]`, images in parallel.
 fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yr, xr)| super::simd(|| {
-        for ch in 0..c {
+    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yr, xr)| affine_image(yr, xr, hw, scale, shift, relu));
+    y
+}
+
+super::simd_fn! {
+    /// [`affine`] of one image.
+    fn affine_image(yr: &mut [f32], xr: &[f32], hw: usize, scale: &[f32], shift: &[f32], relu: bool) {
+        for (ch, (yo, xo)) in yr.chunks_exact_mut(hw).zip(xr.chunks_exact(hw)).enumerate() {
             let (s, t) = (scale[ch], shift[ch]);
-            let (yo, xo) = (&mut yr[ch * hw..(ch + 1) * hw], &xr[ch * hw..(ch + 1) * hw]);
             if relu {
                 for (o, i) in yo.iter_mut().zip(xo) {
                     *o = (i * s + t).max(0.0);
@@ -141,8 +148,7 @@ fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bo
                 }
             }
         }
-    }));
-    y
+    }
 }
 
 /// `y = [relu](x·scale + shift)` per channel (dim 1 of `[N, C, …]`): eval-mode batch norm
@@ -188,11 +194,10 @@ impl CustomOp3 for ChannelAffineOp {
                             Pair(a, b)
                         });
                         let mut dx = vec![0f32; xv.len()];
-                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, dr)| super::simd(|| {
-                            for (j, o) in dr.iter_mut().enumerate() {
-                                *o = g(img * c * hw + j) * sv[j / hw];
-                            }
-                        }));
+                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, dr)| {
+                            let (yi, di) = (&yv[img * c * hw..][..c * hw], &dyv[img * c * hw..][..c * hw]);
+                            affine_dx(dr, yi, di, hw, sv, relu)
+                        });
                         let ds: Vec<f32> = sums.iter().map(|p| p.1 as f32).collect();
                         let dt: Vec<f32> = sums.iter().map(|p| p.0 as f32).collect();
                         (dx, ds, dt)
@@ -220,19 +225,30 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) ->
     }
 }
 
+super::simd_fn! {
+    /// The input gradient of [`ChannelAffineOp`] for one image: `dy·scale`, zero where the ReLU
+    /// output `y` is not positive.
+    fn affine_dx(dr: &mut [f32], y: &[f32], dy: &[f32], hw: usize, scale: &[f32], relu: bool) {
+        for (ch, ((o, yc), dc)) in dr.chunks_exact_mut(hw).zip(y.chunks_exact(hw)).zip(dy.chunks_exact(hw)).enumerate() {
+            let s = scale[ch];
+            for ((o, yy), d) in o.iter_mut().zip(yc).zip(dc) {
+                *o = if relu && *yy <= 0.0 { 0.0 } else { *d * s };
+            }
+        }
+    }
+}
+
 /// For each channel, Σ over its `n` rows of `f(channel, row slice range)`; channels in parallel.
 fn per_channel<T: Send + Default + std::ops::AddAssign>(n: usize, c: usize, hw: usize, f: impl Fn(usize, std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            super::simd(|| {
-                let mut acc = T::default();
-                for i in 0..n {
-                    let base = (i * c + ch) * hw;
-                    acc += f(ch, base..base + hw);
-                }
-                acc
-            })
+            let mut acc = T::default();
+            for i in 0..n {
+                let base = (i * c + ch) * hw;
+                acc += f(ch, base..base + hw);
+            }
+            acc
         })
         .collect()
 }
@@ -296,21 +312,11 @@ impl CustomOp3 for BnTrainOp {
                         drop(_pr);
                         let _pd = super::profile::scope("bn.backward.dx");
                         let mut dx = vec![0f32; xv.len()];
-                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(i, dr)| super::simd(|| {
-                            for ch in 0..c {
-                                let k = wv[ch] * st.invstd[ch] / m;
-                                let (mu, is) = (st.mean[ch], st.invstd[ch]);
-                                let (sdb, sdw) = (db[ch], dw[ch]);
-                                let mk = mask(ch);
-                                let base = (i * c + ch) * hw;
-                                let (xs, ds) = (&xv[base..base + hw], &dyv[base..base + hw]);
-                                for ((o, x), d) in dr[ch * hw..(ch + 1) * hw].iter_mut().zip(xs).zip(ds) {
-                                    let g = if rows::keep(*x, mk) { *d } else { 0.0 };
-                                    let xhat = (x - mu) * is;
-                                    *o = k * (m * g - sdb - xhat * sdw);
-                                }
-                            }
-                        }));
+                        let k: Vec<f32> = (0..c).map(|ch| wv[ch] * st.invstd[ch] / m).collect();
+                        let coef = BnDx { k: &k, mean: &st.mean, invstd: &st.invstd, db: &db, dw: &dw, scale: &scale, shift: &shift, relu, m };
+                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(i, dr)| {
+                            bn_dx(dr, &xv[i * c * hw..][..c * hw], &dyv[i * c * hw..][..c * hw], hw, &coef);
+                        });
                         (dx, dw, db)
                     })
                 })
@@ -325,6 +331,45 @@ impl CustomOp3 for BnTrainOp {
     }
 }
 
+/// Per-channel coefficients of the batch-norm input gradient.
+struct BnDx<'a> {
+    /// `weight · invstd / m`.
+    k: &'a [f32],
+    mean: &'a [f32],
+    invstd: &'a [f32],
+    /// Σ g and Σ g·x̂ over the channel.
+    db: &'a [f32],
+    dw: &'a [f32],
+    /// The forward's affine map, to recompute the ReLU mask from x.
+    scale: &'a [f32],
+    shift: &'a [f32],
+    relu: bool,
+    /// Elements per channel (N·H·W).
+    m: f32,
+}
+
+super::simd_fn! {
+    /// The batch-norm input gradient of one image:
+    /// `dx = k·(m·g − Σg − x̂·Σg·x̂)` with `g = dy` masked by the ReLU.
+    fn bn_dx(dr: &mut [f32], x: &[f32], dy: &[f32], hw: usize, q: &BnDx) {
+        for (ch, ((o, xc), dc)) in dr.chunks_exact_mut(hw).zip(x.chunks_exact(hw)).zip(dy.chunks_exact(hw)).enumerate() {
+            let (k, mu, is, sdb, sdw, m) = (q.k[ch], q.mean[ch], q.invstd[ch], q.db[ch], q.dw[ch], q.m);
+            let (s, t) = (q.scale[ch], q.shift[ch]);
+            if q.relu {
+                for ((o, x), d) in o.iter_mut().zip(xc).zip(dc) {
+                    // y = x·s + t as in the forward (multiply, then add).
+                    let g = if x * s + t > 0.0 { *d } else { 0.0 };
+                    *o = k * (m * g - sdb - (x - mu) * is * sdw);
+                }
+            } else {
+                for ((o, x), d) in o.iter_mut().zip(xc).zip(dc) {
+                    *o = k * (m * d - sdb - (x - mu) * is * sdw);
+                }
+            }
+        }
+    }
+}
+
 /// Fused train-mode batch norm (+ ReLU): returns `(y, batch mean, biased batch variance)`.
 pub fn batch_norm_train(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
     let stats = Arc::new(Mutex::new(BnStats::default()));
@@ -334,6 +379,23 @@ pub fn batch_norm_train(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool
     let c = s.mean.len();
     let dev = x.device();
     Ok((y, Tensor::from_vec(s.mean.clone(), c, dev)?, Tensor::from_vec(s.var.clone(), c, dev)?))
+}
+
+super::simd_fn! {
+    fn add_relu_fwd(y: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, x), z) in y.iter_mut().zip(a).zip(b) {
+            *o = (x + z).max(0.0);
+        }
+    }
+}
+
+super::simd_fn! {
+    /// `dy` where the ReLU output `y` is positive, else 0.
+    fn relu_bwd(g: &mut [f32], y: &[f32], dy: &[f32]) {
+        for ((o, yy), d) in g.iter_mut().zip(y).zip(dy) {
+            *o = if *yy > 0.0 { *d } else { 0.0 };
+        }
+    }
 }
 
 /// `relu(a + b)` fused.
@@ -351,11 +413,7 @@ impl CustomOp2 for AddReluOp {
             candle_core::bail!("add-relu: shapes {:?} and {:?}", l1.dims(), l2.dims())
         }
         let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(yc, (ac, bc))| super::simd(|| {
-            for ((o, x), z) in yc.iter_mut().zip(ac).zip(bc) {
-                *o = (x + z).max(0.0);
-            }
-        }));
+        y.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(yc, (ac, bc))| add_relu_fwd(yc, ac, bc));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
     fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -363,11 +421,7 @@ impl CustomOp2 for AddReluOp {
         let g = with_f32(y, |yv| {
             with_f32(dy, |dv| {
                 let mut g = vec![0f32; yv.len()];
-                g.par_chunks_mut(1 << 14).zip(yv.par_chunks(1 << 14).zip(dv.par_chunks(1 << 14))).for_each(|(gc, (yc, dc))| super::simd(|| {
-                    for ((o, yy), d) in gc.iter_mut().zip(yc).zip(dc) {
-                        *o = if *yy > 0.0 { *d } else { 0.0 };
-                    }
-                }));
+                g.par_chunks_mut(1 << 14).zip(yv.par_chunks(1 << 14).zip(dv.par_chunks(1 << 14))).for_each(|(gc, (yc, dc))| relu_bwd(gc, yc, dc));
                 g
             })
         })??;

@@ -181,12 +181,12 @@ fn sgemm_pa(pa: &super::gemm::PackedA, n: usize, b: BSrc, c: *mut f32, ldc: usiz
     });
 }
 
+super::simd_fn! {
 /// im2col of one image `x` [C, H, W] into columns `off..off + Ho·Wo` of `col`
 /// ([C·k·k, ld], row-major).
 ///
 /// # Safety
 /// `col` must cover `C·k·k` rows of `ld` elements; concurrent callers must use disjoint columns.
-#[inline]
 unsafe fn im2col(g: &ConvGeom, x: &[f32], col: SendPtr, ld: usize, off: usize) {
     let (k, s, p) = (g.k, g.stride, g.pad as isize);
     for c in 0..g.c {
@@ -222,8 +222,10 @@ unsafe fn im2col(g: &ConvGeom, x: &[f32], col: SendPtr, ld: usize, off: usize) {
     }
 }
 
+}
+
+super::simd_fn! {
 /// col2im of one image: `dx` [C, H, W] = scatter-add of columns `off..off + Ho·Wo` of `col`.
-#[inline]
 fn col2im(g: &ConvGeom, col: &[f32], ld: usize, off: usize, dx: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.pad as isize);
     dx.fill(0.0);
@@ -262,6 +264,8 @@ fn col2im(g: &ConvGeom, col: &[f32], ld: usize, off: usize, dx: &mut [f32]) {
     }
 }
 
+}
+
 /// The im2col matrix `[C·k·k, nc·Ho·Wo]` (row stride `padded(nc·Ho·Wo)`) of images `i0..i0+nc` (in parallel over images when
 /// `par`).
 fn build_col(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, col: &mut [f32], par: bool) {
@@ -271,7 +275,7 @@ fn build_col(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, col: &mut [f32], par
         let cp = cp;
         let xi = &x[(i0 + j) * g.in_size()..(i0 + j + 1) * g.in_size()];
         // SAFETY: image j owns columns j·HWo..(j+1)·HWo.
-        super::simd(|| unsafe { im2col(g, xi, cp, ld, j * g.hwo()) });
+        unsafe { im2col(g, xi, cp, ld, j * g.hwo()) };
     };
     if par {
         (0..nc).into_par_iter().for_each(one);
@@ -486,10 +490,10 @@ impl CustomOp2 for ConvBwdInput {
                 let dcol: &[f32] = dcol;
                 if p.par_chunks {
                     for (j, dxi) in dxc.chunks_mut(per).enumerate() {
-                        super::simd(|| col2im(&g, dcol, lc, j * g.hwo(), dxi));
+                        col2im(&g, dcol, lc, j * g.hwo(), dxi);
                     }
                 } else {
-                    dxc.par_chunks_mut(per).enumerate().for_each(|(j, dxi)| super::simd(|| col2im(&g, dcol, lc, j * g.hwo(), dxi)));
+                    dxc.par_chunks_mut(per).enumerate().for_each(|(j, dxi)| col2im(&g, dcol, lc, j * g.hwo(), dxi));
                 }
             });
         });

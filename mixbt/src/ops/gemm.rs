@@ -533,7 +533,11 @@ unsafe fn pack_a_rows6(a: *const f32, rsa: isize, kc: usize, d: &mut [f32]) {
     let z = _mm256_setzero_ps();
     let p8 = kc - kc % 8;
     for p in (0..p8).step_by(8) {
-        let t = transpose8(std::array::from_fn(|r| if r < MR { _mm256_loadu_ps(rows[r].add(p)) } else { z }));
+        let mut v = [z; 8];
+        for r in 0..MR {
+            v[r] = _mm256_loadu_ps(rows[r].add(p));
+        }
+        let t = transpose8(v);
         for (j, v) in t.iter().enumerate() {
             let o = d.add((p + j) * MR);
             _mm_storeu_ps(o, _mm256_castps256_ps128(*v));
@@ -723,51 +727,41 @@ unsafe fn pack_convt_panel(cb: &ConvB, p0: usize, kc: usize, j0: usize, cols: us
         sx[q] = (j % cb.k) as isize - pad;
     }
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    // Lanes `t` of a row segment starting at column x0 that lie inside the image.
-    let mask = |x0: isize| {
-        let t = _mm256_add_epi32(lane, _mm256_set1_epi32(x0 as i32));
-        _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), t), _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), t))
-    };
-    let zero = _mm256_setzero_ps();
+    let (zero, wv) = (_mm256_setzero_ps(), _mm256_set1_epi32(w as i32));
+    // (No closures here: they would be compiled without AVX2.)
     for g in (0..kc).step_by(8) {
         let p = p0 + g;
         let (img, r) = (p / hwo, p % hwo);
         let (oy, ox) = ((r / cb.wo) as isize, (r % cb.wo) as isize);
         let xi = cb.x.add(img * cb.c * hw);
-        // Eight positions of tap column q.
-        let load = |q: usize| -> __m256 {
-            if q >= cols {
-                return zero;
-            }
-            let src = xi.add(coff[q]);
-            let x0 = ox + sx[q];
-            if cb.wo >= 8 {
-                let y = oy + sy[q];
-                if y < 0 || y >= h {
-                    return zero;
-                }
-                let sp = src.wrapping_offset(y * w + x0);
-                if x0 >= 0 && x0 + 8 <= w {
-                    _mm256_loadu_ps(sp)
-                } else {
-                    _mm256_maskload_ps(sp, mask(x0))
-                }
-            } else {
-                // Two rows of four positions.
-                let m = _mm256_castsi256_si128(mask(x0));
-                let half = |y: isize| {
-                    if y < 0 || y >= h {
-                        _mm_setzero_ps()
-                    } else {
-                        _mm_maskload_ps(src.wrapping_offset(y * w + x0), m)
-                    }
-                };
-                let y = oy + sy[q];
-                _mm256_set_m128(half(y + 1), half(y))
-            }
-        };
         for half in 0..2 {
-            let t = transpose8(std::array::from_fn(|q| load(half * 8 + q)));
+            // Eight positions of tap columns half·8 + q.
+            let mut v = [zero; 8];
+            for (q, vq) in v.iter_mut().enumerate() {
+                let q = half * 8 + q;
+                if q >= cols {
+                    break;
+                }
+                let src = xi.add(coff[q]);
+                let x0 = ox + sx[q];
+                // Lanes of a row segment starting at column x0 that lie inside the image.
+                let t = _mm256_add_epi32(lane, _mm256_set1_epi32(x0 as i32));
+                let inside = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), t), _mm256_cmpgt_epi32(wv, t));
+                let y = oy + sy[q];
+                if cb.wo >= 8 {
+                    if y >= 0 && y < h {
+                        let sp = src.wrapping_offset(y * w + x0);
+                        *vq = if x0 >= 0 && x0 + 8 <= w { _mm256_loadu_ps(sp) } else { _mm256_maskload_ps(sp, inside) };
+                    }
+                } else {
+                    // Two rows of four positions.
+                    let m = _mm256_castsi256_si128(inside);
+                    let lo = if y >= 0 && y < h { _mm_maskload_ps(src.wrapping_offset(y * w + x0), m) } else { _mm_setzero_ps() };
+                    let hi = if y + 1 >= 0 && y + 1 < h { _mm_maskload_ps(src.wrapping_offset((y + 1) * w + x0), m) } else { _mm_setzero_ps() };
+                    *vq = _mm256_set_m128(hi, lo);
+                }
+            }
+            let t = transpose8(v);
             for (i, v) in t.iter().enumerate() {
                 _mm256_storeu_ps(d.add((g + i) * NR + half * 8), *v);
             }

@@ -138,6 +138,43 @@ impl Optimizer for Adam {
     }
 }
 
+/// Scalars of one fused Adam update.
+#[derive(Clone, Copy)]
+struct AdamHyper {
+    b1: f32,
+    b2: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+    wd: f32,
+    decoupled: bool,
+    decay: f32,
+    step_size: f32,
+}
+
+crate::ops::simd_fn! {
+    /// Adam on one chunk: new parameters, first and second moments from the old ones.
+    fn adam_chunk(np: &mut [f32], nm: &mut [f32], nv: &mut [f32], ps: &[f32], gs: &[f32], ms: &[f32], vs: &[f32], h: &AdamHyper) {
+        let AdamHyper { b1, b2, bc2_sqrt, eps, wd, decoupled, decay, step_size } = *h;
+        for i in 0..np.len() {
+            let mut pi = ps[i];
+            let mut gi = gs[i];
+            if wd != 0.0 {
+                if decoupled {
+                    pi *= decay;
+                } else {
+                    gi += pi * wd;
+                }
+            }
+            let mi = ms[i] * b1 + gi * (1.0 - b1);
+            let vi = vs[i] * b2 + gi * gi * (1.0 - b2);
+            let denom = vi.sqrt() / bc2_sqrt + eps;
+            np[i] = pi - mi / denom * step_size;
+            nm[i] = mi;
+            nv[i] = vi;
+        }
+    }
+}
+
 /// One Adam update of `var` in a single pass over its elements on the CPU (f32, contiguous);
 /// the same arithmetic as the tensor path. Returns false when it does not apply.
 fn fused_cpu_step(var: &candle_core::Var, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, step: u64, lr: f64, c: &AdamConfig) -> Result<bool> {
@@ -174,26 +211,12 @@ fn fused_cpu_step(var: &candle_core::Var, grad: &Tensor, m: &mut Tensor, v: &mut
             .zip(new_m.par_chunks_mut(CH))
             .zip(new_v.par_chunks_mut(CH))
             .enumerate()
-            .for_each(|(k, ((np, nm), nv))| crate::ops::simd(|| {
+            .for_each(|(k, ((np, nm), nv))| {
                 let o = k * CH;
-                for i in 0..np.len() {
-                    let mut pi = ps[o + i];
-                    let mut gi = gs[o + i];
-                    if wd != 0.0 {
-                        if decoupled {
-                            pi *= decay;
-                        } else {
-                            gi += pi * wd;
-                        }
-                    }
-                    let mi = ms[o + i] * b1 + gi * (1.0 - b1);
-                    let vi = vs[o + i] * b2 + gi * gi * (1.0 - b2);
-                    let denom = vi.sqrt() / bc2_sqrt + eps;
-                    np[i] = pi - mi / denom * step_size;
-                    nm[i] = mi;
-                    nv[i] = vi;
-                }
-            }));
+                let r = o..o + np.len();
+                let h = AdamHyper { b1, b2, bc2_sqrt, eps, wd, decoupled, decay, step_size };
+                adam_chunk(np, nm, nv, &ps[r.clone()], &gs[r.clone()], &ms[r.clone()], &vs[r], &h);
+            });
     }
     let dims = p.dims().to_vec();
     var.set(&Tensor::from_vec(new_p, dims.as_slice(), p.device())?)?;

@@ -100,6 +100,8 @@ fn bad_input_gives_clear_errors() {
     assert!(!okk && err.to_lowercase().contains("cuda"), "{err}");
     let (okk, _, err) = mixbt(&["pretrain", "--resume", Path::new("/nonexistent/run").to_str().unwrap()]);
     assert!(!okk && err.contains("/nonexistent/run"), "{err}");
+    let (okk, _, err) = mixbt(&["bench", "train", "--no-torch", "--batches", "0"]);
+    assert!(!okk && err.contains("batch size and steps must be at least 1"), "{err}");
 }
 
 /// `mixbt embed --transform none` on the reference checkpoint saved by PyTorch in the original

@@ -61,6 +61,19 @@ fn conv_matches_candle_forward_and_backward() {
     }
 }
 
+/// An empty batch gives an empty output, like candle's conv (no panic in the chunk planner).
+#[test]
+fn conv_of_an_empty_batch_is_empty() {
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(&Tensor::zeros((0, 4, 8, 8), DType::F32, &dev).unwrap()).unwrap();
+    let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 4, 3, 3), &dev).unwrap()).unwrap();
+    let y = ops::conv2d(x.as_tensor(), w.as_tensor(), 1, 1).unwrap();
+    assert_eq!(y.dims(), &[0, 6, 8, 8]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&w).unwrap().dims(), &[6, 4, 3, 3]);
+    assert_eq!(max_abs(g.get(&w).unwrap()), 0.0);
+}
+
 #[test]
 fn conv_gradients_match_finite_differences() {
     let dev = Device::Cpu;

@@ -39,10 +39,19 @@ fn timing(case: &str, batch: usize, times: Vec<f64>) -> Timing {
     Timing { case: case.into(), batch, median_s: m, images_per_s: batch as f64 / m, times }
 }
 
+/// A timed case needs at least one image and one timed step.
+fn check_sizes(case: &str, batch: usize, steps: usize) -> Result<()> {
+    if batch == 0 || steps == 0 {
+        return Err(crate::Error::Config(format!("bench {case}: batch size and steps must be at least 1 (got batch {batch}, steps {steps})")));
+    }
+    Ok(())
+}
+
 /// The training step of ResNet-18 (CIFAR stem, width `width`, projector 512-512-1024) at
 /// `batch`: three forward passes (views A, B and the mixed batch), the Mixed BT loss, backward,
 /// Adam with L2 decay. Random 32×32 inputs.
 pub fn train_step(batch: usize, width: f64, steps: usize, warmup: usize, device: &Device) -> Result<Timing> {
+    check_sizes("train", batch, steps)?;
     let mut r = presets::get("r18-cifar10")?;
     r.encoder.backbone.width = width;
     r.encoder.projector.sizes[0] = r.encoder.backbone.feature_dim();
@@ -68,6 +77,7 @@ pub fn train_step(batch: usize, width: f64, steps: usize, warmup: usize, device:
 
 /// Forward-only embedding throughput (eval mode, L2-normalised pooled features).
 pub fn embed(batch: usize, width: f64, steps: usize, warmup: usize, device: &Device) -> Result<Timing> {
+    check_sizes("embed", batch, steps)?;
     let mut cfg = crate::model::EncoderConfig::small(crate::model::Arch::R18, crate::model::Stem::Cifar, 1024, width);
     cfg.projector.sizes[0] = cfg.backbone.feature_dim();
     let store = crate::params::ParamStore::new(0, DType::F32, device);

@@ -91,7 +91,7 @@ struct Plan {
 
 fn plan(g: &ConvGeom) -> Plan {
     let threads = rayon::current_num_threads().max(1);
-    let mut nc = TARGET_COLS.div_ceil(g.hwo()).clamp(1, g.n);
+    let mut nc = TARGET_COLS.div_ceil(g.hwo()).clamp(1, g.n.max(1));
     // A whole number of chunks per thread when the batch allows (3 chunks on 2 threads would
     // leave one thread idle a third of the time).
     if g.n >= threads {

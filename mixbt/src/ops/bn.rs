@@ -128,9 +128,7 @@ mod rows {
 
 /// `[relu](x·scale[ch] + shift[ch])` for `x` of `[N, C, hw]`, images in parallel.
 fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yr, xr)| affine_image(yr, xr, hw, scale, shift, relu));
-    y
+    super::par_new(x.len(), c * hw, true, |i, yr| affine_image(yr, &x[i * c * hw..][..yr.len()], hw, scale, shift, relu))
 }
 
 super::simd_fn! {
@@ -193,8 +191,7 @@ impl CustomOp3 for ChannelAffineOp {
                             }
                             Pair(a, b)
                         });
-                        let mut dx = vec![0f32; xv.len()];
-                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, dr)| {
+                        let dx = super::par_new(xv.len(), c * hw, true, |img, dr| {
                             let (yi, di) = (&yv[img * c * hw..][..c * hw], &dyv[img * c * hw..][..c * hw]);
                             affine_dx(dr, yi, di, hw, sv, relu)
                         });
@@ -311,10 +308,9 @@ impl CustomOp3 for BnTrainOp {
                         let dw: Vec<f32> = sums.iter().enumerate().map(|(ch, p)| (p.1 * st.invstd[ch] as f64) as f32).collect();
                         drop(_pr);
                         let _pd = super::profile::scope("bn.backward.dx");
-                        let mut dx = vec![0f32; xv.len()];
                         let k: Vec<f32> = (0..c).map(|ch| wv[ch] * st.invstd[ch] / m).collect();
                         let coef = BnDx { k: &k, mean: &st.mean, invstd: &st.invstd, db: &db, dw: &dw, scale: &scale, shift: &shift, relu, m };
-                        dx.par_chunks_mut(c * hw).enumerate().for_each(|(i, dr)| {
+                        let dx = super::par_new(xv.len(), c * hw, true, |i, dr| {
                             bn_dx(dr, &xv[i * c * hw..][..c * hw], &dyv[i * c * hw..][..c * hw], hw, &coef);
                         });
                         (dx, dw, db)
@@ -412,17 +408,16 @@ impl CustomOp2 for AddReluOp {
         if l1.shape() != l2.shape() {
             candle_core::bail!("add-relu: shapes {:?} and {:?}", l1.dims(), l2.dims())
         }
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(yc, (ac, bc))| add_relu_fwd(yc, ac, bc));
+        const CH: usize = 1 << 14;
+        let y = super::par_new(a.len(), CH, true, |i, yc| add_relu_fwd(yc, &a[i * CH..][..yc.len()], &b[i * CH..][..yc.len()]));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
     fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let _p = super::profile::scope("add-relu.backward");
         let g = with_f32(y, |yv| {
             with_f32(dy, |dv| {
-                let mut g = vec![0f32; yv.len()];
-                g.par_chunks_mut(1 << 14).zip(yv.par_chunks(1 << 14).zip(dv.par_chunks(1 << 14))).for_each(|(gc, (yc, dc))| relu_bwd(gc, yc, dc));
-                g
+                const CH: usize = 1 << 14;
+                super::par_new(yv.len(), CH, true, |i, gc| relu_bwd(gc, &yv[i * CH..][..gc.len()], &dv[i * CH..][..gc.len()]))
             })
         })??;
         let g = Tensor::from_vec(g, y.dims(), y.device())?;

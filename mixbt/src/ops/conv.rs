@@ -331,14 +331,10 @@ fn scatter_images(src: &[f32], per_image: usize, rows: usize, nc: usize, dst_ima
 }
 
 
-/// Run `f(chunk index, images of the chunk as a mutable slice of `out`)` over the chunks,
-/// in parallel when the plan says so.
-fn for_chunks(p: &Plan, out: &mut [f32], per_image: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    if p.par_chunks {
-        out.par_chunks_mut(p.nc * per_image).enumerate().for_each(|(ci, o)| f(ci, o));
-    } else {
-        out.chunks_mut(p.nc * per_image).enumerate().for_each(|(ci, o)| f(ci, o));
-    }
+/// A new output of `n` images of `per_image` floats, filled by `f(chunk index, the chunk's images)`
+/// over the chunks, in parallel when the plan says so.
+fn for_chunks(p: &Plan, n: usize, per_image: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    super::par_new(n * per_image, p.nc * per_image, p.par_chunks, f)
 }
 
 /// `Y = conv(x, W)` (NCHW) with `W` pre-packed as `[O, C·k·k]`. Stride-1 convolutions whose
@@ -352,8 +348,7 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
     let direct = g.stride == 1 && super::gemm::DirectB::applies(g.ho, g.wo);
     let implicit = !direct && g.stride == 1 && super::gemm::ConvB::applies(g.ho, g.wo);
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
-    let mut y = vec![0f32; g.n * g.out_size()];
-    for_chunks(&p, &mut y, g.out_size(), |ci, yc| {
+    let y = for_chunks(&p, g.n, g.out_size(), |ci, yc| {
         let i0 = ci * p.nc;
         let nc = yc.len() / g.out_size();
         let ld = nc * g.hwo();
@@ -473,8 +468,7 @@ impl CustomOp2 for ConvBwdInput {
         // Wᵀ [CKK, O], packed once for every chunk.
         // SAFETY: `w` holds O·CKK elements.
         let pwt = unsafe { super::gemm::PackedA::new(g.ckk(), g.o, w.as_ptr(), 1, g.ckk() as isize) };
-        let mut dx = vec![0f32; g.n * g.in_size()];
-        for_chunks(&p, &mut dx, g.in_size(), |ci, dxc| {
+        let dx = for_chunks(&p, g.n, g.in_size(), |ci, dxc| {
             let i0 = ci * p.nc;
             let nc = dxc.len() / g.in_size();
             let lc = padded(nc * g.hwo());

@@ -34,6 +34,35 @@ pub(crate) fn f32_slice<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Lay
     }
 }
 
+/// A new vector of `len` floats filled by `f(i, part)` for its parts of `chunk` floats (the last
+/// may be shorter), in parallel when `par`. Each part arrives zeroed, zeroed on the thread that
+/// fills it right before `f` runs: `vec![0.0; len]` would zero the whole buffer on the calling
+/// thread (glibc's calloc reuses freed memory with a `memset`), leaving the other cores idle.
+pub(crate) fn par_new(len: usize, chunk: usize, par: bool, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    let fill = |(i, part): (usize, &mut [MaybeUninit<f32>])| {
+        // SAFETY: all-zero bytes are a valid f32 (0.0), so the part is initialised before it is
+        // viewed as `&mut [f32]`.
+        let part = unsafe {
+            std::ptr::write_bytes(part.as_mut_ptr(), 0, part.len());
+            std::slice::from_raw_parts_mut(part.as_mut_ptr() as *mut f32, part.len())
+        };
+        f(i, part)
+    };
+    let spare = &mut v.spare_capacity_mut()[..len];
+    let chunk = chunk.max(1);
+    if par {
+        spare.par_chunks_mut(chunk).enumerate().for_each(fill);
+    } else {
+        spare.chunks_mut(chunk).enumerate().for_each(fill);
+    }
+    // SAFETY: every part, hence every element below `len`, was initialised above.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Defines a function whose body is compiled twice: for AVX2/FMA, run when the CPU has them (its
 /// loops vectorise 8 lanes wide), and for the crate's baseline target (x86-64 = SSE2).
 ///

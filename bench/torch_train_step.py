@@ -1,7 +1,8 @@
 """The Mixed Barlow Twins training step of the original main.py in PyTorch, timed.
 
-Called by `mixbt bench train` (as a subprocess, when `python3` can import torch) so that both
-sides are measured in the same run on the same machine. Prints one JSON object per case.
+Called by `mixbt bench train` (as a `--serve` subprocess, when `python3` can import torch) so that
+both sides are measured in the same run on the same machine, in alternating rounds. Prints one
+JSON object per case.
 
 The step: two views + the mixed batch through `Model` (ResNet-18, CIFAR stem, projector
 512-512-1024, train mode), the Barlow Twins loss with the mixed regulariser exactly as main.py,
@@ -9,6 +10,7 @@ backward, Adam(lr 1e-3, weight_decay 1e-6). Inputs are random 32x32 images.
 """
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -69,6 +71,50 @@ def step(net, opt, pos_1, pos_2, lmbda=0.0078125, scale=4.0):
     return loss.item()
 
 
+class Bench:
+    """The model, optimiser and inputs, kept between requests."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        np.random.seed(0)
+        self.net = Model()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3, weight_decay=1e-6)
+        self.inputs = {}
+
+    def _input(self, key, bs):
+        if (key, bs) not in self.inputs:
+            self.inputs[(key, bs)] = torch.randn(bs, 3, 32, 32)
+        return self.inputs[(key, bs)]
+
+    def time(self, case, bs, steps, warmup):
+        """`warmup` untimed then `steps` timed training steps ("train") or embedding batches."""
+        if case == "train":
+            self.net.train()
+            x1, x2 = self._input("a", bs), self._input("b", bs)
+
+            def run():
+                step(self.net, self.opt, x1, x2)
+        elif case == "embed":
+            self.net.eval()
+            x = self._input("a", bs)
+
+            def run():
+                with torch.no_grad():
+                    self.net(x)
+        else:
+            raise ValueError(f"unknown case {case!r}")
+        for _ in range(warmup):
+            run()
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t)
+        med = float(np.median(times))
+        return {"case": case, "batch": bs, "median_s": med, "images_per_s": bs / med, "times": times,
+                "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", default="32,128")
@@ -76,39 +122,25 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--embed-batch", type=int, default=256)
+    ap.add_argument("--serve", action="store_true",
+                    help="answer requests `train|embed BATCH STEPS WARMUP` (one per stdin line, `quit` ends) with a JSON line each")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    np.random.seed(0)
-    net = Model()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-6)
+    bench = Bench()
+    if args.serve:
+        for line in sys.stdin:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "quit":
+                break
+            case, bs, steps, warmup = words[0], int(words[1]), int(words[2]), int(words[3])
+            print(json.dumps(bench.time(case, bs, steps, warmup)), flush=True)
+        return
     for bs in [int(b) for b in args.batches.split(",")]:
-        net.train()
-        x1 = torch.randn(bs, 3, 32, 32)
-        x2 = torch.randn(bs, 3, 32, 32)
-        for _ in range(args.warmup):
-            step(net, opt, x1, x2)
-        times = []
-        for _ in range(args.steps):
-            t = time.perf_counter()
-            step(net, opt, x1, x2)
-            times.append(time.perf_counter() - t)
-        med = float(np.median(times))
-        print(json.dumps({"case": "train", "batch": bs, "median_s": med, "images_per_s": bs / med, "times": times, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
-    net.eval()
-    bs = args.embed_batch
-    x = torch.randn(bs, 3, 32, 32)
-    with torch.no_grad():
-        for _ in range(args.warmup):
-            net(x)
-        times = []
-        for _ in range(args.steps):
-            t = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - t)
-    med = float(np.median(times))
-    print(json.dumps({"case": "embed", "batch": bs, "median_s": med, "images_per_s": bs / med, "times": times, "threads": torch.get_num_threads()}), flush=True)
+        print(json.dumps(bench.time("train", bs, args.steps, args.warmup)), flush=True)
+    print(json.dumps(bench.time("embed", args.embed_batch, args.steps, args.warmup)), flush=True)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,14 @@ pub struct Timing {
     pub times: Vec<f64>,
 }
 
-fn median(v: &[f64]) -> f64 {
+/// The median of `v` (NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
 }
 
@@ -49,51 +49,150 @@ fn check_sizes(case: &str, batch: usize, steps: usize) -> Result<()> {
 
 /// The training step of ResNet-18 (CIFAR stem, width `width`, projector 512-512-1024) at
 /// `batch`: three forward passes (views A, B and the mixed batch), the Mixed BT loss, backward,
-/// Adam with L2 decay. Random 32×32 inputs.
-pub fn train_step(batch: usize, width: f64, steps: usize, warmup: usize, device: &Device) -> Result<Timing> {
-    check_sizes("train", batch, steps)?;
-    let mut r = presets::get("r18-cifar10")?;
-    r.encoder.backbone.width = width;
-    r.encoder.projector.sizes[0] = r.encoder.backbone.feature_dim();
-    r.data.kind = crate::data::DatasetKind::Builtin;
-    r.data.builtin = Some(crate::data::BuiltinConfig { train_size: batch, test_size: 10, ..Default::default() });
-    r.batch_size = batch;
-    let opts = PretrainOptions { device: device.clone(), ..Default::default() };
-    let mut t = Pretrainer::new(r, opts)?;
-    let a = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
-    let b = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
-    for _ in 0..warmup {
-        t.step_on(&a, &b)?;
-    }
-    let mut times = vec![];
-    for _ in 0..steps {
-        let t0 = Instant::now();
-        t.step_on(&a, &b)?;
-        device.synchronize()?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    Ok(timing("train", batch, times))
+/// Adam with L2 decay. Random 32×32 inputs. Kept alive so that it can be timed in several rounds.
+pub struct TrainBench {
+    trainer: Pretrainer,
+    a: Tensor,
+    b: Tensor,
+    batch: usize,
 }
 
-/// Forward-only embedding throughput (eval mode, L2-normalised pooled features).
+impl TrainBench {
+    pub fn new(batch: usize, width: f64, device: &Device) -> Result<Self> {
+        check_sizes("train", batch, 1)?;
+        let mut r = presets::get("r18-cifar10")?;
+        r.encoder.backbone.width = width;
+        r.encoder.projector.sizes[0] = r.encoder.backbone.feature_dim();
+        r.data.kind = crate::data::DatasetKind::Builtin;
+        r.data.builtin = Some(crate::data::BuiltinConfig { train_size: batch, test_size: 10, ..Default::default() });
+        r.batch_size = batch;
+        let opts = PretrainOptions { device: device.clone(), ..Default::default() };
+        let trainer = Pretrainer::new(r, opts)?;
+        let a = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
+        let b = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
+        Ok(Self { trainer, a, b, batch })
+    }
+
+    /// `warmup` untimed steps, then `steps` timed ones.
+    pub fn time(&mut self, steps: usize, warmup: usize) -> Result<Timing> {
+        check_sizes("train", self.batch, steps)?;
+        let device = self.a.device().clone();
+        for _ in 0..warmup {
+            self.trainer.step_on(&self.a, &self.b)?;
+        }
+        let mut times = vec![];
+        for _ in 0..steps {
+            let t0 = Instant::now();
+            self.trainer.step_on(&self.a, &self.b)?;
+            device.synchronize()?;
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        Ok(timing("train", self.batch, times))
+    }
+}
+
+/// [`TrainBench`] timed once.
+pub fn train_step(batch: usize, width: f64, steps: usize, warmup: usize, device: &Device) -> Result<Timing> {
+    check_sizes("train", batch, steps)?;
+    TrainBench::new(batch, width, device)?.time(steps, warmup)
+}
+
+/// Forward-only embedding throughput (eval mode, L2-normalised pooled features), kept alive
+/// across rounds.
+pub struct EmbedBench {
+    enc: crate::model::Encoder,
+    x: Tensor,
+    batch: usize,
+}
+
+impl EmbedBench {
+    pub fn new(batch: usize, width: f64, device: &Device) -> Result<Self> {
+        check_sizes("embed", batch, 1)?;
+        let mut cfg = crate::model::EncoderConfig::small(crate::model::Arch::R18, crate::model::Stem::Cifar, 1024, width);
+        cfg.projector.sizes[0] = cfg.backbone.feature_dim();
+        let store = crate::params::ParamStore::new(0, DType::F32, device);
+        let enc = crate::model::encoder(&cfg, store.var_builder())?;
+        let x = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
+        Ok(Self { enc, x, batch })
+    }
+
+    /// `warmup` untimed batches, then `steps` timed ones.
+    pub fn time(&self, steps: usize, warmup: usize) -> Result<Timing> {
+        check_sizes("embed", self.batch, steps)?;
+        for _ in 0..warmup {
+            self.enc.embed(&self.x)?;
+        }
+        let mut times = vec![];
+        for _ in 0..steps {
+            let t0 = Instant::now();
+            let f = self.enc.embed(&self.x)?;
+            f.to_device(&Device::Cpu)?;
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        Ok(timing("embed", self.batch, times))
+    }
+}
+
+/// [`EmbedBench`] timed once.
 pub fn embed(batch: usize, width: f64, steps: usize, warmup: usize, device: &Device) -> Result<Timing> {
     check_sizes("embed", batch, steps)?;
-    let mut cfg = crate::model::EncoderConfig::small(crate::model::Arch::R18, crate::model::Stem::Cifar, 1024, width);
-    cfg.projector.sizes[0] = cfg.backbone.feature_dim();
-    let store = crate::params::ParamStore::new(0, DType::F32, device);
-    let enc = crate::model::encoder(&cfg, store.var_builder())?;
-    let x = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
-    for _ in 0..warmup {
-        enc.embed(&x)?;
+    EmbedBench::new(batch, width, device)?.time(steps, warmup)
+}
+
+/// The PyTorch side of `mixbt bench train` as a long-lived subprocess
+/// (`bench/torch_train_step.py --serve`): it keeps its model and optimiser between requests, so
+/// that rounds of ours and theirs can alternate within seconds of each other (this machine's
+/// speed drifts by more than the difference being measured).
+pub struct TorchWorker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    script: std::path::PathBuf,
+}
+
+impl TorchWorker {
+    /// Starts `script --serve args…` with [`python`]; its stderr goes to ours.
+    pub fn start(script: &Path, args: &[String]) -> Result<Self> {
+        use std::process::Stdio;
+        let mut child = Command::new(python())
+            .arg(script)
+            .arg("--serve")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::io(script, e))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::msg(format!("{}: no pipes to the worker", script.display())));
+        };
+        Ok(Self { child, stdin, stdout: std::io::BufReader::new(stdout), script: script.to_path_buf() })
     }
-    let mut times = vec![];
-    for _ in 0..steps {
-        let t0 = Instant::now();
-        let f = enc.embed(&x)?;
-        f.to_device(&Device::Cpu)?;
-        times.push(t0.elapsed().as_secs_f64());
+
+    /// Times `steps` steps of `case` ("train" or "embed") at `batch` after `warmup` untimed ones.
+    pub fn time(&mut self, case: &str, batch: usize, steps: usize, warmup: usize) -> Result<Timing> {
+        use std::io::{BufRead, Write};
+        let fail = |what: String| Error::msg(format!("{}: {what}", self.script.display()));
+        writeln!(self.stdin, "{case} {batch} {steps} {warmup}").and_then(|_| self.stdin.flush()).map_err(|e| fail(format!("the worker stopped ({e})")))?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|e| fail(format!("reading its answer: {e}")))?;
+        if line.is_empty() {
+            return Err(fail("the worker exited without an answer (its error is above)".into()));
+        }
+        let t: Timing = serde_json::from_str(line.trim()).map_err(|e| fail(format!("bad answer `{}`: {e}", line.trim())))?;
+        if t.case != case || t.batch != batch || t.times.len() != steps {
+            return Err(fail(format!("answer for {} {} ({} steps) to a request for {case} {batch} ({steps} steps)", t.case, t.batch, t.times.len())));
+        }
+        Ok(t)
     }
-    Ok(timing("embed", batch, times))
+}
+
+impl Drop for TorchWorker {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = writeln!(self.stdin, "quit").and_then(|_| self.stdin.flush());
+        let _ = self.child.wait();
+    }
 }
 
 /// The Python interpreter to use for the side-by-side runs: `$MIXBT_PYTHON`, else `python3`.

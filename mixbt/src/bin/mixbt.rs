@@ -148,6 +148,9 @@ enum BenchCmd {
         steps: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Rounds of ours and PyTorch's timings, alternating (the ratios are their median).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         #[arg(long, default_value_t = 1.0)]
         width: f64,
         #[arg(long, default_value_t = 256)]
@@ -583,66 +586,107 @@ fn list_presets(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// One case of `bench train`: ours and PyTorch's timings, one per round.
+struct BenchCase {
+    case: &'static str,
+    batch: usize,
+    ours: Vec<mixbt::bench::Timing>,
+    theirs: Vec<mixbt::bench::Timing>,
+}
+
+impl BenchCase {
+    fn ours_per_s(&self) -> f64 {
+        mixbt::bench::median(&self.ours.iter().map(|t| t.images_per_s).collect::<Vec<_>>())
+    }
+    fn theirs_per_s(&self) -> Option<f64> {
+        (!self.theirs.is_empty()).then(|| mixbt::bench::median(&self.theirs.iter().map(|t| t.images_per_s).collect::<Vec<_>>()))
+    }
+    /// Ours / theirs in each round.
+    fn ratios(&self) -> Vec<f64> {
+        self.ours.iter().zip(&self.theirs).map(|(o, t)| o.images_per_s / t.images_per_s).collect()
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-fn bench_train(batches: &str, steps: usize, warmup: usize, width: f64, embed_batch: usize, device: &str, no_torch: bool) -> Result<()> {
-    use mixbt::bench;
+fn bench_train(batches: &str, steps: usize, warmup: usize, rounds: usize, width: f64, embed_batch: usize, device: &str, no_torch: bool) -> Result<()> {
+    use mixbt::bench::{self, EmbedBench, TrainBench, TorchWorker};
     let dev = parse_device(device)?;
     let batches: Vec<usize> = batches.split(',').map(|b| b.trim().parse().map_err(|_| Error::Config(format!("bad batch `{b}`")))).collect::<Result<_>>()?;
-    let mut ours = vec![];
-    for &b in &batches {
-        let t = bench::train_step(b, width, steps, warmup, &dev)?;
-        eprintln!("mixbt train batch {b}: {:.3} s/step, {:.2} pairs/s", t.median_s, t.images_per_s);
-        ours.push(t);
+    if steps == 0 || rounds == 0 {
+        return Err(Error::Config(format!("bench train: steps and rounds must be at least 1 (got steps {steps}, rounds {rounds})")));
     }
-    if mixbt::ops::profile::enabled() {
-        eprintln!("profile of the training steps (MIXBT_PROFILE=1; cores = process CPU time / wall time):");
-        for t in mixbt::ops::profile::report() {
-            eprintln!("  {:<24} {:>8.3} s {:>7} calls {:>6.2} cores", t.name, t.wall, t.calls, t.cpu / t.wall.max(1e-9));
-        }
-        mixbt::ops::profile::reset();
-    }
-    let e = bench::embed(embed_batch, width, steps, warmup, &dev)?;
-    eprintln!("mixbt embed batch {embed_batch}: {:.2} images/s", e.images_per_s);
-    ours.push(e);
+    let mut trains = batches.iter().map(|&b| TrainBench::new(b, width, &dev)).collect::<Result<Vec<_>>>()?;
+    let embed = EmbedBench::new(embed_batch, width, &dev)?;
     let py = bench::python();
-    let theirs: Vec<serde_json::Value> = if no_torch || width != 1.0 || !dev.is_cpu() {
-        vec![]
+    let script = bench::bench_dir().join("torch_train_step.py");
+    let mut torch = if no_torch || width != 1.0 || !dev.is_cpu() {
+        None
     } else if bench::python_has(&py, "torch, torchvision, numpy") {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let args = vec![
-            "--batches".into(), batches.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(","),
-            "--steps".into(), steps.to_string(), "--warmup".into(), warmup.to_string(),
-            "--threads".into(), threads.to_string(), "--embed-batch".into(), embed_batch.to_string(),
-        ];
-        bench::run_python(&bench::bench_dir().join("torch_train_step.py"), &args)?
+        Some(TorchWorker::start(&script, &["--threads".into(), threads.to_string()])?)
     } else {
         eprintln!("({py} cannot import torch: PyTorch side skipped; set MIXBT_PYTHON to a Python with torch)");
-        vec![]
+        None
     };
-    let find = |case: &str, b: usize| theirs.iter().find(|v| v["case"] == case && v["batch"] == b).and_then(|v| v["images_per_s"].as_f64());
-    println!("{:<8} {:>6} {:>14} {:>14} {:>8}", "case", "batch", "mixbt img/s", "pytorch img/s", "ratio");
-    for t in &ours {
-        let p = find(&t.case, t.batch);
+    let mut cases: Vec<BenchCase> = batches.iter().map(|&b| ("train", b)).chain([("embed", embed_batch)]).map(|(case, batch)| BenchCase { case, batch, ours: vec![], theirs: vec![] }).collect();
+    for round in 0..rounds {
+        // Full warm-up in the first round only (both sides keep their models between rounds);
+        // which side goes first alternates from round to round.
+        let w = if round == 0 { warmup } else { warmup.min(1) };
+        for (i, c) in cases.iter_mut().enumerate() {
+            for side in [round % 2, 1 - round % 2] {
+                if side == 0 {
+                    let t = if i < trains.len() { trains[i].time(steps, w)? } else { embed.time(steps, w)? };
+                    eprintln!("round {}: mixbt {} batch {}: {:.3} s/batch, {:.2} {}/s", round + 1, c.case, c.batch, t.median_s, t.images_per_s, unit(c.case));
+                    c.ours.push(t);
+                } else if let Some(w_) = torch.as_mut() {
+                    let t = w_.time(c.case, c.batch, steps, w)?;
+                    eprintln!("round {}: torch {} batch {}: {:.3} s/batch, {:.2} {}/s", round + 1, c.case, c.batch, t.median_s, t.images_per_s, unit(c.case));
+                    c.theirs.push(t);
+                }
+            }
+            if round == 0 && i + 1 == trains.len() && mixbt::ops::profile::enabled() {
+                eprintln!("profile of the first round's training steps, warm-up included (MIXBT_PROFILE=1; cores = process CPU time / wall time):");
+                for t in mixbt::ops::profile::report() {
+                    eprintln!("  {:<24} {:>8.3} s {:>7} calls {:>6.2} cores", t.name, t.wall, t.calls, t.cpu / t.wall.max(1e-9));
+                }
+            }
+        }
+    }
+    drop(torch);
+    drop(trains.drain(..));
+    println!("{:<8} {:>6} {:>14} {:>14} {:>8}   {}", "case", "batch", "mixbt img/s", "pytorch img/s", "ratio", "ratio per round");
+    for c in &cases {
+        let p = c.theirs_per_s();
+        let ratios = c.ratios();
         println!(
-            "{:<8} {:>6} {:>14.2} {:>14} {:>8}",
-            t.case,
-            t.batch,
-            t.images_per_s,
+            "{:<8} {:>6} {:>14.2} {:>14} {:>8}   {}",
+            c.case,
+            c.batch,
+            c.ours_per_s(),
             p.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
-            p.map(|v| format!("{:.2}", t.images_per_s / v)).unwrap_or_else(|| "-".into())
+            if ratios.is_empty() { "-".into() } else { format!("{:.2}", bench::median(&ratios)) },
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ")
         );
     }
-    println!("(train: pairs per second = batch / median step time over {steps} steps; a step is 3 forward passes, backward and Adam)");
-    if let Some(t) = ours.iter().find(|t| t.case == "train" && t.batch == 32) {
-        match find("train", 32) {
-            Some(p) => println!("ratio_vs_pytorch={:.2}", t.images_per_s / p),
+    println!(
+        "(img/s: median over {rounds} round(s) of batch / median time of {steps} steps; training counts pairs, a step being 3 forward passes, backward and Adam; ratio: median of the rounds' ours/PyTorch, the two sides alternating within each round)"
+    );
+    let ratio = |case: &str, b: usize| cases.iter().find(|c| c.case == case && c.batch == b).map(|c| c.ratios()).filter(|r| !r.is_empty()).map(|r| bench::median(&r));
+    if batches.contains(&32) {
+        match ratio("train", 32) {
+            Some(r) => println!("ratio_vs_pytorch={r:.2}"),
             None => println!("ratio_vs_pytorch=NA"),
         }
     }
-    if let Some(p) = find("embed", embed_batch) {
-        println!("embed_ratio_vs_pytorch={:.2}", e_ratio(&ours, embed_batch, p));
+    if let Some(r) = ratio("embed", embed_batch) {
+        println!("embed_ratio_vs_pytorch={r:.2}");
     }
     Ok(())
+}
+
+fn unit(case: &str) -> &'static str {
+    if case == "train" { "pairs" } else { "images" }
 }
 
 fn bench_conv(batch: usize, runs: usize) -> Result<()> {
@@ -738,10 +782,6 @@ fn bench_data(dir: &std::path::Path, images: usize, workers: usize, runs: usize,
     Ok(())
 }
 
-fn e_ratio(ours: &[mixbt::bench::Timing], batch: usize, theirs: f64) -> f64 {
-    ours.iter().find(|t| t.case == "embed" && t.batch == batch).map(|t| t.images_per_s / theirs).unwrap_or(f64::NAN)
-}
-
 fn hub(cmd: HubCmd) -> Result<()> {
     use mixbt::hub;
     match cmd {
@@ -835,8 +875,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { cmd: BenchCmd::Gemm { runs, cases } } => bench_gemm(runs, cases.as_deref()),
         Cmd::Bench { cmd: BenchCmd::Conv { batch, runs } } => bench_conv(batch, runs),
         Cmd::Bench { cmd: BenchCmd::Data { data_dir, images, workers, runs, no_torch } } => bench_data(&data_dir, images, workers, runs, no_torch),
-        Cmd::Bench { cmd: BenchCmd::Train { batches, steps, warmup, width, embed_batch, device, no_torch } } => {
-            bench_train(&batches, steps, warmup, width, embed_batch, &device, no_torch)
+        Cmd::Bench { cmd: BenchCmd::Train { batches, steps, warmup, rounds, width, embed_batch, device, no_torch } } => {
+            bench_train(&batches, steps, warmup, rounds, width, embed_batch, &device, no_torch)
         }
     }
 }

@@ -39,28 +39,48 @@ pub(crate) fn f32_slice<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Lay
 /// fills it right before `f` runs: `vec![0.0; len]` would zero the whole buffer on the calling
 /// thread (glibc's calloc reuses freed memory with a `memset`), leaving the other cores idle.
 pub(crate) fn par_new(len: usize, chunk: usize, par: bool, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
-    use rayon::prelude::*;
-    use std::mem::MaybeUninit;
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    let fill = |(i, part): (usize, &mut [MaybeUninit<f32>])| {
-        // SAFETY: all-zero bytes are a valid f32 (0.0), so the part is initialised before it is
-        // viewed as `&mut [f32]`.
-        let part = unsafe {
-            std::ptr::write_bytes(part.as_mut_ptr(), 0, part.len());
-            std::slice::from_raw_parts_mut(part.as_mut_ptr() as *mut f32, part.len())
-        };
-        f(i, part)
-    };
-    let spare = &mut v.spare_capacity_mut()[..len];
-    let chunk = chunk.max(1);
-    if par {
-        spare.par_chunks_mut(chunk).enumerate().for_each(fill);
-    } else {
-        spare.chunks_mut(chunk).enumerate().for_each(fill);
-    }
-    // SAFETY: every part, hence every element below `len`, was initialised above.
-    unsafe { v.set_len(len) };
+    let [v] = par_new_n(len, chunk, par, |i, [part]| f(i, part));
     v
+}
+
+/// [`par_new`] for `N` vectors of the same length filled together: `f(i, parts)` gets part `i`
+/// of each.
+pub(crate) fn par_new_n<const N: usize>(len: usize, chunk: usize, par: bool, f: impl Fn(usize, [&mut [f32]; N]) + Sync + Send) -> [Vec<f32>; N] {
+    use rayon::prelude::*;
+    /// The vectors' buffers, shared by the threads; each writes only its own parts.
+    struct Bufs<const N: usize>([*mut f32; N]);
+    // SAFETY: the parts the threads write are disjoint.
+    unsafe impl<const N: usize> Sync for Bufs<N> {}
+    impl<const N: usize> Bufs<N> {
+        fn get(&self, j: usize) -> *mut f32 {
+            self.0[j]
+        }
+    }
+    let mut vs: [Vec<f32>; N] = std::array::from_fn(|_| Vec::with_capacity(len));
+    let bufs: Bufs<N> = Bufs(std::array::from_fn(|j| vs[j].as_mut_ptr()));
+    let chunk = chunk.max(1);
+    let fill = |i: usize| {
+        let (start, n) = (i * chunk, chunk.min(len - i * chunk));
+        // SAFETY: `start + n <= len <= capacity`; part `i` of each buffer is written by this call
+        // only, and zeroed (a valid f32) before it is viewed as `&mut [f32]`.
+        let parts = std::array::from_fn(|j| unsafe {
+            let p = bufs.get(j).add(start);
+            std::ptr::write_bytes(p, 0, n);
+            std::slice::from_raw_parts_mut(p, n)
+        });
+        f(i, parts)
+    };
+    let count = len.div_ceil(chunk);
+    if par {
+        (0..count).into_par_iter().for_each(fill);
+    } else {
+        (0..count).for_each(fill);
+    }
+    for v in &mut vs {
+        // SAFETY: every part, hence every element below `len`, was initialised above.
+        unsafe { v.set_len(len) };
+    }
+    vs
 }
 
 /// Defines a function whose body is compiled twice: for AVX2/FMA, run when the CPU has them (its

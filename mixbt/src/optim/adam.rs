@@ -179,7 +179,6 @@ crate::ops::simd_fn! {
 /// the same arithmetic as the tensor path. Returns false when it does not apply.
 fn fused_cpu_step(var: &candle_core::Var, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, step: u64, lr: f64, c: &AdamConfig) -> Result<bool> {
     use candle_core::{DType, Storage};
-    use rayon::prelude::*;
     let p = var.as_tensor();
     if !p.device().is_cpu() || p.dtype() != DType::F32 || grad.dtype() != DType::F32 {
         return Ok(false);
@@ -193,10 +192,7 @@ fn fused_cpu_step(var: &candle_core::Var, grad: &Tensor, m: &mut Tensor, v: &mut
     let bc2_sqrt = bc2.sqrt() as f32;
     let (eps, wd, decoupled) = (c.eps as f32, c.weight_decay as f32, c.decoupled);
     let decay = (1.0 - lr * c.weight_decay) as f32;
-    let mut new_p = vec![0f32; n];
-    let mut new_m = vec![0f32; n];
-    let mut new_v = vec![0f32; n];
-    {
+    let [new_p, new_m, new_v] = {
         let views = [p, &grad, &*m, &*v].map(|t| t.storage_and_layout());
         let mut sl: Vec<&[f32]> = Vec::with_capacity(4);
         for (s, l) in &views {
@@ -206,18 +202,12 @@ fn fused_cpu_step(var: &candle_core::Var, grad: &Tensor, m: &mut Tensor, v: &mut
         }
         let (ps, gs, ms, vs) = (sl[0], sl[1], sl[2], sl[3]);
         const CH: usize = 1 << 15;
-        new_p
-            .par_chunks_mut(CH)
-            .zip(new_m.par_chunks_mut(CH))
-            .zip(new_v.par_chunks_mut(CH))
-            .enumerate()
-            .for_each(|(k, ((np, nm), nv))| {
-                let o = k * CH;
-                let r = o..o + np.len();
-                let h = AdamHyper { b1, b2, bc2_sqrt, eps, wd, decoupled, decay, step_size };
-                adam_chunk(np, nm, nv, &ps[r.clone()], &gs[r.clone()], &ms[r.clone()], &vs[r], &h);
-            });
-    }
+        let h = AdamHyper { b1, b2, bc2_sqrt, eps, wd, decoupled, decay, step_size };
+        crate::ops::par_new_n(n, CH, true, |k, [np, nm, nv]| {
+            let r = k * CH..k * CH + np.len();
+            adam_chunk(np, nm, nv, &ps[r.clone()], &gs[r.clone()], &ms[r.clone()], &vs[r], &h);
+        })
+    };
     let dims = p.dims().to_vec();
     var.set(&Tensor::from_vec(new_p, dims.as_slice(), p.device())?)?;
     *m = Tensor::from_vec(new_m, dims.as_slice(), p.device())?;

@@ -102,6 +102,8 @@ fn bad_input_gives_clear_errors() {
     assert!(!okk && err.contains("/nonexistent/run"), "{err}");
     let (okk, _, err) = mixbt(&["bench", "train", "--no-torch", "--batches", "0"]);
     assert!(!okk && err.contains("batch size and steps must be at least 1"), "{err}");
+    let (okk, _, err) = mixbt(&["bench", "train", "--no-torch", "--rounds", "0"]);
+    assert!(!okk && err.contains("steps and rounds must be at least 1"), "{err}");
 }
 
 /// `mixbt embed --transform none` on the reference checkpoint saved by PyTorch in the original

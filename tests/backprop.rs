@@ -107,3 +107,35 @@ fn a_variable_shared_by_three_passes_sums_their_gradients() {
         assert!(diff <= 1e-4 * scale, "{name}: gradient of the sum differs from the sum of gradients by {diff} (scale {scale})");
     }
 }
+
+/// Scales by 3 (forward: identity); its backward records the id of the gradient it returns.
+struct Tripled(std::sync::Arc<std::sync::Mutex<Option<candle_core::TensorId>>>);
+
+impl candle_core::CustomOp1 for Tripled {
+    fn name(&self) -> &'static str {
+        "tripled"
+    }
+    fn cpu_fwd(&self, s: &candle_core::CpuStorage, l: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F64(v) = s else { candle_core::bail!("f64 only") };
+        let (a, b) = l.contiguous_offsets().unwrap();
+        Ok((candle_core::CpuStorage::F64(v[a..b].iter().map(|x| 3.0 * x).collect()), l.shape().clone()))
+    }
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let g = (grad_res * 3.0)?;
+        *self.0.lock().unwrap() = Some(g.id());
+        Ok(Some(g))
+    }
+}
+
+#[test]
+fn the_vendored_backward_is_in_use() {
+    // With candle's own `backward` the stored gradient is `zeros + g`, a new tensor; with the
+    // patch (vendor/README.md) it is `g` itself. Fails if `[patch.crates-io]` stops applying.
+    let x = Var::from_vec(vec![1.0f64, -2.0, 0.5], 3, &Device::Cpu).unwrap();
+    let returned = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let y = x.apply_op1(Tripled(returned.clone())).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let gx = grads.get(&x).unwrap();
+    assert_eq!(vals(gx), vec![3.0; 3]);
+    assert_eq!(Some(gx.id()), *returned.lock().unwrap(), "the first gradient was copied: the patched candle-core is not in use");
+}

@@ -91,12 +91,6 @@ impl TrainBench {
     }
 }
 
-/// [`TrainBench`] timed once.
-pub fn train_step(batch: usize, width: f64, steps: usize, warmup: usize, device: &Device) -> Result<Timing> {
-    check_sizes("train", batch, steps)?;
-    TrainBench::new(batch, width, device)?.time(steps, warmup)
-}
-
 /// Forward-only embedding throughput (eval mode, L2-normalised pooled features), kept alive
 /// across rounds.
 pub struct EmbedBench {
@@ -131,12 +125,6 @@ impl EmbedBench {
         }
         Ok(timing("embed", self.batch, times))
     }
-}
-
-/// [`EmbedBench`] timed once.
-pub fn embed(batch: usize, width: f64, steps: usize, warmup: usize, device: &Device) -> Result<Timing> {
-    check_sizes("embed", batch, steps)?;
-    EmbedBench::new(batch, width, device)?.time(steps, warmup)
 }
 
 /// The PyTorch side of `mixbt bench train` as a long-lived subprocess

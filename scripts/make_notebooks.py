@@ -37,14 +37,13 @@ DATA = """// The built-in data set by default; set MIXBT_CIFAR10=<folder with tr
 // (e.g. data/cifar10-jpg) to use the real CIFAR-10 instead.
 fn data_recipe(mut r: Recipe) -> Recipe {
     if let Ok(dir) = std::env::var("MIXBT_CIFAR10") {
-        r.data.kind = DatasetKind::ImageFolder;
-        r.data.dir = Some(dir.into());
-        r.data.view_a = Transform::cifar_train();
-        r.data.view_b = Transform::cifar_train();
-        r.data.eval = Transform::cifar_eval();
-        r.data.train_subset = Some(10_000);
-        r.data.bank_subset = Some(10_000);
-        r.data.test_subset = Some(2_000);
+        r.data = DataConfig {
+            dir: Some(dir.into()),
+            train_subset: Some(10_000),
+            bank_subset: Some(10_000),
+            test_subset: Some(2_000),
+            ..DataConfig::for_kind(DatasetKind::ImageFolder)
+        };
     }
     r
 }"""
@@ -97,7 +96,7 @@ Table::new(df.clone())"""),
     ("Mixed Barlow Twins".to_string(), summary.knn_top1),
 ])?"""),
     md("A 2-D PCA of the test embeddings, coloured by class:"),
-    code("""let test_ds = mixbt::train::open_dataset(&trainer.recipe().data, Split::Test)?;
+    code("""let test_ds = data::open(&trainer.recipe().data, Split::Test)?;
 let classes = test_ds.classes();
 let feats = labelled_features(trainer.encoder(), test_ds, &trainer.recipe().data.eval, 256, 0)?;
 report::pca_svg("test embeddings (PCA)", &feats.features, &feats.labels, &classes)?"""),
@@ -246,9 +245,8 @@ fn run(lambda_reg: f64, lambda_bt: f64) -> mixbt::Result<(f64, f64, f64)> {
     r.data.bank_subset = Some(2000);
     r.batch_size = 64;
     r.epochs = 2;
-    r.loss.lambda_reg = lambda_reg;
+    r.set_lambda_reg(lambda_reg); // λ_reg = 0: plain Barlow Twins, no mixed pass
     r.loss.lambda_bt = lambda_bt;
-    r.is_mixup = lambda_reg != 0.0;
     let mut t = Pretrainer::new(r, PretrainOptions { seed: 0, skip_random_init_knn: true, ..Default::default() })?;
     let s = t.fit()?;
     Ok((s.knn_top1, s.knn_top5, s.final_loss))
@@ -276,7 +274,7 @@ From the presets (the paper's recipes as data) — the numbers the README of the
 """),
     code("""let paper: Vec<(f64, f64)> = presets::all().into_iter()
     .filter(|r| r.name.starts_with("imagenet-r50-300ep"))
-    .map(|r| (if r.is_mixup { r.loss.lambda_reg } else { 0.0 }, r.paper.and_then(|p| p.linear_top1).unwrap_or(f64::NAN)))
+    .map(|r| (r.loss.lambda_reg, r.paper.and_then(|p| p.linear_top1).unwrap_or(f64::NAN)))
     .collect();
 let df = DataFrame::new(paper.len(), vec![
     Column::new("lambda_reg".into(), paper.iter().map(|p| p.0).collect::<Vec<_>>()),
@@ -334,12 +332,7 @@ println!("{} ({} stem, width ×{}), projector {:?}, {} tensors", cfg.backbone.ar
     md("Embed the test images and run the weighted k-NN (bank: train split, eval transform):"),
     code("""let mut r = data_recipe(presets::quickstart());
 r.data.bank_subset = Some(r.data.bank_subset.unwrap_or(4000));
-let bank_ds = mixbt::train::open_dataset(&mixbt::train::DataConfig { train_subset: r.data.bank_subset, ..r.data.clone() }, Split::Train)?;
-let test_ds = mixbt::train::open_dataset(&r.data, Split::Test)?;
-let classes = test_ds.classes();
-let bank = labelled_features(&enc, bank_ds, &r.data.eval, 256, 0)?;
-let test = labelled_features(&enc, test_ds, &r.data.eval, 256, 0)?;
-let knn = knn_accuracy(&bank, &test, &KnnConfig::default())?;
+let knn = knn_eval(&enc, &r.data, &KnnConfig::default(), 0)?;
 println!("k-NN top-1 {:.2}%, top-5 {:.2}% on {} test images", knn.top1, knn.top5, knn.n_test);"""),
     code("""let file = reference.rsplit('/').next().unwrap_or("").to_string();
 let paper = reg.checkpoints.iter().find(|c| c.file == file).and_then(|c| c.knn_top1);
@@ -348,7 +341,10 @@ let mut bars = vec![("this notebook".to_string(), knn.top1)];
 if let Some(p) = paper { bars.push(("paper (CIFAR-10 test)".to_string(), p)); }
 if !on_cifar { println!("(k-NN on the built-in data set: a CIFAR model meets data it never saw; set MIXBT_CIFAR10 for the paper's protocol)"); }
 report::bars_svg("k-NN top-1", "accuracy %", &bars)?"""),
-    code("""report::pca_svg("test embeddings of the pulled model (PCA)", &test.features, &test.labels, &classes)?"""),
+    code("""let test_ds = data::open(&r.data, Split::Test)?;
+let classes = test_ds.classes();
+let test = labelled_features(&enc, test_ds, &r.data.eval, 256, 0)?;
+report::pca_svg("test embeddings of the pulled model (PCA)", &test.features, &test.labels, &classes)?"""),
 ])
 
 for name, nb in [("01-quickstart", nb1), ("02-mixed-barlow-twins-step-by-step", nb2), ("03-lambda-ablation", nb3), ("04-pretrained-from-the-hub", nb4)]:

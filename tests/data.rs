@@ -8,6 +8,9 @@ use image::{Rgb, RgbImage};
 use mixbt::data::augment::{self, Interp, Op, Transform};
 use mixbt::data::{self, cifar, parquet, stl10, Dataset, DatasetKind, DynDataset, Loader, LoaderConfig, Split};
 use rand::SeedableRng;
+
+mod common;
+use common::fixtures;
 use rand_chacha::ChaCha8Rng;
 
 fn synthetic(w: u32, h: u32, seed: u64) -> RgbImage {
@@ -25,11 +28,11 @@ fn cifar10_binary_round_trip() {
     let mut all = vec![];
     for b in 1..=5 {
         let imgs: Vec<(RgbImage, u8)> = (0..3).map(|i| (synthetic(32, 32, b * 10 + i), ((b + i) % 10) as u8)).collect();
-        cifar::write_cifar10_batch(&d.join(format!("data_batch_{b}.bin")), &imgs).unwrap();
+        fixtures::write_cifar10_batch(&d.join(format!("data_batch_{b}.bin")), &imgs).unwrap();
         all.extend(imgs);
     }
     let test: Vec<(RgbImage, u8)> = (0..4).map(|i| (synthetic(32, 32, 100 + i), i as u8)).collect();
-    cifar::write_cifar10_batch(&d.join("test_batch.bin"), &test).unwrap();
+    fixtures::write_cifar10_batch(&d.join("test_batch.bin"), &test).unwrap();
     let tr = cifar::Cifar10::open(dir.path(), Split::Train).unwrap();
     assert_eq!(tr.len(), 15);
     for (i, (im, l)) in all.iter().enumerate() {
@@ -48,8 +51,8 @@ fn cifar100_fine_and_coarse() {
     let d = dir.path().join("cifar-100-binary");
     std::fs::create_dir_all(&d).unwrap();
     let imgs: Vec<(RgbImage, u8, u8)> = (0..5).map(|i| (synthetic(32, 32, i), (i % 20) as u8, (i * 17 % 100) as u8)).collect();
-    cifar::write_cifar100_file(&d.join("train.bin"), &imgs).unwrap();
-    cifar::write_cifar100_file(&d.join("test.bin"), &imgs[..2]).unwrap();
+    fixtures::write_cifar100_file(&d.join("train.bin"), &imgs).unwrap();
+    fixtures::write_cifar100_file(&d.join("test.bin"), &imgs[..2]).unwrap();
     let fine = cifar::Cifar100::open(dir.path(), Split::Train, cifar::CifarLabel::Fine).unwrap();
     let coarse = cifar::Cifar100::open(dir.path(), Split::Train, cifar::CifarLabel::Coarse).unwrap();
     for (i, (im, c, f)) in imgs.iter().enumerate() {
@@ -65,7 +68,7 @@ fn cifar100_fine_and_coarse() {
 fn truncated_binary_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    cifar::write_cifar10_batch(&d.join("test_batch.bin"), &[(synthetic(32, 32, 1), 1)]).unwrap();
+    fixtures::write_cifar10_batch(&d.join("test_batch.bin"), &[(synthetic(32, 32, 1), 1)]).unwrap();
     let bytes = std::fs::read(d.join("test_batch.bin")).unwrap();
     std::fs::write(d.join("test_batch.bin"), &bytes[..bytes.len() - 100]).unwrap();
     let err = cifar::Cifar10::open(d, Split::Test).err().unwrap().to_string();
@@ -93,9 +96,9 @@ fn stl10_round_trip_and_splits() {
     std::fs::create_dir_all(&d).unwrap();
     let train: Vec<(RgbImage, usize)> = (0..3).map(|i| (synthetic(96, 96, i), i as usize * 3)).collect();
     let unl: Vec<(RgbImage, usize)> = (0..2).map(|i| (synthetic(96, 96, 50 + i), 0)).collect();
-    stl10::write_stl10(&d.join("train_X.bin"), Some(&d.join("train_y.bin")), &train).unwrap();
-    stl10::write_stl10(&d.join("test_X.bin"), Some(&d.join("test_y.bin")), &train[..1]).unwrap();
-    stl10::write_stl10(&d.join("unlabeled_X.bin"), None, &unl).unwrap();
+    fixtures::write_stl10(&d.join("train_X.bin"), Some(&d.join("train_y.bin")), &train).unwrap();
+    fixtures::write_stl10(&d.join("test_X.bin"), Some(&d.join("test_y.bin")), &train[..1]).unwrap();
+    fixtures::write_stl10(&d.join("unlabeled_X.bin"), None, &unl).unwrap();
     let tr = stl10::Stl10::open(dir.path(), stl10::Stl10Split::Train).unwrap();
     assert_eq!(tr.len(), 3);
     assert_eq!(tr.image(2).unwrap(), train[2].0);
@@ -145,13 +148,13 @@ fn image_folder_labelled_unlabelled_and_errors() {
     let cfg = data::ImageFolderConfig { skip_corrupt: true };
     let f: DynDataset = Arc::new(data::ImageFolder::open(&root, cfg).unwrap());
     let lc = LoaderConfig { batch_size: 4, shuffle: false, drop_last: false, seed: 0, workers: 1, prefetch: 1 };
-    let loader = Loader::single(f.clone(), Transform::normalize_only(augment::stats::CIFAR), lc.clone(), &candle_core::Device::Cpu).unwrap();
+    let loader = Loader::single(f.clone(), Transform::normalize_only(augment::norm::CIFAR), lc.clone(), &candle_core::Device::Cpu).unwrap();
     let b: Vec<_> = loader.epoch(0, 0).collect::<mixbt::Result<Vec<_>>>().unwrap();
     assert_eq!(b[0].images.dims(), [4, 3, 8, 8]);
     assert_eq!(f.skipped(), 1);
     // Without skip_corrupt, the loader reports the file.
     let f: DynDataset = Arc::new(data::ImageFolder::open(&root, Default::default()).unwrap());
-    let loader = Loader::single(f, Transform::normalize_only(augment::stats::CIFAR), lc, &candle_core::Device::Cpu).unwrap();
+    let loader = Loader::single(f, Transform::normalize_only(augment::norm::CIFAR), lc, &candle_core::Device::Cpu).unwrap();
     let err = loader.epoch(0, 0).find_map(|b| b.err()).unwrap().to_string();
     assert!(err.contains("c.jpg"), "{err}");
 }
@@ -163,8 +166,8 @@ fn parquet_reader_hf_layout_and_errors() {
     std::fs::create_dir_all(&d).unwrap();
     let imgs: Vec<(RgbImage, usize)> = (0..6).map(|i| (synthetic(32, 32, i), (i % 3) as usize)).collect();
     let names: Vec<String> = ["airplane", "automobile", "bird"].iter().map(|s| s.to_string()).collect();
-    parquet::write_hf_parquet(&d.join("train-00000-of-00001.parquet"), "img", &imgs, Some(&names)).unwrap();
-    parquet::write_hf_parquet(&d.join("test-00000-of-00001.parquet"), "img", &imgs[..2], Some(&names)).unwrap();
+    fixtures::write_hf_parquet(&d.join("train-00000-of-00001.parquet"), "img", &imgs, Some(&names)).unwrap();
+    fixtures::write_hf_parquet(&d.join("test-00000-of-00001.parquet"), "img", &imgs[..2], Some(&names)).unwrap();
     let tr = parquet::ParquetDataset::open_split(dir.path(), Split::Train, Default::default()).unwrap();
     assert_eq!(tr.len(), 6);
     assert_eq!(tr.image(4).unwrap(), imgs[4].0);
@@ -173,7 +176,9 @@ fn parquet_reader_hf_layout_and_errors() {
     let te = parquet::ParquetDataset::open_split(dir.path(), Split::Test, Default::default()).unwrap();
     assert_eq!(te.len(), 2);
     // Through the generic opener.
-    let ds = data::open(DatasetKind::Parquet, Some(dir.path()), Split::Train, false).unwrap();
+    let mut cfg = data::DataConfig::for_kind(DatasetKind::Parquet);
+    cfg.dir = Some(dir.path().to_path_buf());
+    let ds = data::open(&cfg, Split::Train).unwrap();
     assert_eq!(ds.len(), 6);
     // A parquet file without an image column.
     let bad = dir.path().join("bad.parquet");
@@ -263,7 +268,7 @@ fn augmentations_match_pil_and_torchvision() {
                 let i = if name.ends_with("bilinear") { Interp::Bilinear } else { Interp::Bicubic };
                 augment::resize(&augment::crop(&src, u("top"), u("left"), u("height"), u("width")), u("size"), u("size"), i)
             }
-            "resize_shorter" => Transform::new(vec![Op::Resize { size: u("size"), interp: Interp::Bicubic }], augment::stats::CIFAR)
+            "resize_shorter" => Transform::new(vec![Op::Resize { size: u("size"), interp: Interp::Bicubic }], augment::norm::CIFAR)
                 .augment(&src, &mut ChaCha8Rng::seed_from_u64(0)),
             "center_crop" => augment::center_crop(&src, u("size")),
             "brightness" => augment::adjust_brightness(src.clone(), f("factor") as f32),
@@ -321,12 +326,12 @@ fn random_resized_crop_statistics() {
 #[test]
 fn flip_rate_jitter_identity_grayscale_and_hue() {
     let img = synthetic(16, 16, 9);
-    let flip = Transform::new(vec![Op::RandomHorizontalFlip { p: 0.5 }], augment::stats::CIFAR);
+    let flip = Transform::new(vec![Op::RandomHorizontalFlip { p: 0.5 }], augment::norm::CIFAR);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let flipped = (0..4000).filter(|_| flip.augment(&img, &mut rng) != img).count();
     assert!((flipped as f64 / 4000.0 - 0.5).abs() < 0.03, "flip rate {flipped}/4000");
     // ColorJitter at zero strength is the identity (always applied, p = 1).
-    let zero = Transform::new(vec![Op::ColorJitter { p: 1.0, brightness: 0.0, contrast: 0.0, saturation: 0.0, hue: 0.0 }], augment::stats::CIFAR);
+    let zero = Transform::new(vec![Op::ColorJitter { p: 1.0, brightness: 0.0, contrast: 0.0, saturation: 0.0, hue: 0.0 }], augment::norm::CIFAR);
     assert_eq!(zero.augment(&img, &mut rng), img);
     // Grayscale: PIL's L = round((19595 R + 38470 G + 7471 B) / 65536) on every pixel, 3 equal channels.
     let g = augment::grayscale(&img);

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use mixbt::hub::{self, push, HubConfig, HubRef, RepoKind};
 use mixbt_hub_server::{Faults, HubServer, ServerConfig};
 
@@ -107,7 +109,7 @@ fn push_then_pull_round_trip() {
         let s = HubServer::start(ServerConfig { token: Some(TOKEN.into()), user: "tester".into(), multipart_chunk: multipart }).unwrap();
         let cache = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
-        let conv = hub::convert::convert(&fixture("tiny_r18_cifar.pth"), "tiny_r18_cifar.pth", out.path()).unwrap();
+        let conv = mixbt::ckpt::convert::convert(&fixture("tiny_r18_cifar.pth"), "tiny_r18_cifar.pth", out.path()).unwrap();
         assert_eq!(conv.contents, "full");
         assert_eq!(conv.skipped_keys.len(), 18, "thop keys of a ResNet-18 Model");
         let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
@@ -142,13 +144,13 @@ fn push_then_pull_round_trip() {
 
 #[test]
 fn hub_datasets_as_parquet() {
-    use mixbt::data::{parquet, Split};
+    use mixbt::data::Split;
     let s = server();
     let dir = tempfile::tempdir().unwrap();
     let imgs: Vec<(image::RgbImage, usize)> = (0..5).map(|i| (image::RgbImage::from_pixel(32, 32, image::Rgb([i as u8 * 40, 0, 0])), i % 2)).collect();
     for (split, n) in [("train", 5), ("test", 2)] {
         let p = dir.path().join(format!("{split}.parquet"));
-        parquet::write_hf_parquet(&p, "img", &imgs[..n], None).unwrap();
+        common::fixtures::write_hf_parquet(&p, "img", &imgs[..n], None).unwrap();
         s.add_file("dataset", "uoft-cs/cifar10", &format!("plain_text/{split}-00000-of-00001.parquet"), std::fs::read(&p).unwrap());
     }
     s.add_file("dataset", "uoft-cs/cifar10", "README.md", b"# cifar".to_vec());
@@ -156,12 +158,12 @@ fn hub_datasets_as_parquet() {
     let c = cfg(&s, cache.path(), false);
     let files = hub::list_files(RepoKind::Dataset, "uoft-cs/cifar10", "main", &c).unwrap();
     assert_eq!(files.len(), 3);
-    let tr = hub::datasets::open_hub_dataset_with("uoft-cs/cifar10", Split::Train, false, &c).unwrap();
+    let tr = mixbt::data::hub::open_hub_dataset_with("uoft-cs/cifar10", Split::Train, false, &c).unwrap();
     assert_eq!(tr.len(), 5);
     assert_eq!(tr.image(3).unwrap(), imgs[3].0);
-    let te = hub::datasets::open_hub_dataset_with("uoft-cs/cifar10", Split::Test, false, &c).unwrap();
+    let te = mixbt::data::hub::open_hub_dataset_with("uoft-cs/cifar10", Split::Test, false, &c).unwrap();
     assert_eq!(te.len(), 2);
-    let err = hub::datasets::open_hub_dataset_with("org/none", Split::Train, false, &c).err().unwrap().to_string();
+    let err = mixbt::data::hub::open_hub_dataset_with("org/none", Split::Train, false, &c).err().unwrap().to_string();
     assert!(err.contains("404"), "{err}");
 }
 

@@ -162,6 +162,15 @@ fn readme_formula_differs_from_imagenet_code() {
     let inet = MixedBarlowTwins { variant: MixVariant::ImageNet, ..readme };
     let q = inet.compute(&a, &b, &m, &r.perm, r.lam).unwrap();
     assert_rel("reg_ma same", s(&q.reg_ma), s(&p.reg_ma), 1e-12);
+    // The quirk: the ImageNet code's C^MB_gt (α·Z_Bᵀ Z_B first term) gives a far larger reg_mb.
+    assert_rel("reg_mb ImageNet code", s(&q.reg_mb), 62.69, 1e-3);
+    assert!(s(&q.reg_mb) > 30.0 * s(&p.reg_mb));
+    // Each variant's weight on reg_ma + reg_mb, and their ratio of 2.
+    let w_small = s(&p.loss_reg) / (s(&p.reg_ma) + s(&p.reg_mb));
+    let w_inet = s(&q.loss_reg) / (s(&q.reg_ma) + s(&q.reg_mb));
+    assert_rel("Small weight λ_reg·λ_BT", w_small, 1.0 * 0.0051, 1e-12);
+    assert_rel("ImageNet weight 0.5·λ_BT·λ_reg", w_inet, 0.5 * 0.0051 * 1.0, 1e-12);
+    assert_rel("weight ratio", w_small / w_inet, 2.0, 1e-12);
 }
 
 #[test]

@@ -300,3 +300,43 @@ fn max_pool_forward_and_backward() {
         assert!(g.iter().all(|v| *v >= 0.0 && v.fract() == 0.0));
     }
 }
+
+/// Model construction errors are `Error::Field` and name the config field, whatever layer finds it.
+#[test]
+fn invalid_configs_name_their_field() {
+    let field = |cfg: &EncoderConfig| -> (String, String) {
+        let store = ParamStore::new(0, DType::F32, &Device::Cpu);
+        match encoder(cfg, store.var_builder()) {
+            Err(e @ mixbt::Error::Field { .. }) => {
+                let msg = e.to_string();
+                let mixbt::Error::Field { field, .. } = e else { unreachable!() };
+                (field, msg)
+            }
+            Err(e) => panic!("expected a field error, got {e:?}"),
+            Ok(_) => panic!("built an encoder from {cfg:?}"),
+        }
+    };
+    let good = EncoderConfig::small(Arch::R18, Stem::Cifar, 32, 0.0625);
+    for w in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let mut c = good.clone();
+        c.backbone.width = w;
+        let (f, msg) = field(&c);
+        assert_eq!(f, "backbone.width", "{msg}");
+        assert!(msg.contains("`backbone.width`") && msg.contains(&w.to_string()), "{msg}");
+    }
+    let mut c = good.clone();
+    c.projector.sizes[0] = 7;
+    let (f, msg) = field(&c);
+    assert_eq!(f, "projector.sizes[0]");
+    assert!(msg.contains('7') && msg.contains(&good.feature_dim().to_string()), "{msg}");
+    let mut c = good.clone();
+    c.projector.sizes.truncate(1);
+    assert_eq!(field(&c).0, "projector.sizes");
+    let mut c = good.clone();
+    c.projector.sizes[1] = 0;
+    assert_eq!(field(&c).0, "projector.sizes[1]");
+    // with_width keeps the projector's input equal to the backbone's feature size.
+    let w = good.clone().with_width(0.25);
+    assert_eq!(w.projector.sizes, vec![w.feature_dim(), 512, 32]);
+    encoder(&w, ParamStore::new(0, DType::F32, &Device::Cpu).var_builder()).unwrap();
+}

@@ -304,3 +304,20 @@ fn channel_affine_matches_candle() {
         }
     }
 }
+
+/// The fused ReLUs propagate NaN as PyTorch's `relu` does (a NaN must not become a silent 0).
+#[test]
+fn fused_relus_keep_nan() {
+    let dev = Device::Cpu;
+    let v = vec![f32::NAN, -1.0, 2.0, 0.5, -0.25, 3.0, f32::NAN, 1.0];
+    let x = Tensor::from_vec(v.clone(), (1, 2, 2, 2), &dev).unwrap();
+    let zero = x.zeros_like().unwrap();
+    let y: Vec<f32> = mixbt::ops::add_relu(&x, &zero).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let want = |v: &[f32]| v.iter().map(|&a| if a < 0.0 { 0.0 } else { a }).collect::<Vec<f32>>();
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| p == q || (p.is_nan() && q.is_nan()));
+    assert!(same(&y, &want(&v)), "add_relu {y:?}");
+    let (one, nil) = (Tensor::ones(2, DType::F32, &dev).unwrap(), Tensor::zeros(2, DType::F32, &dev).unwrap());
+    let y: Vec<f32> = mixbt::ops::channel_affine(&x, &one, &nil, true).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert!(same(&y, &want(&v)), "channel_affine {y:?}");
+    assert!(y[0].is_nan() && y[6].is_nan() && y[1] == 0.0);
+}

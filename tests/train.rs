@@ -94,13 +94,27 @@ fn lambda_reg_override_and_plain_barlow_twins() {
 
 #[test]
 fn imagenet_recipe_ramps_lambda_reg() {
-    let mut r = common::tiny_recipe(64, 20);
+    // 32 images, batch 16: 2 steps per epoch, so the 10-epoch ramp spans 20 steps.
+    let mut r = common::tiny_recipe(32, 20);
     r.lambda_reg_warmup_epochs = Some(10);
-    r.loss.lambda_reg = 2.0;
-    let t = Pretrainer::new(r, opts(None)).unwrap();
-    assert_eq!(t.lambda_reg(), 0.0, "step 0 of the ramp");
-    let lrs = t.lrs_at(0);
-    assert_eq!(lrs.len(), 1);
+    r.set_lambda_reg(2.0);
+    let mut t = Pretrainer::new(r, opts(None)).unwrap();
+    assert_eq!(t.steps_per_epoch(), 2);
+    assert_eq!(t.lrs_at(0).len(), 1);
+    // adjust_mixup_scale: λ·step / (10·len(loader)) below the warm-up, then λ.
+    let ramp = |step: usize| if step < 20 { 2.0 * step as f64 / 20.0 } else { 2.0 };
+    for step in 0..24 {
+        assert_eq!(t.lambda_reg(), ramp(step), "λ_reg in force at step {step}");
+        let s = t.step().unwrap();
+        assert_eq!(s.lambda_reg, ramp(step), "history row of step {step}");
+        assert!(s.alpha.is_finite(), "the mixed pass runs from step 0, even at λ_reg 0");
+    }
+    assert_eq!(t.lambda_reg(), 2.0);
+    // An override wins over the ramp, and `None` returns to it.
+    t.set_lambda_reg(Some(0.5));
+    assert_eq!(t.lambda_reg(), 0.5);
+    t.set_lambda_reg(None);
+    assert_eq!(t.lambda_reg(), 2.0);
 }
 
 /// Brute-force weighted k-NN, written from the description of main.py's test().
@@ -149,4 +163,61 @@ fn knn_matches_brute_force() {
         assert!((acc.top1 - want_acc).abs() < 1e-9);
         assert!(acc.top5 >= acc.top1);
     }
+}
+
+#[test]
+fn a_shape_error_during_a_step_is_reported_as_such() {
+    let mut t = Pretrainer::new(common::tiny_recipe(64, 1), opts(None)).unwrap();
+    // One-channel images: the stem convolution cannot take them.
+    let bad = Tensor::zeros((16, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    let err = t.step_on(&bad, &bad).unwrap_err();
+    let msg = err.to_string();
+    assert!(!matches!(err, mixbt::Error::NonFinite(_) | mixbt::Error::ZeroVariance(_)), "{msg}");
+    assert!(msg.contains("[16, 1, 32, 32]"), "the message gives the mismatched shape: {msg}");
+    assert!(!msg.contains("NaN") && !msg.contains("non-finite"), "{msg}");
+    // Views of different batch sizes: a shape error from the loss, not a NaN.
+    let a = Tensor::randn(0f32, 1.0, (16, 3, 32, 32), &Device::Cpu).unwrap();
+    let b = Tensor::randn(0f32, 1.0, (8, 3, 32, 32), &Device::Cpu).unwrap();
+    let err = t.step_on(&a, &b).unwrap_err();
+    assert!(!matches!(err, mixbt::Error::NonFinite(_) | mixbt::Error::ZeroVariance(_)), "{err}");
+    assert_eq!(t.steps_done(), 0, "a failed step is not counted");
+}
+
+#[test]
+fn recipes_round_trip_through_files_and_decide_is_mixup_in_one_place() {
+    let dir = tempfile::tempdir().unwrap();
+    for r in mixbt::train::presets::all() {
+        assert_eq!(r.is_mixup, r.loss.lambda_reg != 0.0, "{}", r.name);
+        let p = dir.path().join(format!("{}.json", r.name));
+        std::fs::write(&p, r.to_json().unwrap()).unwrap();
+        assert_eq!(mixbt::train::Recipe::from_file(&p).unwrap(), r, "{}", r.name);
+    }
+    let mut r = mixbt::train::presets::quickstart();
+    r.set_lambda_reg(0.0);
+    assert!(!r.is_mixup && r.loss.lambda_reg == 0.0);
+    r.set_lambda_reg(0.25);
+    assert!(r.is_mixup && r.loss.lambda_reg == 0.25);
+    // A run folder stands for its recipe.json; a broken file names itself.
+    std::fs::write(dir.path().join("recipe.json"), r.to_json().unwrap()).unwrap();
+    assert_eq!(mixbt::train::Recipe::from_file(dir.path()).unwrap(), r);
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"name\": 3}").unwrap();
+    let msg = mixbt::train::Recipe::from_file(&bad).unwrap_err().to_string();
+    assert!(msg.contains("bad.json") && msg.contains("not a mixbt recipe"), "{msg}");
+}
+
+#[test]
+fn knn_eval_opens_the_recipe_data_once_and_matches_the_pretrainer() {
+    let mut r = common::tiny_recipe(64, 1);
+    r.data.bank_subset = Some(48);
+    r.data.test_subset = Some(30);
+    let t = Pretrainer::new(r.clone(), opts(None)).unwrap();
+    // data::open honours the built-in set's config and the subsets.
+    assert_eq!(mixbt::data::open(&r.data, mixbt::data::Split::Train).unwrap().len(), 64);
+    assert_eq!(mixbt::data::open_bank(&r.data).unwrap().len(), 48);
+    assert_eq!(mixbt::data::open(&r.data, mixbt::data::Split::Test).unwrap().len(), 30);
+    let a = t.knn().unwrap();
+    let b = mixbt::eval::knn_eval(t.encoder(), &r.data, &r.knn, 1).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.n_test, 30);
 }

@@ -21,6 +21,10 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A field of a configuration (`backbone.width`, `projector.sizes`, …) has a value the model
+    /// cannot be built with.
+    #[error("invalid configuration: `{field}` {msg}")]
+    Field { field: String, msg: String },
     /// A batch column has zero variance, so the Barlow Twins standardisation would divide by zero.
     #[error("{0}")]
     ZeroVariance(String),
@@ -49,6 +53,10 @@ impl Error {
     /// A format error on `path`.
     pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
         Error::Format { path: path.as_ref().to_path_buf(), msg: msg.into() }
+    }
+    /// An invalid value of configuration field `field`.
+    pub fn field(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Field { field: field.into(), msg: msg.into() }
     }
     pub fn msg(msg: impl Into<String>) -> Self {
         Error::Msg(msg.into())

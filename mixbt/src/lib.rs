@@ -14,21 +14,57 @@
 //! let summary = trainer.fit()?;           // the rest of the recipe, with k-NN
 //! # Ok::<(), mixbt::Error>(())
 //! ```
+//!
+//! ## Layers
+//!
+//! The modules form layers; a module imports only from the layers below it (never from one
+//! above, so there is no import cycle). Bottom to top:
+//!
+//! | layer | module | what it holds |
+//! |---|---|---|
+//! | 0 | [`error`], [`rng`] | the error type; small deterministic RNGs |
+//! | 1 | [`io`] | atomic writes, safetensors, CSV/parquet tables |
+//! | 2 | [`hub`] | the Hub client: references, cache, pull, push of files (no model knowledge) |
+//! | 3 | [`ops`] | CPU kernels as candle custom ops (GEMM, conv, BN, Adam) |
+//! | 4 | [`params`] | [`ParamStore`](params::ParamStore): named, seeded tensors |
+//! | 5 | [`model`] | ResNet, projector, [`Encoder`](model::Encoder) |
+//! | 6 | [`loss`] | the (Mixed) Barlow Twins loss as plain functions |
+//! | 7 | [`data`] | readers, [`DataConfig`](data::DataConfig) and [`data::open`], augmentations, loader |
+//! | 8 | [`optim`] | optimisers and schedules |
+//! | 9 | [`ckpt`] | model and checkpoint files, the `.pth` import, conversion and model cards |
+//! | 10 | [`eval`] | features, k-NN ([`eval::knn_eval`]), linear probes |
+//! | 11 | [`train`] | recipes and presets, the [`Pretrainer`](train::Pretrainer), history, checkpoints |
+//! | 12 | [`report`] | tables and charts for notebooks and `--plots` |
+//!
+//! Benchmarks are not part of the library: they live in the `mixbt` binary (`mixbt bench`).
 
-pub mod bench;
-pub mod ckpt;
-pub mod data;
+// The layers, bottom to top (see the module docs above; `tests/layers.rs` checks the order).
 pub mod error;
-pub mod eval;
-pub mod hub;
-pub mod loss;
-pub mod model;
-pub mod ops;
-pub mod optim;
-pub mod params;
-pub mod report;
 pub mod rng;
+
+pub mod io;
+
+pub mod hub;
+
+pub mod ops;
+
+pub mod params;
+
+pub mod model;
+
+pub mod loss;
+
+pub mod data;
+
+pub mod optim;
+
+pub mod ckpt;
+
+pub mod eval;
+
 pub mod train;
+
+pub mod report;
 
 pub use error::{Error, Result};
 
@@ -37,8 +73,8 @@ pub use {candle_core, candle_nn, image, polars, rand, rand_chacha};
 
 /// Everything a notebook needs.
 pub mod prelude {
-    pub use crate::data::{self, augment, Dataset, DatasetKind, Loader, LoaderConfig, Split, Transform};
-    pub use crate::eval::{knn_accuracy, labelled_features, linear_probe, KnnConfig, KnnResult, LinearProbeConfig};
+    pub use crate::data::{self, augment, DataConfig, Dataset, DatasetKind, Loader, LoaderConfig, Split, Transform};
+    pub use crate::eval::{knn_accuracy, knn_eval, labelled_features, linear_probe, KnnConfig, KnnResult, LinearProbeConfig};
     pub use crate::loss::{mix_batch, sample_mix, LossParts, MixVariant, MixedBarlowTwins};
     pub use crate::model::{encoder, Arch, Encoder, EncoderConfig, Stem};
     pub use crate::params::ParamStore;

@@ -115,13 +115,13 @@ impl ParamStore {
 
     /// Save every tensor as safetensors, atomically (temporary file + rename).
     pub fn save_safetensors(&self, path: &Path, metadata: Option<BTreeMap<String, String>>) -> Result<()> {
-        crate::ckpt::write_safetensors(path, &self.tensors(), metadata)
+        crate::io::write_safetensors(path, &self.tensors(), metadata)
     }
 
     /// Load every tensor of the store from a safetensors file. Missing, unexpected or mis-shaped
     /// names are reported together in one error.
     pub fn load_safetensors(&self, path: &Path) -> Result<()> {
-        let map = crate::ckpt::read_safetensors(path, &Device::Cpu)?;
+        let map = crate::io::read_safetensors(path, &Device::Cpu)?;
         self.load_map(&map).map_err(|e| match e {
             Error::Checkpoint(m) => Error::format(path, m),
             e => e,
@@ -130,7 +130,7 @@ impl ParamStore {
 
     /// Load from a map, checking that the names and shapes are exactly the store's.
     pub fn load_map(&self, map: &BTreeMap<String, Tensor>) -> Result<()> {
-        crate::ckpt::check_keys(self, map)?;
+        check_keys(self, map)?;
         for (k, v) in map {
             self.set(k, v)?;
         }
@@ -208,4 +208,42 @@ impl SimpleBackend for ParamStore {
     fn contains_tensor(&self, name: &str) -> bool {
         self.inner.lock().unwrap().vars.contains_key(name)
     }
+}
+
+/// Check that `map` has exactly the store's names with the same shapes; one error lists every
+/// missing, unexpected and mis-shaped key.
+pub fn check_keys(store: &ParamStore, map: &BTreeMap<String, Tensor>) -> Result<()> {
+    let mut missing = vec![];
+    let mut mis = vec![];
+    for (name, var) in store.all() {
+        match map.get(&name) {
+            None => missing.push(name),
+            Some(t) if t.dims() != var.dims() => {
+                mis.push(format!("{name} (file {:?}, model {:?})", t.dims(), var.dims()))
+            }
+            _ => {}
+        }
+    }
+    let unexpected: Vec<String> = map.keys().filter(|k| store.get(k).is_none()).cloned().collect();
+    if missing.is_empty() && unexpected.is_empty() && mis.is_empty() {
+        return Ok(());
+    }
+    let mut msg = String::from("checkpoint does not match the model:");
+    let list = |v: &[String]| {
+        let mut s = v.iter().take(12).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 12 {
+            s.push_str(&format!(", … ({} in all)", v.len()));
+        }
+        s
+    };
+    if !missing.is_empty() {
+        msg.push_str(&format!("\n  missing keys: {}", list(&missing)));
+    }
+    if !unexpected.is_empty() {
+        msg.push_str(&format!("\n  unexpected keys: {}", list(&unexpected)));
+    }
+    if !mis.is_empty() {
+        msg.push_str(&format!("\n  mis-shaped keys: {}", list(&mis)));
+    }
+    Err(Error::Checkpoint(msg))
 }

@@ -1,119 +1,42 @@
-//! Checkpoint files: safetensors I/O (atomic writes), key checking, and the PyTorch `.pth` import.
+//! Model and checkpoint files: mixbt model files (safetensors + encoder config), the layout of
+//! checkpoint folders, the PyTorch `.pth` import, and conversion for the Hub (model cards).
 
+pub mod convert;
 pub mod torch;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
+use crate::io::{atomic_write, read_safetensors, read_safetensors_metadata};
 use crate::params::ParamStore;
 use crate::{Error, Result};
 
-/// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
-/// A crash leaves either the old file or the new one, never a half-written file.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let res = (|| -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
+/// File names inside a checkpoint folder `checkpoints/step-00000123/`.
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "state.json";
+/// The file in `checkpoints/` naming the newest complete checkpoint folder.
+pub const LATEST: &str = "latest";
+
+/// A checkpoint folder from a checkpoint folder, a run folder or its `checkpoints/` folder.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join(STATE_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    for root in [path.join("checkpoints"), path.to_path_buf()] {
+        let latest = root.join(LATEST);
+        if latest.is_file() {
+            let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
+            let dir = root.join(name.trim());
+            if dir.join(STATE_FILE).is_file() {
+                return Ok(dir);
             }
-        }
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
-}
-
-/// The temporary name used while `path` is being written.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Serialise tensors (any device) to safetensors bytes, with optional string metadata.
-pub fn safetensors_bytes(tensors: &BTreeMap<String, Tensor>, metadata: Option<BTreeMap<String, String>>) -> Result<Vec<u8>> {
-    let cpu: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
-        .collect::<Result<_>>()?;
-    let meta: Option<HashMap<String, String>> = metadata.map(|m| m.into_iter().collect());
-    safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), meta)
-        .map_err(|e| Error::msg(format!("safetensors serialisation: {e}")))
-}
-
-/// Write tensors as a safetensors file, atomically.
-pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>, metadata: Option<BTreeMap<String, String>>) -> Result<()> {
-    atomic_write(path, &safetensors_bytes(tensors, metadata)?)
-}
-
-/// Read every tensor of a safetensors file onto `device`.
-pub fn read_safetensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let t = candle_core::safetensors::Load::load(&view, device)
-            .map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
-        out.insert(name, t);
-    }
-    Ok(out)
-}
-
-/// Metadata strings of a safetensors file.
-pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
-    Ok(meta.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default())
-}
-
-/// Check that `map` has exactly the store's names with the same shapes; one error lists every
-/// missing, unexpected and mis-shaped key.
-pub fn check_keys(store: &ParamStore, map: &BTreeMap<String, Tensor>) -> Result<()> {
-    let mut missing = vec![];
-    let mut mis = vec![];
-    for (name, var) in store.all() {
-        match map.get(&name) {
-            None => missing.push(name),
-            Some(t) if t.dims() != var.dims() => {
-                mis.push(format!("{name} (file {:?}, model {:?})", t.dims(), var.dims()))
-            }
-            _ => {}
+            return Err(Error::format(&latest, format!("points to `{}`, which is not a complete checkpoint", name.trim())));
         }
     }
-    let unexpected: Vec<String> = map.keys().filter(|k| store.get(k).is_none()).cloned().collect();
-    if missing.is_empty() && unexpected.is_empty() && mis.is_empty() {
-        return Ok(());
-    }
-    let mut msg = String::from("checkpoint does not match the model:");
-    let list = |v: &[String]| {
-        let mut s = v.iter().take(12).cloned().collect::<Vec<_>>().join(", ");
-        if v.len() > 12 {
-            s.push_str(&format!(", … ({} in all)", v.len()));
-        }
-        s
-    };
-    if !missing.is_empty() {
-        msg.push_str(&format!("\n  missing keys: {}", list(&missing)));
-    }
-    if !unexpected.is_empty() {
-        msg.push_str(&format!("\n  unexpected keys: {}", list(&unexpected)));
-    }
-    if !mis.is_empty() {
-        msg.push_str(&format!("\n  mis-shaped keys: {}", list(&mis)));
-    }
-    Err(Error::Checkpoint(msg))
+    Err(Error::format(path, "no checkpoint here (expected state.json, or checkpoints/latest in a run folder)"))
 }
 
 /// Metadata key holding the encoder config (JSON) in mixbt model files.
@@ -279,7 +202,7 @@ pub fn load_encoder(path: &Path, device: &Device) -> Result<(crate::model::Encod
         if run_model.is_file() && !path.join("state.json").is_file() {
             run_model
         } else {
-            crate::train::checkpoint::resolve(path)?.join(crate::train::checkpoint::MODEL_FILE)
+            resolve(path)?.join(MODEL_FILE)
         }
     } else {
         path.to_path_buf()

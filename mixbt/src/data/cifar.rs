@@ -153,28 +153,3 @@ macro_rules! impl_records_dataset {
 }
 impl_records_dataset!(Cifar10);
 impl_records_dataset!(Cifar100);
-
-/// Write images in the CIFAR-10 binary format (tests, conversions). `images` are 32×32 RGB.
-pub fn write_cifar10_batch(path: &Path, images: &[(RgbImage, u8)]) -> Result<()> {
-    write_records(path, images.iter().map(|(im, l)| (im, vec![*l])))
-}
-
-/// Write images in the CIFAR-100 binary format (coarse, fine).
-pub fn write_cifar100_file(path: &Path, images: &[(RgbImage, u8, u8)]) -> Result<()> {
-    write_records(path, images.iter().map(|(im, c, f)| (im, vec![*c, *f])))
-}
-
-fn write_records<'a>(path: &Path, it: impl Iterator<Item = (&'a RgbImage, Vec<u8>)>) -> Result<()> {
-    let mut out = vec![];
-    for (im, labels) in it {
-        if im.dimensions() != (32, 32) {
-            return Err(Error::Config(format!("CIFAR images are 32×32, got {:?}", im.dimensions())));
-        }
-        out.extend_from_slice(&labels);
-        let raw = im.as_raw();
-        for c in 0..3 {
-            out.extend((0..1024).map(|p| raw[p * 3 + c]));
-        }
-    }
-    crate::ckpt::atomic_write(path, &out)
-}

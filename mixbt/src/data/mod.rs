@@ -7,13 +7,15 @@
 pub mod augment;
 pub mod builtin;
 pub mod cifar;
+pub mod config;
+pub mod hub;
 pub mod image_folder;
 pub mod loader;
 pub mod parquet;
 pub mod stats;
 pub mod stl10;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use augment::{Interp, Op, Transform};
 pub use builtin::{BuiltinConfig, BuiltinShapes};
 pub use cifar::{Cifar10, Cifar100, CifarLabel};
+pub use config::{open, open_bank, DataConfig};
 pub use image_folder::{ImageFolder, ImageFolderConfig};
 pub use loader::{Batch, Loader, LoaderConfig, PairBatch, PairEpoch, SingleEpoch};
 pub use parquet::{ParquetConfig, ParquetDataset};
@@ -99,6 +102,22 @@ pub enum DatasetKind {
     Imagenet,
 }
 
+impl DatasetKind {
+    /// The name the command line takes (`cifar10`, `image-folder`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::Stl10 => "stl10",
+            DatasetKind::ImageFolder => "image-folder",
+            DatasetKind::Parquet => "parquet",
+            DatasetKind::Builtin => "builtin",
+            DatasetKind::TinyImagenet => "tiny-imagenet",
+            DatasetKind::Imagenet => "imagenet",
+        }
+    }
+}
+
 impl std::str::FromStr for DatasetKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -134,54 +153,6 @@ impl SkipCounter {
     pub fn get(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
-}
-
-/// Open the data set `kind` under `dir` (the layout each reader documents) for `split`.
-/// `builtin` needs no directory.
-pub fn open(kind: DatasetKind, dir: Option<&Path>, split: Split, skip_corrupt: bool) -> Result<DynDataset> {
-    let need = |what: &str| -> Result<PathBuf> {
-        dir.map(Path::to_path_buf)
-            .ok_or_else(|| Error::Config(format!("the {what} data set needs --data-dir")))
-    };
-    Ok(match kind {
-        DatasetKind::Builtin => {
-            let cfg = BuiltinConfig::default();
-            Arc::new(BuiltinShapes::new(cfg, split))
-        }
-        DatasetKind::Cifar10 => Arc::new(Cifar10::open(&need("CIFAR-10")?, split)?),
-        DatasetKind::Cifar100 => Arc::new(Cifar100::open(&need("CIFAR-100")?, split, CifarLabel::Fine)?),
-        DatasetKind::Stl10 => {
-            let s = match split {
-                Split::Train => Stl10Split::Train,
-                Split::Test => Stl10Split::Test,
-                Split::Unlabeled => Stl10Split::Unlabeled,
-                Split::TrainUnlabeled => Stl10Split::TrainUnlabeled,
-            };
-            Arc::new(Stl10::open(&need("STL-10")?, s)?)
-        }
-        DatasetKind::ImageFolder | DatasetKind::TinyImagenet | DatasetKind::Imagenet => {
-            let root = need("image-folder")?;
-            let sub = match split {
-                Split::Train | Split::TrainUnlabeled | Split::Unlabeled => ["train"],
-                Split::Test => ["val"],
-            };
-            // `<dir>/train` and `<dir>/val` (or `test`) when present, else `<dir>` itself.
-            let mut folder = root.join(sub[0]);
-            if split == Split::Test && !folder.is_dir() && root.join("test").is_dir() {
-                folder = root.join("test");
-            }
-            if !folder.is_dir() {
-                folder = root.clone();
-            }
-            let cfg = ImageFolderConfig { skip_corrupt, ..Default::default() };
-            Arc::new(ImageFolder::open(&folder, cfg)?)
-        }
-        DatasetKind::Parquet => {
-            let root = need("parquet")?;
-            let cfg = ParquetConfig { skip_corrupt, ..Default::default() };
-            Arc::new(ParquetDataset::open_split(&root, split, cfg)?)
-        }
-    })
 }
 
 /// A subset of another data set (the first `n` images, or every k-th), e.g. for quick runs.

@@ -244,33 +244,3 @@ impl Dataset for ParquetDataset {
         self.skipped.note(&format!("row {i}"), err)
     }
 }
-
-/// Write a parquet file in the Hugging Face image layout: struct column `image_col`
-/// {bytes, path} with PNG-encoded images, and an `Int64` `label` column (tests, exports).
-pub fn write_hf_parquet(path: &Path, image_col: &str, images: &[(RgbImage, usize)], class_names: Option<&[String]>) -> Result<()> {
-    let mut encoded = vec![];
-    for (im, _) in images {
-        let mut buf = std::io::Cursor::new(Vec::new());
-        im.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| Error::msg(format!("png encode: {e}")))?;
-        encoded.push(buf.into_inner());
-    }
-    let n = images.len();
-    let refs: Vec<&[u8]> = encoded.iter().map(|v| v.as_slice()).collect();
-    let bytes = Series::new("bytes".into(), refs);
-    let paths: Vec<String> = (0..n).map(|i| format!("{i}.png")).collect();
-    let paths = Series::new("path".into(), paths);
-    let st = StructChunked::from_series(image_col.into(), n, [bytes, paths].iter()).map_err(|e| perr(path, e))?;
-    let labels: Vec<i64> = images.iter().map(|(_, l)| *l as i64).collect();
-    let mut df = DataFrame::new(n, vec![st.into_series().into_column(), Series::new("label".into(), labels).into_column()])
-        .map_err(|e| perr(path, e))?;
-    let tmp = crate::ckpt::temp_path(path);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut w = ParquetWriter::new(&mut f);
-    if let Some(names) = class_names {
-        let hf = serde_json::json!({"info": {"features": {"label": {"names": names, "_type": "ClassLabel"}}}});
-        w = w.with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![("huggingface".to_string(), hf.to_string())])));
-    }
-    w.finish(&mut df).map_err(|e| perr(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    Ok(())
-}

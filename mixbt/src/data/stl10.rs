@@ -130,27 +130,3 @@ impl Dataset for Stl10 {
         format!("STL-10 ({})", self.root.display())
     }
 }
-
-/// Write images (96×96) in the STL-10 binary layout, with optional 0-based labels (tests).
-pub fn write_stl10(x_path: &Path, y_path: Option<&Path>, images: &[(RgbImage, usize)]) -> Result<()> {
-    let mut xs = vec![];
-    for (im, _) in images {
-        if im.dimensions() != (96, 96) {
-            return Err(Error::Config("STL-10 images are 96×96".into()));
-        }
-        let raw = im.as_raw();
-        for c in 0..3 {
-            for x in 0..SIDE {
-                for y in 0..SIDE {
-                    xs.push(raw[(y * SIDE + x) * 3 + c]);
-                }
-            }
-        }
-    }
-    crate::ckpt::atomic_write(x_path, &xs)?;
-    if let Some(y) = y_path {
-        let ys: Vec<u8> = images.iter().map(|(_, l)| *l as u8 + 1).collect();
-        crate::ckpt::atomic_write(y, &ys)?;
-    }
-    Ok(())
-}

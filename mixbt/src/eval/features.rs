@@ -72,7 +72,7 @@ pub fn embed_folder(enc: &Encoder, dir: &std::path::Path, transform: &Transform,
             m.insert("features".to_string(), feats);
             let mut meta = std::collections::BTreeMap::new();
             meta.insert("files".to_string(), serde_json::to_string(&names)?);
-            crate::ckpt::write_safetensors(out, &m, Some(meta))?;
+            crate::io::write_safetensors(out, &m, Some(meta))?;
         }
         Some("parquet") => {
             use polars::prelude::*;
@@ -83,7 +83,7 @@ pub fn embed_folder(enc: &Encoder, dir: &std::path::Path, transform: &Transform,
                 vec![Series::new("file".into(), names).into_column(), Series::new("features".into(), list).into_column()],
             )
             .map_err(|e| Error::format(out, e.to_string()))?;
-            crate::train::history::write_parquet(out, &mut df)?;
+            crate::io::write_parquet(out, &mut df)?;
         }
         _ => return Err(Error::Config(format!("{}: the output must end in .safetensors or .parquet", out.display()))),
     }

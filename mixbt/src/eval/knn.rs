@@ -5,7 +5,9 @@
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::features::Features;
+use super::features::{labelled_features, Features};
+use crate::data::{self, DataConfig};
+use crate::model::Encoder;
 use crate::{Error, Result};
 
 /// k-NN settings (the original's argparse defaults).
@@ -79,4 +81,15 @@ pub fn knn_accuracy(bank: &Features, test: &Features, cfg: &KnnConfig) -> Result
         t5 += p.iter().take(5).any(|&q| q == y) as usize;
     }
     Ok(KnnResult { top1: 100.0 * t1 as f64 / n.max(1) as f64, top5: 100.0 * t5 as f64 / n.max(1) as f64, n_test: n })
+}
+
+/// The k-NN evaluation of a backbone on the data of `data` (as `main.py`'s `test()`): the bank is
+/// the labelled train split (`bank_subset`), the queries the test split (`test_subset`), both
+/// embedded under the evaluation transform in batches of `cfg.batch_size` (at least 64).
+/// `workers`: decoding threads (0: all cores).
+pub fn knn_eval(enc: &Encoder, data: &DataConfig, cfg: &KnnConfig, workers: usize) -> Result<KnnResult> {
+    let bs = cfg.batch_size.max(64);
+    let bank = labelled_features(enc, data::open_bank(data)?, &data.eval, bs, workers)?;
+    let test = labelled_features(enc, data::open(data, data::Split::Test)?, &data.eval, bs, workers)?;
+    knn_accuracy(&bank, &test, cfg)
 }

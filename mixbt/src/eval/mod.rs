@@ -5,5 +5,5 @@ pub mod knn;
 pub mod linear;
 
 pub use features::{extract, labelled_features, Features};
-pub use knn::{knn_accuracy, knn_predict, KnnConfig, KnnResult};
+pub use knn::{knn_accuracy, knn_eval, knn_predict, KnnConfig, KnnResult};
 pub use linear::{linear_probe, LinearProbeConfig, ProbeEpoch, ProbeOptimizer, ProbeResult};

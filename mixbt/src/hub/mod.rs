@@ -1,14 +1,12 @@
-//! The Hugging Face Hub: the registry of released checkpoints, pulls through `hf-hub` (cache,
-//! revision, token, endpoint, offline use, progress, sha256 verification), conversion of the
-//! original PyTorch checkpoints to safetensors with a model card, and pushes (repo creation,
-//! preupload, Git LFS batch upload, NDJSON commit — the Hub's documented HTTP protocol, which
-//! `hf-hub` 0.4 does not implement).
+//! The Hugging Face Hub client: the registry of released checkpoints, pulls through `hf-hub`
+//! (cache, revision, token, endpoint, offline use, progress, sha256 verification) and pushes
+//! (repo creation, preupload, Git LFS batch upload, NDJSON commit — the Hub's documented HTTP
+//! protocol, which `hf-hub` 0.4 does not implement). It knows files, not models: converting
+//! checkpoints and writing model cards is `ckpt::convert`; Hub data sets are opened by `data`.
 //!
 //! Settings come from the usual variables: `HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME` /
 //! `HF_HUB_CACHE`, `HF_HUB_OFFLINE`.
 
-pub mod convert;
-pub mod datasets;
 pub mod push;
 
 use std::io::Read;

@@ -228,6 +228,14 @@ impl MixedBarlowTwins {
         if total.is_finite() {
             return Ok(());
         }
+        // Non-finite inputs first: they are the cause, and they can also look like zero variance.
+        for (name, h) in inputs {
+            let v: Vec<f64> = h.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+            let bad = v.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                return Err(Error::NonFinite(format!("{name} contains NaN or infinite values ({bad} of {} entries)", v.len())));
+            }
+        }
         for (name, h) in inputs {
             let z = if self.l2_normalize { l2_normalize(h)? } else { (*h).clone() };
             let n = z.dim(0)?;
@@ -244,9 +252,6 @@ impl MixedBarlowTwins {
                     shown.join(", "),
                     if zero.len() > 8 { ", …" } else { "" }
                 )));
-            }
-            if var.iter().any(|v| !v.is_finite()) {
-                return Err(Error::NonFinite(format!("{name} contains NaN or infinite values")));
             }
         }
         Err(Error::NonFinite(format!("the loss is {total} (inputs are finite with non-zero variance)")))

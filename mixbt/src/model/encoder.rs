@@ -44,6 +44,32 @@ impl EncoderConfig {
     pub fn out_dim(&self) -> usize {
         self.projector.out_dim()
     }
+
+    /// The same encoder at another width multiplier: the backbone's channels scale, the
+    /// projector's input follows the new feature size, its hidden and output sizes stay.
+    pub fn with_width(mut self, width: f64) -> Self {
+        self.backbone.width = width;
+        if let Some(first) = self.projector.sizes.first_mut() {
+            *first = self.backbone.feature_dim();
+        }
+        self
+    }
+
+    /// An [`Error::Field`](crate::Error::Field) naming the field that cannot be built: the
+    /// backbone's width, the projector's sizes, or a projector input that is not the backbone's
+    /// feature size.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.backbone.validate()?;
+        self.projector.validate()?;
+        let f = self.backbone.feature_dim();
+        if self.projector.sizes[0] != f {
+            return Err(crate::Error::field(
+                "projector.sizes[0]",
+                format!("is {}, but the backbone's feature size is {f} (set it to the backbone's feature size)", self.projector.sizes[0]),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Backbone + projector. `forward_t` returns the raw `(pooled feature, projector output)`.
@@ -56,14 +82,8 @@ pub struct Encoder {
 }
 
 /// Build an [`Encoder`]; `vb` is the model root (names as in the original state dicts).
-pub fn encoder(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Encoder> {
-    if cfg.projector.sizes[0] != cfg.backbone.feature_dim() {
-        candle_core::bail!(
-            "projector input {} does not match the backbone feature size {}",
-            cfg.projector.sizes[0],
-            cfg.backbone.feature_dim()
-        )
-    }
+pub fn encoder(cfg: &EncoderConfig, vb: VarBuilder) -> crate::Result<Encoder> {
+    cfg.validate()?;
     let backbone = resnet(&cfg.backbone, cfg.layout, vb.clone())?;
     let projector = projector(&cfg.projector, vb.pp(cfg.layout.prefix("projector")))?;
     Ok(Encoder { backbone, projector, cfg: cfg.clone(), device: vb.device().clone() })

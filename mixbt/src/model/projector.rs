@@ -32,8 +32,20 @@ impl ProjectorConfig {
         }
         Ok(Self { sizes, last_bias: false })
     }
+    /// Output size `d` (0 for an empty config, which [`validate`](Self::validate) rejects).
     pub fn out_dim(&self) -> usize {
-        *self.sizes.last().unwrap()
+        self.sizes.last().copied().unwrap_or(0)
+    }
+    /// An [`Error::Field`](crate::Error::Field) naming `projector.sizes` unless it has an input
+    /// and an output size, none of them zero.
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.sizes.len() < 2 {
+            return Err(crate::Error::field("projector.sizes", format!("needs at least an input and an output size, got {:?}", self.sizes)));
+        }
+        if let Some(i) = self.sizes.iter().position(|&s| s == 0) {
+            return Err(crate::Error::field(format!("projector.sizes[{i}]"), format!("is 0 in {:?}", self.sizes)));
+        }
+        Ok(())
     }
 }
 
@@ -45,11 +57,9 @@ pub struct Projector {
 }
 
 /// Build a [`Projector`] under `vb` (e.g. `vb.pp("g")`).
-pub fn projector(cfg: &ProjectorConfig, vb: VarBuilder) -> Result<Projector> {
+pub fn projector(cfg: &ProjectorConfig, vb: VarBuilder) -> crate::Result<Projector> {
+    cfg.validate()?;
     let n = cfg.sizes.len();
-    if n < 2 {
-        candle_core::bail!("projector needs at least an input and an output size")
-    }
     let mut hidden = vec![];
     for i in 0..n - 2 {
         let l = linear(cfg.sizes[i], cfg.sizes[i + 1], false, vb.pp(projector_linear_index(i).to_string()))?;

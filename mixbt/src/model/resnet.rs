@@ -128,6 +128,14 @@ impl ResNetConfig {
     pub fn feature_dim(&self) -> usize {
         self.planes(3) * self.arch.expansion()
     }
+    /// An [`Error::Field`](crate::Error::Field) naming `backbone.width` unless it is positive
+    /// and finite.
+    pub fn validate(&self) -> crate::Result<()> {
+        if !(self.width > 0.0 && self.width.is_finite()) {
+            return Err(crate::Error::field("backbone.width", format!("must be a positive width multiplier, got {}", self.width)));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -213,10 +221,8 @@ pub struct ResNet {
 
 /// Build a ResNet whose parameters are named as the original code names them in `layout`
 /// (see [`KeyLayout`]); `vb` is the model root.
-pub fn resnet(cfg: &ResNetConfig, layout: KeyLayout, vb: VarBuilder) -> Result<ResNet> {
-    if !(cfg.width > 0.0 && cfg.width.is_finite()) {
-        candle_core::bail!("width multiplier must be positive, got {}", cfg.width)
-    }
+pub fn resnet(cfg: &ResNetConfig, layout: KeyLayout, vb: VarBuilder) -> crate::Result<ResNet> {
+    cfg.validate()?;
     let c0 = cfg.stem_channels();
     let conv1 = match cfg.stem {
         // The replaced 3×3 conv1 of model.py keeps PyTorch's default Conv2d init.

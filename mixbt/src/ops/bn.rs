@@ -126,6 +126,13 @@ mod rows {
     }
 }
 
+/// PyTorch's ReLU: negatives become 0, NaN stays NaN (`f32::max(v, 0.0)` would turn NaN into 0
+/// and hide a diverged network behind constant outputs). Compiles to one `vmaxps(0, v)`.
+#[inline(always)]
+fn relu0(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
+}
+
 /// `[relu](x·scale[ch] + shift[ch])` for `x` of `[N, C, hw]`, images in parallel.
 fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
     super::par_new(x.len(), c * hw, true, |i, yr| affine_image(yr, &x[i * c * hw..][..yr.len()], hw, scale, shift, relu))
@@ -138,7 +145,7 @@ super::simd_fn! {
             let (s, t) = (scale[ch], shift[ch]);
             if relu {
                 for (o, i) in yo.iter_mut().zip(xo) {
-                    *o = (i * s + t).max(0.0);
+                    *o = relu0(i * s + t);
                 }
             } else {
                 for (o, i) in yo.iter_mut().zip(xo) {
@@ -380,7 +387,7 @@ pub fn batch_norm_train(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool
 super::simd_fn! {
     fn add_relu_fwd(y: &mut [f32], a: &[f32], b: &[f32]) {
         for ((o, x), z) in y.iter_mut().zip(a).zip(b) {
-            *o = (x + z).max(0.0);
+            *o = relu0(x + z);
         }
     }
 }

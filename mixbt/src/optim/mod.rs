@@ -64,6 +64,26 @@ pub enum OptimizerConfig {
     Sgd(SgdConfig),
 }
 
+impl OptimizerConfig {
+    /// Set the base learning rate the schedule multiplies: Adam's and SGD's `lr`, LARS's weight
+    /// learning rate (`lr_weights`; its bias rate stays).
+    pub fn set_base_lr(&mut self, lr: f64) {
+        match self {
+            OptimizerConfig::Adam(c) => c.lr = lr,
+            OptimizerConfig::Sgd(c) => c.lr = lr,
+            OptimizerConfig::Lars(c) => c.lr_weights = lr,
+        }
+    }
+    /// The base learning rate of each parameter group (LARS: weights, then biases).
+    pub fn base_lrs(&self) -> Vec<f64> {
+        match self {
+            OptimizerConfig::Adam(c) => vec![c.lr],
+            OptimizerConfig::Sgd(c) => vec![c.lr],
+            OptimizerConfig::Lars(c) => vec![c.lr_weights, c.lr_biases],
+        }
+    }
+}
+
 /// Load a state tensor `name` into `dst` (same shape), with a clear error.
 pub(crate) fn load_into(tensors: &BTreeMap<String, Tensor>, name: &str, like: &Tensor) -> Result<Tensor> {
     let t = tensors

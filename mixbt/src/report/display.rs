@@ -18,7 +18,7 @@ impl Svg {
     }
     /// Write to a file (atomically).
     pub fn save(&self, path: &std::path::Path) -> crate::Result<()> {
-        crate::ckpt::atomic_write(path, self.0.as_bytes())
+        crate::io::atomic_write(path, self.0.as_bytes())
     }
 }
 
@@ -31,7 +31,7 @@ impl Png {
         emit("image/png", &base64::engine::general_purpose::STANDARD.encode(&self.0))
     }
     pub fn save(&self, path: &std::path::Path) -> crate::Result<()> {
-        crate::ckpt::atomic_write(path, &self.0)
+        crate::io::atomic_write(path, &self.0)
     }
 }
 

@@ -9,15 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::history::History;
 use super::recipe::Recipe;
+pub use crate::ckpt::{resolve, LATEST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use crate::eval::KnnResult;
+use crate::io::{atomic_write, write_safetensors};
 use crate::optim::Optimizer;
 use crate::params::ParamStore;
 use crate::{Error, Result};
-
-pub const MODEL_FILE: &str = "model.safetensors";
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-pub const STATE_FILE: &str = "state.json";
-pub const LATEST: &str = "latest";
 
 /// Everything but the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,13 +54,13 @@ pub fn save(run_dir: &Path, store: &ParamStore, opt: &dyn Optimizer, state: &Che
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let write = || -> Result<()> {
         store.save_safetensors(&tmp.join(MODEL_FILE), None)?;
-        crate::ckpt::write_safetensors(&tmp.join(OPTIMIZER_FILE), &opt.state_tensors(), None)?;
-        crate::ckpt::atomic_write(&tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?.as_bytes())?;
+        write_safetensors(&tmp.join(OPTIMIZER_FILE), &opt.state_tensors(), None)?;
+        atomic_write(&tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?.as_bytes())?;
         if dst.exists() {
             std::fs::remove_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
         }
         std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-        crate::ckpt::atomic_write(&root.join(LATEST), name.as_bytes())
+        atomic_write(&root.join(LATEST), name.as_bytes())
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -84,23 +81,4 @@ pub fn save(run_dir: &Path, store: &ParamStore, opt: &dyn Optimizer, state: &Che
         }
     }
     Ok(dst)
-}
-
-/// A checkpoint folder from a checkpoint folder, a run folder or its `checkpoints/` folder.
-pub fn resolve(path: &Path) -> Result<PathBuf> {
-    if path.join(STATE_FILE).is_file() {
-        return Ok(path.to_path_buf());
-    }
-    for root in [path.join("checkpoints"), path.to_path_buf()] {
-        let latest = root.join(LATEST);
-        if latest.is_file() {
-            let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
-            let dir = root.join(name.trim());
-            if dir.join(STATE_FILE).is_file() {
-                return Ok(dir);
-            }
-            return Err(Error::format(&latest, format!("points to `{}`, which is not a complete checkpoint", name.trim())));
-        }
-    }
-    Err(Error::format(path, "no checkpoint here (expected state.json, or checkpoints/latest in a run folder)"))
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::io::{write_csv, write_parquet};
 use crate::{Error, Result};
 
 /// One optimisation step.
@@ -95,22 +96,3 @@ impl History {
     }
 }
 
-/// Write a DataFrame as CSV, atomically.
-pub fn write_csv(path: &Path, df: &mut DataFrame) -> Result<()> {
-    let mut buf = Vec::new();
-    CsvWriter::new(&mut buf).finish(df).map_err(|e| Error::format(path, format!("csv: {e}")))?;
-    crate::ckpt::atomic_write(path, &buf)
-}
-
-/// Write a DataFrame as parquet, atomically.
-pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<()> {
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf).finish(df).map_err(|e| Error::format(path, format!("parquet: {e}")))?;
-    crate::ckpt::atomic_write(path, &buf)
-}
-
-/// Read a parquet file into a DataFrame.
-pub fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetReader::new(f).finish().map_err(|e| Error::format(path, format!("parquet: {e}")))
-}

@@ -7,5 +7,5 @@ pub mod pretrainer;
 pub mod recipe;
 
 pub use history::{History, StepStats};
-pub use pretrainer::{open_dataset, PretrainOptions, Pretrainer, Summary};
+pub use pretrainer::{PretrainOptions, Pretrainer, Summary};
 pub use recipe::{DataConfig, LrSchedule, PaperResult, Recipe};

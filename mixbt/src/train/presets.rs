@@ -3,47 +3,21 @@
 //! Small data sets follow `scripts-pretrain-resnet{18,50}/*.sh` with the settings the released
 //! checkpoint names encode (d = 1024, batch 256); ImageNet follows `main_imagenet.py` (ResNet-50,
 //! LARS, batch 1024, projector 8192-8192-8192, 10-epoch λ_reg ramp). Plain Barlow Twins is any
-//! recipe with `is_mixup = false` (CLI: `--lambda-reg 0`).
+//! recipe with λ_reg = 0 ([`Recipe::set_lambda_reg`]; CLI: `--lambda-reg 0`).
 
-use crate::data::{BuiltinConfig, DatasetKind, Split, Transform};
+use crate::data::{BuiltinConfig, DataConfig, DatasetKind};
 use crate::eval::KnnConfig;
 use crate::loss::{MixVariant, MixedBarlowTwins};
 use crate::model::{Arch, EncoderConfig, ProjectorConfig, Stem};
 use crate::optim::{AdamConfig, LarsConfig, OptimizerConfig};
 use crate::{Error, Result};
 
-use super::recipe::{DataConfig, LrSchedule, PaperResult, Recipe};
+use super::recipe::{LrSchedule, PaperResult, Recipe};
 
 /// Small-data-set lambda_BT (1/128) and the TinyImageNet one (`bc` truncation of 1/1024).
 pub const LAMBDA_BT_SMALL: f64 = 0.0078125;
 pub const LAMBDA_BT_TINY: f64 = 0.0009765;
 pub const LAMBDA_BT_IMAGENET: f64 = 0.0051;
-
-fn data(kind: DatasetKind) -> DataConfig {
-    let (split, a, e) = match kind {
-        DatasetKind::Cifar10 | DatasetKind::Cifar100 => (Split::Train, Transform::cifar_train(), Transform::cifar_eval()),
-        DatasetKind::Stl10 => (Split::TrainUnlabeled, Transform::stl_train(), Transform::stl_eval()),
-        DatasetKind::TinyImagenet => (Split::Train, Transform::tiny_train(), Transform::tiny_eval()),
-        DatasetKind::Imagenet => (Split::Train, Transform::imagenet_view1(), Transform::imagenet_eval()),
-        DatasetKind::Builtin => (Split::Train, Transform::builtin_train(), Transform::builtin_eval()),
-        _ => (Split::Train, Transform::cifar_train(), Transform::cifar_eval()),
-    };
-    let b = if kind == DatasetKind::Imagenet { Transform::imagenet_view2() } else { a.clone() };
-    DataConfig {
-        kind,
-        dir: None,
-        hub_dataset: None,
-        pretrain_split: split,
-        view_a: a,
-        view_b: b,
-        eval: e,
-        train_subset: None,
-        test_subset: None,
-        bank_subset: None,
-        builtin: None,
-        skip_corrupt: false,
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 fn small(arch: Arch, kind: DatasetKind, lambda_bt: f64, lambda_reg: f64, epochs: usize, knn: f64, lin: f64, ckpt: &str) -> Recipe {
@@ -57,7 +31,7 @@ fn small(arch: Arch, kind: DatasetKind, lambda_bt: f64, lambda_reg: f64, epochs:
         Arch::R18 => "r18",
         Arch::R50 => "r50",
     };
-    Recipe {
+    let mut r = Recipe {
         name: format!("{aname}-{dname}"),
         description: format!(
             "Mixed Barlow Twins, {} on {dname}: d 1024, lambda_BT {lambda_bt}, lambda_reg {lambda_reg}, {epochs} epochs, batch 256, Adam(lr 0.01 cosine, wd 1e-6) (main.py)",
@@ -73,23 +47,25 @@ fn small(arch: Arch, kind: DatasetKind, lambda_bt: f64, lambda_reg: f64, epochs:
         epochs,
         max_steps: None,
         time_budget_s: None,
-        data: data(kind),
+        data: DataConfig::for_kind(kind),
         knn: KnnConfig::default(),
         knn_every_epochs: 5,
         paper: Some(PaperResult { knn_top1: Some(knn), linear_top1: Some(lin), checkpoint: Some(ckpt.into()) }),
-    }
+    };
+    r.set_lambda_reg(lambda_reg);
+    r
 }
 
 fn imagenet(lambda_reg: f64, epochs: usize, lin: f64, ckpt: &str) -> Recipe {
     let name = if epochs == 300 { format!("imagenet-r50-300ep-lreg{lambda_reg}") } else { format!("imagenet-r50-{epochs}ep") };
-    Recipe {
+    let mut r = Recipe {
         name,
         description: format!(
             "Mixed Barlow Twins on ImageNet (main_imagenet.py): ResNet-50, projector 8192-8192-8192, lambda_BT 0.0051, lambda_reg {lambda_reg} (10-epoch ramp), LARS (0.2 / 0.0048, wd 1e-6), batch 1024, {epochs} epochs"
         ),
         encoder: EncoderConfig::imagenet("8192-8192-8192", 1.0).expect("valid spec"),
         loss: MixedBarlowTwins { lambda_bt: LAMBDA_BT_IMAGENET, lambda_reg, variant: MixVariant::ImageNet, l2_normalize: false },
-        is_mixup: lambda_reg != 0.0,
+        is_mixup: true,
         lambda_reg_warmup_epochs: Some(10),
         optimizer: OptimizerConfig::Lars(LarsConfig::default()),
         schedule: LrSchedule::WarmupCosine { warmup_epochs: 10, epoch_offset: false },
@@ -97,18 +73,21 @@ fn imagenet(lambda_reg: f64, epochs: usize, lin: f64, ckpt: &str) -> Recipe {
         epochs,
         max_steps: None,
         time_budget_s: None,
-        data: data(DatasetKind::Imagenet),
+        data: DataConfig::for_kind(DatasetKind::Imagenet),
         knn: KnnConfig::default(),
         knn_every_epochs: 0,
         paper: Some(PaperResult { knn_top1: None, linear_top1: Some(lin), checkpoint: Some(ckpt.into()) }),
-    }
+    };
+    // λ_reg = 0 (the first row of the ablation) is plain Barlow Twins, without the mixed pass.
+    r.set_lambda_reg(lambda_reg);
+    r
 }
 
 /// `quickstart`: the built-in shapes on a 2-core CPU in a few minutes.
 pub fn quickstart() -> Recipe {
     let mut enc = EncoderConfig::small(Arch::R18, Stem::Cifar, 512, 0.125);
     enc.projector = ProjectorConfig::small_with_hidden(enc.feature_dim(), 512, 512);
-    let mut d = data(DatasetKind::Builtin);
+    let mut d = DataConfig::for_kind(DatasetKind::Builtin);
     d.builtin = Some(BuiltinConfig { seed: 0, train_size: 6000, test_size: 1000, size: 32 });
     Recipe {
         name: "quickstart".into(),
@@ -134,7 +113,7 @@ pub fn quickstart() -> Recipe {
 pub fn cifar10_cpu() -> Recipe {
     let mut enc = EncoderConfig::small(Arch::R18, Stem::Cifar, 512, 0.125);
     enc.projector = ProjectorConfig::small_with_hidden(enc.feature_dim(), 512, 512);
-    let mut d = data(DatasetKind::ImageFolder);
+    let mut d = DataConfig::for_kind(DatasetKind::ImageFolder);
     d.train_subset = Some(25_600);
     d.test_subset = Some(2_000);
     Recipe {

@@ -4,7 +4,6 @@
 //! (the encoder, `set_lambda_reg`, the history).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
@@ -14,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, CheckpointState};
 use super::history::{History, StepStats};
-use super::recipe::{DataConfig, LrSchedule, Recipe};
-use crate::data::{self, BuiltinShapes, DatasetKind, DynDataset, Loader, LoaderConfig, PairEpoch, Split, Subset};
-use crate::eval::{knn_accuracy, labelled_features, KnnResult};
+use super::recipe::{LrSchedule, Recipe};
+use crate::data::{self, Loader, LoaderConfig, PairEpoch};
+use crate::eval::{knn_eval, KnnResult};
+use crate::io::{atomic_write, read_safetensors};
 use crate::loss::{mix_batch, sample_mix, LossParts};
 use crate::model::{encoder, Encoder};
 use crate::optim::{Adam, Lars, LambdaRamp, Optimizer, OptimizerConfig, Sgd, WarmupCosine};
@@ -76,21 +76,19 @@ pub struct Summary {
     pub checkpoint: Option<String>,
 }
 
-/// Open the data set of `cfg` for `split`.
-pub fn open_dataset(cfg: &DataConfig, split: Split) -> Result<DynDataset> {
-    let ds: DynDataset = match (cfg.kind, &cfg.hub_dataset) {
-        (_, Some(repo)) => crate::hub::datasets::open_hub_dataset(repo, split, cfg.skip_corrupt)?,
-        (DatasetKind::Builtin, _) => Arc::new(BuiltinShapes::new(cfg.builtin.unwrap_or_default(), split)),
-        (k, _) => data::open(k, cfg.dir.as_deref(), split, cfg.skip_corrupt)?,
-    };
-    let subset = match split {
-        Split::Test => cfg.test_subset,
-        _ => cfg.train_subset,
-    };
-    Ok(match subset {
-        Some(n) if n < ds.len() => Arc::new(Subset::even(ds, n)),
-        _ => ds,
-    })
+/// The learning-rate schedule of `recipe` with `spe` steps per epoch.
+fn schedule_for(recipe: &Recipe, spe: usize) -> Option<WarmupCosine> {
+    match recipe.schedule {
+        LrSchedule::WarmupCosine { warmup_epochs, epoch_offset } => Some(WarmupCosine {
+            batch_size: recipe.batch_size,
+            steps_per_epoch: spe,
+            epochs: recipe.epochs,
+            warmup_epochs,
+            end_factor: 0.001,
+            step_offset: if epoch_offset { spe } else { 0 },
+        }),
+        LrSchedule::Constant => None,
+    }
 }
 
 fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
@@ -125,7 +123,7 @@ impl Pretrainer {
     pub fn new(recipe: Recipe, opts: PretrainOptions) -> Result<Self> {
         let store = ParamStore::new(opts.seed, DType::F32, &opts.device);
         let enc = encoder(&recipe.encoder, store.var_builder())?;
-        let train = open_dataset(&recipe.data, recipe.data.pretrain_split)?;
+        let train = data::open(&recipe.data, recipe.data.pretrain_split)?;
         let lc = LoaderConfig {
             batch_size: recipe.batch_size,
             shuffle: true,
@@ -140,18 +138,7 @@ impl Pretrainer {
             OptimizerConfig::Lars(c) => Box::new(Lars::new(store.trainable(), *c)),
             OptimizerConfig::Sgd(c) => Box::new(Sgd::single(store.trainable(), *c)),
         };
-        let spe = loader.batches_per_epoch();
-        let schedule = match recipe.schedule {
-            LrSchedule::WarmupCosine { warmup_epochs, epoch_offset } => Some(WarmupCosine {
-                batch_size: recipe.batch_size,
-                steps_per_epoch: spe,
-                epochs: recipe.epochs,
-                warmup_epochs,
-                end_factor: 0.001,
-                step_offset: if epoch_offset { spe } else { 0 },
-            }),
-            LrSchedule::Constant => None,
-        };
+        let schedule = schedule_for(&recipe, loader.batches_per_epoch());
         Ok(Self {
             recipe,
             opts,
@@ -184,7 +171,7 @@ impl Pretrainer {
         }
         let mut me = Self::new(state.recipe.clone(), opts)?;
         me.store.load_safetensors(&dir.join(checkpoint::MODEL_FILE))?;
-        let ot = crate::ckpt::read_safetensors(&dir.join(checkpoint::OPTIMIZER_FILE), &me.opts.device)?;
+        let ot = read_safetensors(&dir.join(checkpoint::OPTIMIZER_FILE), &me.opts.device)?;
         me.opt.load_state(&ot, &state.optimizer).map_err(|e| Error::format(&dir, e.to_string()))?;
         me.step = state.step;
         me.epoch = state.epoch;
@@ -236,6 +223,31 @@ impl Pretrainer {
         self.last_knn
     }
 
+    /// Change the step budget of a (resumed) run: train to `epochs` epochs in all (the
+    /// learning-rate schedule is rebuilt over them, so the rest of the cosine stretches) and/or
+    /// stop after `max_steps` steps. A budget already used up is an error.
+    pub fn set_budget(&mut self, epochs: Option<usize>, max_steps: Option<usize>) -> Result<()> {
+        if let Some(e) = epochs {
+            if e * self.steps_per_epoch() < self.step || e == 0 {
+                return Err(Error::Config(format!(
+                    "--epochs {e}: the run has already done {} steps ({} epochs of {} steps); give more epochs",
+                    self.step,
+                    self.epoch,
+                    self.steps_per_epoch()
+                )));
+            }
+            self.recipe.epochs = e;
+            self.schedule = schedule_for(&self.recipe, self.steps_per_epoch());
+        }
+        if let Some(m) = max_steps {
+            if m < self.step {
+                return Err(Error::Config(format!("--max-steps {m}: the run has already done {} steps", self.step)));
+            }
+            self.recipe.max_steps = Some(m);
+        }
+        Ok(())
+    }
+
     /// Override λ_reg from the next step on (`None` returns to the recipe's value and ramp).
     pub fn set_lambda_reg(&mut self, v: Option<f64>) {
         self.lambda_reg_override = v;
@@ -255,11 +267,7 @@ impl Pretrainer {
     /// The learning rate of each group at 0-based step `step`.
     pub fn lrs_at(&self, step: usize) -> Vec<f64> {
         let f = self.schedule.map(|s| s.factor(step)).unwrap_or(1.0);
-        match &self.recipe.optimizer {
-            OptimizerConfig::Adam(c) => vec![f * c.lr],
-            OptimizerConfig::Sgd(c) => vec![f * c.lr],
-            OptimizerConfig::Lars(c) => vec![f * c.lr_weights, f * c.lr_biases],
-        }
+        self.recipe.optimizer.base_lrs().into_iter().map(|lr| f * lr).collect()
     }
 
     fn total_steps(&self) -> usize {
@@ -365,20 +373,24 @@ impl Pretrainer {
         Ok(stats)
     }
 
-    /// The error that stops a run, naming the step and the last good checkpoint.
+    /// The error that stops a run when the loss cannot be computed (a zero-variance column, a
+    /// non-finite value): the same variant, naming the step and the last good checkpoint. Other
+    /// errors (a shape mismatch, …) are returned as they are, so they are reported as such.
     fn stop_error(&self, e: Error) -> Error {
-        let ckpt = self
-            .opts
-            .out_dir
-            .as_ref()
-            .and_then(|d| checkpoint::resolve(d).ok())
-            .map(|p| format!("the last good checkpoint is {} (resume with --resume)", p.display()))
-            .unwrap_or_else(|| "no checkpoint was written yet".into());
-        let what = match &e {
-            Error::ZeroVariance(m) | Error::NonFinite(m) => m.clone(),
-            other => other.to_string(),
+        let ckpt = || {
+            self.opts
+                .out_dir
+                .as_ref()
+                .and_then(|d| checkpoint::resolve(d).ok())
+                .map(|p| format!("the last good checkpoint is {} (resume with --resume)", p.display()))
+                .unwrap_or_else(|| "no checkpoint was written yet".into())
         };
-        Error::NonFinite(format!("training stopped at step {} (epoch {}): {what}; {ckpt}", self.step + 1, self.epoch + 1))
+        let at = format!("training stopped at step {} (epoch {})", self.step + 1, self.epoch + 1);
+        match e {
+            Error::ZeroVariance(m) => Error::ZeroVariance(format!("{at}: {m}; {}", ckpt())),
+            Error::NonFinite(m) => Error::NonFinite(format!("{at}: {m}; {}", ckpt())),
+            other => other,
+        }
     }
 
     /// Run the rest of the current epoch (or until the step budget); returns its last step.
@@ -394,14 +406,7 @@ impl Pretrainer {
     /// Weighted k-NN of the current backbone: bank = train split, test = test split, both
     /// under the eval transform.
     pub fn knn(&self) -> Result<KnnResult> {
-        let d = &self.recipe.data;
-        // The bank is the labelled train split (STL-10: `train` only, not `unlabeled`).
-        let bank_ds = open_dataset(&DataConfig { train_subset: d.bank_subset, ..d.clone() }, Split::Train)?;
-        let test_ds = open_dataset(d, Split::Test)?;
-        let bs = self.recipe.knn.batch_size.max(64);
-        let bank = labelled_features(&self.encoder, bank_ds, &d.eval, bs, self.opts.workers)?;
-        let test = labelled_features(&self.encoder, test_ds, &d.eval, bs, self.opts.workers)?;
-        knn_accuracy(&bank, &test, &self.recipe.knn)
+        knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers)
     }
 
     /// Save a checkpoint into the run directory (atomic); returns its folder.
@@ -430,7 +435,7 @@ impl Pretrainer {
         let t0 = Instant::now();
         if let Some(d) = &self.opts.out_dir {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-            crate::ckpt::atomic_write(&d.join("recipe.json"), serde_json::to_string_pretty(&self.recipe)?.as_bytes())?;
+            atomic_write(&d.join("recipe.json"), serde_json::to_string_pretty(&self.recipe)?.as_bytes())?;
         }
         if self.knn_random_init.is_none() && !self.opts.skip_random_init_knn {
             let r = self.knn()?;
@@ -527,7 +532,7 @@ impl Pretrainer {
             checkpoint: ckpt,
         };
         if let Some(d) = &self.opts.out_dir {
-            crate::ckpt::atomic_write(&d.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+            atomic_write(&d.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
         }
         Ok(summary)
     }

@@ -1,46 +1,15 @@
 //! A pre-training recipe: everything that defines a run, serialisable to JSON.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{BuiltinConfig, DatasetKind, Split, Transform};
+pub use crate::data::DataConfig;
+use crate::{Error, Result};
 use crate::eval::KnnConfig;
 use crate::loss::MixedBarlowTwins;
 use crate::model::EncoderConfig;
 use crate::optim::OptimizerConfig;
-
-/// Where the data come from and how they are transformed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataConfig {
-    pub kind: DatasetKind,
-    /// Local folder (not needed for `builtin`).
-    pub dir: Option<PathBuf>,
-    /// A Hub data set (`org/name`) to download as parquet, instead of `dir`.
-    #[serde(default)]
-    pub hub_dataset: Option<String>,
-    /// Split used for pre-training (`train`, or `train+unlabeled` for STL-10).
-    pub pretrain_split: Split,
-    /// View A and view B transforms (the same for the small data sets).
-    pub view_a: Transform,
-    pub view_b: Transform,
-    /// k-NN / probe evaluation transform.
-    pub eval: Transform,
-    /// Use only this many pre-training images (evenly spread), for quick runs.
-    #[serde(default)]
-    pub train_subset: Option<usize>,
-    /// Use only this many test images for k-NN.
-    #[serde(default)]
-    pub test_subset: Option<usize>,
-    /// Use only this many train images as the k-NN bank (default: the whole train split).
-    #[serde(default)]
-    pub bank_subset: Option<usize>,
-    /// Built-in data set settings.
-    #[serde(default)]
-    pub builtin: Option<BuiltinConfig>,
-    #[serde(default)]
-    pub skip_corrupt: bool,
-}
 
 /// How the learning rate evolves.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -90,4 +59,27 @@ pub struct Recipe {
     pub knn_every_epochs: usize,
     #[serde(default)]
     pub paper: Option<PaperResult>,
+}
+
+impl Recipe {
+    /// Set λ_reg, and with it whether the mixed pass runs: `0` is plain Barlow Twins (no third
+    /// forward pass, as `--is_mixup false`), anything else Mixed Barlow Twins. The one place that
+    /// decides `is_mixup` from λ_reg (presets, the command line and notebooks all call it).
+    pub fn set_lambda_reg(&mut self, lambda_reg: f64) {
+        self.loss.lambda_reg = lambda_reg;
+        self.is_mixup = lambda_reg != 0.0;
+    }
+
+    /// The recipe as pretty JSON (what `recipe.json` and `mixbt presets --show` hold).
+    pub fn to_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+
+    /// Read a recipe from a JSON file (`mixbt presets --show NAME > r.json`, or a run's
+    /// `recipe.json`); a run folder stands for its `recipe.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let file = if path.is_dir() { path.join("recipe.json") } else { path.to_path_buf() };
+        let s = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        serde_json::from_str(&s).map_err(|e| Error::format(&file, format!("not a mixbt recipe: {e}")))
+    }
 }

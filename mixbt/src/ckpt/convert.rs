@@ -8,6 +8,8 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::ckpt::{self, LoadMode};
+use crate::hub::{self, HubConfig, Released};
+use crate::io::{atomic_write, write_safetensors};
 use crate::model::{EncoderConfig, KeyLayout};
 use crate::{Error, Result};
 
@@ -21,7 +23,7 @@ pub struct Converted {
     pub contents: String,
     pub tensors: usize,
     pub skipped_keys: Vec<String>,
-    pub released: Option<super::Released>,
+    pub released: Option<Released>,
 }
 
 /// Convert `src` (a `.pth`, `.safetensors` or run folder) into `out_dir`.
@@ -62,9 +64,9 @@ pub fn convert(src: &Path, source_name: &str, out_dir: &Path) -> Result<Converte
     meta.insert("format".into(), "pt".into());
     meta.insert("mixbt.contents".into(), contents.into());
     meta.insert("mixbt.source".into(), source_name.into());
-    ckpt::write_safetensors(&out_dir.join("model.safetensors"), &tensors, Some(meta))?;
+    write_safetensors(&out_dir.join("model.safetensors"), &tensors, Some(meta))?;
     let file_name = source_name.rsplit('/').next().unwrap_or(source_name);
-    let released = super::registry().checkpoints.into_iter().find(|c| c.file == file_name);
+    let released = hub::registry().checkpoints.into_iter().find(|c| c.file == file_name);
     let conv = Converted {
         source: source_name.to_string(),
         out_dir: out_dir.to_path_buf(),
@@ -75,8 +77,8 @@ pub fn convert(src: &Path, source_name: &str, out_dir: &Path) -> Result<Converte
         released,
     };
     let config = serde_json::json!({"encoder": conv.encoder, "contents": conv.contents, "source": conv.source, "released": conv.released, "library": "mixbt", "weights": "model.safetensors"});
-    ckpt::atomic_write(&out_dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
-    ckpt::atomic_write(&out_dir.join("README.md"), model_card(&conv, None).as_bytes())?;
+    atomic_write(&out_dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    atomic_write(&out_dir.join("README.md"), model_card(&conv, None).as_bytes())?;
     Ok(conv)
 }
 
@@ -116,4 +118,22 @@ pub fn model_card(c: &Converted, summary: Option<&serde_json::Value>) -> String 
 /// Read the JSON `config.json` beside a converted model, if any.
 pub fn read_config(dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()
+}
+
+/// Push a run folder (or a converted model folder) to the Hub model repo `repo`. A run folder
+/// without a model card gets one first (from its `model.safetensors` and `summary.json`), and a
+/// `config.json` beside it.
+pub fn push_run(cfg: &HubConfig, folder: &Path, repo: &str, message: &str, private: bool) -> Result<hub::push::PushReport> {
+    if !folder.join("README.md").is_file() && folder.join("model.safetensors").is_file() {
+        let tmp = folder.join(".hub-card");
+        let c = convert(&folder.join("model.safetensors"), &folder.display().to_string(), &tmp)?;
+        let summary: Option<serde_json::Value> =
+            std::fs::read_to_string(folder.join("summary.json")).ok().and_then(|s| serde_json::from_str(&s).ok());
+        atomic_write(&folder.join("README.md"), model_card(&c, summary.as_ref()).as_bytes())?;
+        if !folder.join("config.json").is_file() {
+            std::fs::copy(tmp.join("config.json"), folder.join("config.json")).map_err(|e| Error::io(folder.join("config.json"), e))?;
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    hub::push::push_folder(cfg, repo, folder, message, private)
 }

@@ -9,8 +9,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::train::{presets, PretrainOptions, Pretrainer};
-use crate::{Error, Result};
+use mixbt::train::{presets, PretrainOptions, Pretrainer};
+use mixbt::{Error, Result};
 
 /// One timed case.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ fn timing(case: &str, batch: usize, times: Vec<f64>) -> Timing {
 /// A timed case needs at least one image and one timed step.
 fn check_sizes(case: &str, batch: usize, steps: usize) -> Result<()> {
     if batch == 0 || steps == 0 {
-        return Err(crate::Error::Config(format!("bench {case}: batch size and steps must be at least 1 (got batch {batch}, steps {steps})")));
+        return Err(mixbt::Error::Config(format!("bench {case}: batch size and steps must be at least 1 (got batch {batch}, steps {steps})")));
     }
     Ok(())
 }
@@ -61,10 +61,9 @@ impl TrainBench {
     pub fn new(batch: usize, width: f64, device: &Device) -> Result<Self> {
         check_sizes("train", batch, 1)?;
         let mut r = presets::get("r18-cifar10")?;
-        r.encoder.backbone.width = width;
-        r.encoder.projector.sizes[0] = r.encoder.backbone.feature_dim();
-        r.data.kind = crate::data::DatasetKind::Builtin;
-        r.data.builtin = Some(crate::data::BuiltinConfig { train_size: batch, test_size: 10, ..Default::default() });
+        r.encoder = r.encoder.with_width(width);
+        r.data.kind = mixbt::data::DatasetKind::Builtin;
+        r.data.builtin = Some(mixbt::data::BuiltinConfig { train_size: batch, test_size: 10, ..Default::default() });
         r.batch_size = batch;
         let opts = PretrainOptions { device: device.clone(), ..Default::default() };
         let trainer = Pretrainer::new(r, opts)?;
@@ -94,7 +93,7 @@ impl TrainBench {
 /// Forward-only embedding throughput (eval mode, L2-normalised pooled features), kept alive
 /// across rounds.
 pub struct EmbedBench {
-    enc: crate::model::Encoder,
+    enc: mixbt::model::Encoder,
     x: Tensor,
     batch: usize,
 }
@@ -102,10 +101,9 @@ pub struct EmbedBench {
 impl EmbedBench {
     pub fn new(batch: usize, width: f64, device: &Device) -> Result<Self> {
         check_sizes("embed", batch, 1)?;
-        let mut cfg = crate::model::EncoderConfig::small(crate::model::Arch::R18, crate::model::Stem::Cifar, 1024, width);
-        cfg.projector.sizes[0] = cfg.backbone.feature_dim();
-        let store = crate::params::ParamStore::new(0, DType::F32, device);
-        let enc = crate::model::encoder(&cfg, store.var_builder())?;
+        let cfg = mixbt::model::EncoderConfig::small(mixbt::model::Arch::R18, mixbt::model::Stem::Cifar, 1024, width);
+        let store = mixbt::params::ParamStore::new(0, DType::F32, device);
+        let enc = mixbt::model::encoder(&cfg, store.var_builder())?;
         let x = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
         Ok(Self { enc, x, batch })
     }
@@ -216,11 +214,11 @@ pub fn bench_dir() -> std::path::PathBuf {
 /// Returns augmented pairs per second (median of `runs`).
 pub fn data_pipeline(dir: &Path, images: usize, workers: usize, batch: usize, runs: usize) -> Result<Timing> {
     use std::sync::Arc;
-    let folder = crate::data::ImageFolder::open(dir, Default::default())?;
-    let ds: crate::data::DynDataset = Arc::new(crate::data::Subset::even(Arc::new(folder), images));
+    let folder = mixbt::data::ImageFolder::open(dir, Default::default())?;
+    let ds: mixbt::data::DynDataset = Arc::new(mixbt::data::Subset::even(Arc::new(folder), images));
     let n = ds.len();
-    let cfg = crate::data::LoaderConfig { batch_size: batch, shuffle: true, drop_last: false, seed: 0, workers, prefetch: 2 };
-    let loader = crate::data::Loader::pairs(ds, crate::data::Transform::cifar_train(), cfg, &Device::Cpu)?;
+    let cfg = mixbt::data::LoaderConfig { batch_size: batch, shuffle: true, drop_last: false, seed: 0, workers, prefetch: 2 };
+    let loader = mixbt::data::Loader::pairs(ds, mixbt::data::Transform::cifar_train(), cfg, &Device::Cpu)?;
     let mut times = vec![];
     for r in 0..runs.max(1) {
         let t0 = Instant::now();
@@ -255,7 +253,7 @@ pub struct GemmTiming {
 /// dev profile `matrixmultiply` (a dependency) keeps debug assertions while `mixbt` does not, so
 /// the ratio flatters ours; build with `--release` for a like-for-like comparison.
 pub fn gemm(cases: &[(usize, usize, usize, bool, bool)], runs: usize) -> Vec<GemmTiming> {
-    let mut rng = crate::rng::SplitMix64::new(7);
+    let mut rng = mixbt::rng::SplitMix64::new(7);
     cases
         .iter()
         .map(|&(m, k, n, at, bt)| {
@@ -278,7 +276,7 @@ pub fn gemm(cases: &[(usize, usize, usize, bool, bool)], runs: usize) -> Vec<Gem
             };
             // SAFETY: the buffers cover every element addressed by the strides above.
             let ours = time(&mut || unsafe {
-                crate::ops::gemm::sgemm(m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, c1.as_mut_ptr(), n as isize, 1, false)
+                mixbt::ops::gemm::sgemm(m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, c1.as_mut_ptr(), n as isize, 1, false)
             });
             let mm = time(&mut || unsafe {
                 matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, c2.as_mut_ptr(), n as isize, 1)
@@ -339,7 +337,7 @@ pub const R18_CIFAR_CONVS: [ConvLayer; 11] = [
 /// batch `n` (96 = the three forward passes of a Mixed BT step at batch 32), `runs` calls each
 /// after one warm-up, median.
 pub fn conv_layers(n: usize, runs: usize) -> Result<Vec<ConvTiming>> {
-    use crate::ops::conv::{conv2d_backward_input, conv2d_backward_weight, ConvGeom, Conv2dOp};
+    use mixbt::ops::conv::{conv2d_backward_input, conv2d_backward_weight, ConvGeom, Conv2dOp};
     let dev = Device::Cpu;
     let mut out = vec![];
     for &ConvLayer { name, count, c, o, h, k, stride, pad } in &R18_CIFAR_CONVS {

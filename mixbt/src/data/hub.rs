@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::{list_files, pull, HubConfig, HubRef, RepoKind};
-use crate::data::{parquet, DynDataset, Split};
+use super::{parquet, DynDataset, Split};
+use crate::hub::{list_files, pull, HubConfig, HubRef, RepoKind};
 use crate::{Error, Result};
 
 /// Open `split` of the Hub data set `repo` (downloads its parquet files into the cache), with

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use mixbt::data::BuiltinConfig;
 use mixbt::model::ProjectorConfig;
 use mixbt::train::{presets, Recipe};

@@ -1,0 +1,137 @@
+//! `mixbt knn`, `mixbt linear` and `mixbt embed`: evaluation of a checkpoint.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use mixbt::data::{self, DataConfig, DatasetKind, Split, Transform};
+use mixbt::eval::{knn_eval, linear_probe, KnnConfig, LinearProbeConfig};
+use mixbt::model::Encoder;
+use mixbt::{Error, Result};
+
+use crate::{at_least_one, parse_device, positive, workers, Common};
+
+#[derive(Args)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A model file (.safetensors / .pth), a run or checkpoint folder, or hub:<org>/<repo>/<path>.
+    #[arg(long)]
+    checkpoint: String,
+    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
+    k: usize,
+    #[arg(long, default_value_t = 0.5, value_parser = positive)]
+    temperature: f64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct LinearArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A model file (.safetensors / .pth), a run or checkpoint folder, or hub:<org>/<repo>/<path>.
+    #[arg(long)]
+    checkpoint: String,
+    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
+    epochs: usize,
+    #[arg(long, default_value_t = 512, value_parser = at_least_one)]
+    batch_size: usize,
+    /// Train on features of un-augmented images computed once (fast) instead of augmented views.
+    #[arg(long)]
+    no_augment: bool,
+    /// Reproduce linear.py's quirk: the frozen backbone's BN in train mode while probing.
+    #[arg(long)]
+    bn_train_quirk: bool,
+    /// The ImageNet protocol (SGD 0.3, cosine) instead of linear.py's Adam.
+    #[arg(long)]
+    imagenet_protocol: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// A model file (.safetensors / .pth), a run or checkpoint folder, or hub:<org>/<repo>/<path>.
+    #[arg(long)]
+    checkpoint: String,
+    /// Folder of images (rows in sorted file-name order).
+    #[arg(long)]
+    images: PathBuf,
+    /// Output: `.safetensors` (tensor `features`) or `.parquet`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Check the model against this architecture (inferred otherwise).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Data set whose statistics/eval transform to use (default cifar10).
+    #[arg(long, default_value = "cifar10")]
+    dataset: String,
+    /// `eval` (the data set's eval transform) or `none` (ToTensor + Normalize only).
+    #[arg(long, default_value = "eval")]
+    transform: String,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
+    batch_size: usize,
+}
+
+/// The encoder of a checkpoint argument (path or `hub:` reference).
+fn load(checkpoint: &str, device: &str) -> Result<(Encoder, mixbt::model::EncoderConfig)> {
+    let (enc, _, cfg) = mixbt::ckpt::load_encoder(&mixbt::hub::resolve_checkpoint(checkpoint)?, &parse_device(device)?)?;
+    Ok((enc, cfg))
+}
+
+pub fn knn(a: KnnArgs) -> Result<()> {
+    let r = a.common.recipe()?;
+    let (enc, _) = load(&a.checkpoint, &a.common.device)?;
+    let cfg = KnnConfig { k: a.k, temperature: a.temperature, ..Default::default() };
+    let res = knn_eval(&enc, &r.data, &cfg, workers(a.common.workers))?;
+    println!("k-NN (k={}, T={}) top-1 {:.2}% top-5 {:.2}% on {} test images", a.k, a.temperature, res.top1, res.top5, res.n_test);
+    if a.json {
+        println!("{}", serde_json::to_string(&res)?);
+    }
+    Ok(())
+}
+
+pub fn linear(a: LinearArgs) -> Result<()> {
+    let r = a.common.recipe()?;
+    let (enc, _) = load(&a.checkpoint, &a.common.device)?;
+    let train = data::open(&r.data, Split::Train)?;
+    let test = data::open(&r.data, Split::Test)?;
+    let mut cfg = if a.imagenet_protocol { LinearProbeConfig::imagenet() } else { LinearProbeConfig::small() };
+    cfg.epochs = a.epochs;
+    cfg.batch_size = a.batch_size;
+    cfg.augment = !a.no_augment;
+    cfg.bn_train_mode_quirk = a.bn_train_quirk;
+    cfg.seed = a.common.seed.unwrap_or(0);
+    cfg.workers = workers(a.common.workers);
+    let res = linear_probe(&enc, train, test, &r.data.view_a, &r.data.eval, &cfg, |e| {
+        eprintln!("epoch {:>3}: loss {:.4} train {:.2}% test top-1 {:.2}% top-5 {:.2}% (lr {:.2e})", e.epoch, e.train_loss, e.train_top1, e.test_top1, e.test_top5, e.lr)
+    })?;
+    println!("linear probe: best top-1 {:.2}%, last top-1 {:.2}% (top-5 {:.2}%)", res.best_top1, res.last_top1, res.last_top5);
+    if a.json {
+        println!("{}", serde_json::json!({"best_top1": res.best_top1, "last_top1": res.last_top1, "last_top5": res.last_top5}));
+    }
+    Ok(())
+}
+
+pub fn embed(a: EmbedArgs) -> Result<()> {
+    let (enc, cfg) = load(&a.checkpoint, &a.device)?;
+    if let Some(arch) = &a.arch {
+        let want: mixbt::model::Arch = arch.parse()?;
+        if want != cfg.backbone.arch {
+            return Err(Error::Config(format!("--arch {arch}, but the checkpoint holds a {}", cfg.backbone.arch.name())));
+        }
+    }
+    let kind: DatasetKind = a.dataset.parse()?;
+    let eval = DataConfig::for_kind(kind).eval;
+    let t = match a.transform.as_str() {
+        "eval" => eval,
+        "none" => Transform::normalize_only((eval.mean, eval.std)),
+        other => return Err(Error::Config(format!("--transform {other}: use eval or none"))),
+    };
+    let n = mixbt::eval::features::embed_folder(&enc, &a.images, &t, a.batch_size, &a.out)?;
+    println!("wrote {n} feature rows [{n}, {}] to {}", cfg.feature_dim(), a.out.display());
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! `mixbt pretrain` and `mixbt presets`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use mixbt::train::{presets as p, PretrainOptions, Pretrainer, Recipe, Summary};
+use mixbt::{Error, Result};
+
+use crate::{at_least_one, non_negative, parse_device, positive, workers, Common};
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A recipe file (`mixbt presets --show NAME > r.json`, or a run's recipe.json / run folder) instead of --preset.
+    #[arg(long, conflicts_with = "preset")]
+    recipe: Option<PathBuf>,
+    /// Run directory (history, checkpoints, summary.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue from a checkpoint (a checkpoint folder, or a run folder's latest). Takes the
+    /// recipe from the checkpoint: only --epochs, --max-steps and run-time flags may be given.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Epochs (on --resume: train the run to this many epochs; the cosine schedule is stretched to them).
+    #[arg(long, value_parser = at_least_one)]
+    epochs: Option<usize>,
+    #[arg(long, value_parser = at_least_one)]
+    max_steps: Option<usize>,
+    /// Pairs per step (at least 2: Barlow Twins standardises over the batch).
+    #[arg(long, value_parser = at_least_one)]
+    batch_size: Option<usize>,
+    /// λ_reg (`0` = plain Barlow Twins, without the mixed pass).
+    #[arg(long, value_parser = non_negative)]
+    lambda_reg: Option<f64>,
+    #[arg(long, value_parser = non_negative)]
+    lambda_bt: Option<f64>,
+    /// Learning rate (Adam/SGD lr, or LARS weight lr), multiplied by the schedule.
+    #[arg(long, value_parser = positive)]
+    lr: Option<f64>,
+    /// Network width multiplier (the projector's input follows the backbone).
+    #[arg(long, value_parser = positive)]
+    width: Option<f64>,
+    /// Use only this many pre-training images.
+    #[arg(long, value_parser = at_least_one)]
+    train_subset: Option<usize>,
+    /// Stop after this many minutes (the final k-NN still runs).
+    #[arg(long, value_parser = positive)]
+    time_budget_min: Option<f64>,
+    /// Also checkpoint every N steps (always at each epoch end).
+    #[arg(long, value_parser = at_least_one)]
+    checkpoint_every: Option<usize>,
+    #[arg(long)]
+    no_progress: bool,
+    /// Write the charts (loss components, k-NN) as SVG into <out>/plots.
+    #[arg(long)]
+    plots: bool,
+    /// Skip the k-NN of the random network.
+    #[arg(long)]
+    skip_random_init_knn: bool,
+}
+
+impl PretrainArgs {
+    /// The flags that define the recipe, which a resumed run takes from its checkpoint.
+    fn recipe_flags(&self) -> Vec<&'static str> {
+        let c = &self.common;
+        [
+            ("--preset", c.preset.is_some()),
+            ("--recipe", self.recipe.is_some()),
+            ("--dataset", c.data.dataset.is_some()),
+            ("--data-dir", c.data.data_dir.is_some()),
+            ("--skip-corrupt", c.data.skip_corrupt),
+            ("--seed", c.seed.is_some()),
+            ("--test-subset", c.test_subset.is_some()),
+            ("--bank-subset", c.bank_subset.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--lambda-reg", self.lambda_reg.is_some()),
+            ("--lambda-bt", self.lambda_bt.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--width", self.width.is_some()),
+            ("--train-subset", self.train_subset.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, given)| given.then_some(f))
+        .collect()
+    }
+
+    /// The recipe of a new run: the preset or recipe file, with the flags applied.
+    fn new_recipe(&self) -> Result<Recipe> {
+        let mut r = match &self.recipe {
+            Some(f) => Recipe::from_file(f)?,
+            None => p::get(self.common.preset.as_deref().unwrap_or("quickstart"))?,
+        };
+        self.common.apply(&mut r)?;
+        if let Some(e) = self.epochs {
+            r.epochs = e;
+        }
+        r.max_steps = self.max_steps.or(r.max_steps);
+        r.batch_size = self.batch_size.unwrap_or(r.batch_size);
+        if let Some(l) = self.lambda_reg {
+            r.set_lambda_reg(l);
+        }
+        r.loss.lambda_bt = self.lambda_bt.unwrap_or(r.loss.lambda_bt);
+        if let Some(lr) = self.lr {
+            r.optimizer.set_base_lr(lr);
+        }
+        if let Some(w) = self.width {
+            r.encoder = r.encoder.with_width(w);
+        }
+        r.data.train_subset = self.train_subset.or(r.data.train_subset);
+        Ok(r)
+    }
+
+    fn options(&self) -> Result<PretrainOptions> {
+        Ok(PretrainOptions {
+            seed: self.common.seed.unwrap_or(0),
+            device: parse_device(&self.common.device)?,
+            workers: workers(self.common.workers),
+            out_dir: self.out.clone(),
+            checkpoint_every: self.checkpoint_every,
+            keep_checkpoints: 2,
+            progress: !self.no_progress,
+            time_budget: self.time_budget_min.map(|m| Duration::from_secs_f64(m * 60.0)),
+            skip_random_init_knn: self.skip_random_init_knn,
+        })
+    }
+}
+
+pub fn pretrain(a: PretrainArgs) -> Result<()> {
+    let opts = a.options()?;
+    let mut trainer = match &a.resume {
+        Some(path) => {
+            let given = a.recipe_flags();
+            if !given.is_empty() {
+                return Err(Error::Config(format!(
+                    "--resume continues the recipe of its checkpoint; {} cannot change it (only --epochs, --max-steps and run-time flags such as --out, --device, --workers, --time-budget-min may be given)",
+                    given.join(", ")
+                )));
+            }
+            let mut t = Pretrainer::resume(path, opts)?;
+            t.set_budget(a.epochs, a.max_steps)?;
+            eprintln!("resumed from {} at step {} (epoch {})", path.display(), t.steps_done(), t.epochs_done() + 1);
+            t
+        }
+        None => {
+            let r = a.new_recipe()?;
+            eprintln!("preset {}: {}", r.name, r.description);
+            Pretrainer::new(r, opts)?
+        }
+    };
+    eprintln!(
+        "{} trainable parameters, {} steps per epoch, data: {}",
+        trainer.params().num_trainable(),
+        trainer.steps_per_epoch(),
+        trainer.loader().dataset().describe()
+    );
+    let s = trainer.fit()?;
+    report(&a, &trainer, &s)
+}
+
+fn report(a: &PretrainArgs, trainer: &Pretrainer, s: &Summary) -> Result<()> {
+    println!(
+        "k-NN top-1 {:.2}% (top-5 {:.2}%) after {} steps; randomly initialised network: top-1 {:.2}% (top-5 {:.2}%)",
+        s.knn_top1, s.knn_top5, s.steps, s.knn_top1_random_init, s.knn_top5_random_init
+    );
+    if let Some(out) = trainer.options().out_dir.as_ref() {
+        if a.plots {
+            let written = mixbt::report::write_run_plots(&out.join("plots"), trainer.history(), Some(s.knn_top1_random_init))?;
+            eprintln!("charts: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        }
+        println!("run directory: {}", out.display());
+    }
+    println!("{}", serde_json::to_string(s)?);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PresetsArgs {
+    /// Every preset as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Print the recipe of one preset as JSON (a recipe file for `pretrain --recipe`).
+    #[arg(long, value_name = "NAME")]
+    show: Option<String>,
+}
+
+pub fn presets(a: PresetsArgs) -> Result<()> {
+    if let Some(name) = &a.show {
+        println!("{}", p::get(name)?.to_json()?);
+        return Ok(());
+    }
+    let all = p::all();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    println!("{:<28} {:<9} {:<14} {:>6} {:>9} {:>7} {:>6}  paper k-NN / linear", "preset", "arch", "data", "epochs", "lambda_bt", "l_reg", "batch");
+    for r in all {
+        let paper = r.paper.as_ref();
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<28} {:<9} {:<14} {:>6} {:>9} {:>7} {:>6}  {} / {}",
+            r.name,
+            r.encoder.backbone.arch.name(),
+            r.data.kind.name(),
+            r.epochs,
+            r.loss.lambda_bt,
+            if r.is_mixup { r.loss.lambda_reg.to_string() } else { "0 (BT)".into() },
+            r.batch_size,
+            f(paper.and_then(|p| p.knn_top1)),
+            f(paper.and_then(|p| p.linear_top1))
+        );
+    }
+    Ok(())
+}

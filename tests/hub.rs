@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 mod common;
 
 use mixbt::hub::{self, push, HubConfig, HubRef, RepoKind};
-use mixbt_hub_server::{Faults, HubServer, ServerConfig};
+use mixbt_hub_server::{Faults, HubServer, ServerConfig, SilentServer};
 
 const TOKEN: &str = "hf_test_token";
 
@@ -16,7 +16,14 @@ fn server() -> HubServer {
 }
 
 fn cfg(s: &HubServer, cache: &Path, token: bool) -> HubConfig {
-    HubConfig { endpoint: s.url().into(), token: token.then(|| TOKEN.to_string()), cache_dir: cache.into(), offline: false, progress: false }
+    HubConfig {
+        endpoint: s.url().into(),
+        token: token.then(|| TOKEN.to_string()),
+        cache_dir: cache.into(),
+        offline: false,
+        progress: false,
+        timeout: std::time::Duration::from_secs(10),
+    }
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -54,6 +61,8 @@ fn pull_uses_the_cache_and_works_offline() {
     // The blob is named by its sha256 (LFS ETag) and verified.
     let blob = std::fs::canonicalize(&p).unwrap();
     assert_eq!(blob.file_name().unwrap().to_string_lossy(), hub::sha256_file(&p).unwrap());
+    // The cache layout is hf-hub's (and the Python client's): its reader finds the file.
+    assert_eq!(hf_hub_cached(cache.path(), "wgcban/mix-bt", "checkpoints/tiny.pth"), Some(p.clone()));
     let n_requests = s.requests().len();
     drop(s);
     // Offline: the cache answers, the (gone) server is not asked.
@@ -202,4 +211,106 @@ fn cli_hub_commands_and_hub_checkpoints() {
     assert!(ok, "{err}");
     let (ok, _, err) = run(&["embed", "--checkpoint", "hub:tester/converted/nope.safetensors", "--images", imgs.to_str().unwrap(), "--out", f.to_str().unwrap()]);
     assert!(!ok && err.contains("404"), "{err}");
+}
+
+/// Files (not folders) anywhere under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_silent_or_stalling_server_times_out_and_leaves_nothing_in_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    // Accepts the connection, never answers.
+    let silent = SilentServer::start().unwrap();
+    let c = HubConfig {
+        endpoint: silent.url().into(),
+        token: Some(TOKEN.into()),
+        cache_dir: cache.path().into(),
+        offline: false,
+        progress: false,
+        timeout: std::time::Duration::from_millis(800),
+    };
+    let t0 = std::time::Instant::now();
+    let err = hub::pull(&r("hub:org/m/w.pth"), &c, None).unwrap_err().to_string();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t0.elapsed());
+    assert!(err.contains("no answer") && err.contains("HF_HUB_DOWNLOAD_TIMEOUT") && !err.contains(TOKEN), "{err}");
+    let err = hub::list_files(RepoKind::Dataset, "org/d", "main", &c).unwrap_err().to_string();
+    assert!(err.contains("no answer"), "{err}");
+    assert!(files_under(cache.path()).is_empty(), "{:?}", files_under(cache.path()));
+    // Headers and half the body, then silence: the read time-out ends it, nothing is cached.
+    let s = server();
+    s.add_file("model", "org/m", "big.pth", (0..300_000u32).map(|i| (i % 241) as u8).collect());
+    s.set_faults(Faults { stall: ["big.pth".to_string()].into(), ..Default::default() });
+    let c = HubConfig { timeout: std::time::Duration::from_millis(800), ..cfg(&s, cache.path(), false) };
+    let t0 = std::time::Instant::now();
+    let err = hub::pull(&r("hub:org/m/big.pth"), &c, None).unwrap_err().to_string();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t0.elapsed());
+    assert!(err.contains("big.pth") && (err.contains("stalled") || err.contains("no answer")), "{err}");
+    assert!(hf_hub_cached(cache.path(), "org/m", "big.pth").is_none());
+    assert!(files_under(cache.path()).is_empty(), "left behind: {:?}", files_under(cache.path()));
+    // The time-out comes from HF_HUB_DOWNLOAD_TIMEOUT.
+    assert_eq!(hub::http::timeout_from_env().unwrap(), std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn a_server_error_is_reported_as_one() {
+    let s = server();
+    s.add_file("model", "org/m", "w.pth", vec![7; 100]);
+    s.set_faults(Faults { error500: ["w.pth".to_string()].into(), ..Default::default() });
+    let cache = tempfile::tempdir().unwrap();
+    let err = hub::pull(&r("hub:org/m/w.pth"), &cfg(&s, cache.path(), false), None).unwrap_err().to_string();
+    assert!(err.contains("HTTP 500") && !err.contains("cannot reach") && !err.contains("OFFLINE"), "{err}");
+}
+
+#[test]
+fn references_that_escape_the_cache_are_refused_before_any_request() {
+    let s = server();
+    s.add_file("model", "a/b", "x", vec![1]);
+    let cache = tempfile::tempdir().unwrap();
+    let c = cfg(&s, cache.path(), false);
+    for bad in [
+        "hub:a/b/../../../../escape/x",
+        "hub:a/b/../../../../../../etc/passwd",
+        "hub:a/b/./x",
+        "hub:a/b//x",
+        "hub:a/b/dir\\x",
+        "hub:../b/x",
+        "hub:a/..b/x",
+        "hub:a/b c/x",
+        "hub:a/b@../../x/y",
+        "hub:a/-b/x",
+    ] {
+        let err = HubRef::parse(bad).unwrap_err().to_string();
+        assert!(err.contains(bad.trim_start_matches("hub:").split('/').next().unwrap()) || err.contains("Hub"), "{bad}: {err}");
+    }
+    // A reference built by hand (fields are public) is checked by pull itself.
+    let sneaky = HubRef { kind: RepoKind::Model, repo: "a/b".into(), revision: "main".into(), path: "../../../../x".into() };
+    assert!(hub::pull(&sneaky, &c, None).is_err());
+    let sneaky = HubRef { kind: RepoKind::Model, repo: "../../x".into(), revision: "main".into(), path: "x".into() };
+    assert!(hub::pull(&sneaky, &c, None).is_err());
+    let offline = HubConfig { offline: true, ..c.clone() };
+    assert!(hub::pull(&HubRef { path: "/etc/passwd".into(), ..r("hub:a/b/x") }, &offline, None).is_err());
+    assert!(s.requests().is_empty(), "requests were sent: {:?}", s.requests());
+    assert!(files_under(cache.path()).is_empty());
+    // A listing that names a path outside the repo is refused.
+    s.add_file("dataset", "org/d", "../evil.parquet", vec![1]);
+    let err = hub::list_files(RepoKind::Dataset, "org/d", "main", &c).unwrap_err().to_string();
+    assert!(err.contains("../evil.parquet"), "{err}");
+    // Names the server sends become file names: they must be plain.
+    assert!(hub::validate_name("ETag", "0a1b2c").is_ok());
+    for bad in ["..", "a/b", "../x", "", "a\\b"] {
+        assert!(hub::validate_name("ETag", bad).is_err(), "{bad}");
+    }
 }

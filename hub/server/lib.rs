@@ -75,6 +75,11 @@ pub struct Faults {
     pub truncate: HashSet<String>,
     /// Flip bytes of the body (the `ETag` still names the correct content).
     pub corrupt: HashSet<String>,
+    /// Send the headers and half of the body, then keep the connection open without sending
+    /// anything more (a stalled download: only a read time-out ends it).
+    pub stall: HashSet<String>,
+    /// Answer every request for the file with HTTP 500.
+    pub error500: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -85,8 +90,9 @@ struct State {
     faults: Faults,
     counter: u64,
     requests: Vec<String>,
-    /// Truncated bodies waiting on the raw socket, by token: (status, headers, half body, promised length).
-    truncated: HashMap<String, (u16, Vec<(String, String)>, Vec<u8>, usize)>,
+    /// Truncated bodies waiting on the raw socket, by token: (status, headers, half body, promised
+    /// length, stall instead of closing).
+    truncated: HashMap<String, (u16, Vec<(String, String)>, Vec<u8>, usize, bool)>,
     /// Port of the raw socket that serves truncated bodies and then closes the connection.
     raw_port: u16,
 }
@@ -311,12 +317,12 @@ fn handle(mut req: Request, state: &Arc<Mutex<State>>, cfg: &ServerConfig, base:
         Reply::Data(r) => {
             let _ = req.respond(r);
         }
-        Reply::Truncated { status, headers, data, full_len } => {
+        Reply::Truncated { status, headers, data, full_len, stall } => {
             let mut st = state.lock().unwrap();
             st.counter += 1;
             let token = format!("t{}", st.counter);
             let hs = headers.iter().map(|h| (h.field.to_string(), h.value.to_string())).collect();
-            st.truncated.insert(token.clone(), (status, hs, data, full_len));
+            st.truncated.insert(token.clone(), (status, hs, data, full_len, stall));
             let location = format!("http://127.0.0.1:{}/{token}", st.raw_port);
             drop(st);
             let _ = req.respond(Response::from_data(vec![]).with_status_code(302).with_header(header("Location", &location)));
@@ -325,11 +331,11 @@ fn handle(mut req: Request, state: &Arc<Mutex<State>>, cfg: &ServerConfig, base:
 }
 
 /// The raw socket behind truncated downloads: promise the full `Content-Length`, send half, close.
-fn serve_truncated(listener: std::net::TcpListener, state: std::sync::Weak<Mutex<State>>) {
+fn serve_truncated(listener: std::net::TcpListener, state_weak: std::sync::Weak<Mutex<State>>) {
     use std::io::{BufRead, Write};
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
-        let Some(state) = state.upgrade() else { return };
+        let Some(state) = state_weak.upgrade() else { return };
         let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone socket"));
         let mut line = String::new();
         let _ = reader.read_line(&mut line);
@@ -341,26 +347,85 @@ fn serve_truncated(listener: std::net::TcpListener, state: std::sync::Weak<Mutex
             }
         }
         let entry = state.lock().unwrap().truncated.remove(&token);
-        let out = match entry {
-            Some((status, headers, data, full_len)) => {
+        drop(state);
+        let (out, stall) = match entry {
+            Some((status, headers, data, full_len, stall)) => {
                 let mut head = format!("HTTP/1.1 {status} OK\r\nContent-Length: {full_len}\r\nConnection: close\r\n");
                 for (k, v) in headers {
                     head.push_str(&format!("{k}: {v}\r\n"));
                 }
                 head.push_str("\r\n");
-                [head.into_bytes(), data].concat()
+                ([head.into_bytes(), data].concat(), stall)
             }
-            None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            None => (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(), false),
         };
         let _ = conn.write_all(&out);
         let _ = conn.flush();
+        if stall {
+            // Hold the connection open, silent, until the server is dropped (at most 2 minutes).
+            let weak = state_weak.clone();
+            std::thread::spawn(move || {
+                let t0 = std::time::Instant::now();
+                while weak.upgrade().is_some() && t0.elapsed() < std::time::Duration::from_secs(120) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                drop(conn);
+            });
+            continue;
+        }
         let _ = conn.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A server that accepts connections and never answers (a hung Hub, for time-out tests). The
+/// connections are held until it is dropped.
+pub struct SilentServer {
+    url: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SilentServer {
+    /// Listen on 127.0.0.1 on a free port.
+    pub fn start() -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = vec![];
+            for conn in listener.incoming() {
+                if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    held.push(c);
+                }
+            }
+        });
+        Ok(Self { url: format!("http://{addr}"), stop, addr, thread: Some(thread) })
+    }
+
+    /// Base URL, the value for `HF_ENDPOINT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr); // wake the accept loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
 enum Reply {
     Data(Response<std::io::Cursor<Vec<u8>>>),
-    Truncated { status: u16, headers: Vec<Header>, data: Vec<u8>, full_len: usize },
+    Truncated { status: u16, headers: Vec<Header>, data: Vec<u8>, full_len: usize, stall: bool },
 }
 
 fn route(req: &Request, method: &Method, path: &str, body: &[u8], state: &Arc<Mutex<State>>, cfg: &ServerConfig, base: &str) -> Reply {
@@ -584,6 +649,9 @@ fn route(req: &Request, method: &Method, path: &str, body: &[u8], state: &Arc<Mu
             }
             let Some((sha, _, files)) = repo.at(&rev) else { return Data(error(404, "RevisionNotFound", &format!("Invalid rev id: {rev}"))) };
             let Some(entry) = files.get(&file) else { return Data(error(404, "EntryNotFound", &format!("{file} does not exist on {rev}"))) };
+            if st.faults.error500.contains(&file) {
+                return Data(error(500, "InternalError", "injected server error"));
+            }
             let etag = entry.etag();
             let total = entry.data.len();
             let mut data = entry.data.as_ref().clone();
@@ -627,9 +695,10 @@ fn route(req: &Request, method: &Method, path: &str, body: &[u8], state: &Arc<Mu
                 }
                 return Data(r);
             }
-            if st.faults.truncate.contains(&file) && full_len > 1 {
+            let stall = st.faults.stall.contains(&file);
+            if (st.faults.truncate.contains(&file) || stall) && full_len > 1 {
                 let half = slice[..full_len / 2].to_vec();
-                return Reply::Truncated { status, headers, data: half, full_len };
+                return Reply::Truncated { status, headers, data: half, full_len, stall };
             }
             let mut r = Response::from_data(slice).with_status_code(status);
             for h in headers {

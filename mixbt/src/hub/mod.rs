@@ -5,8 +5,13 @@
 //! checkpoints and writing model cards is `ckpt::convert`; Hub data sets are opened by `data`.
 //!
 //! Settings come from the usual variables: `HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME` /
-//! `HF_HUB_CACHE`, `HF_HUB_OFFLINE`.
+//! `HF_HUB_CACHE`, `HF_HUB_OFFLINE`, `HF_HUB_DOWNLOAD_TIMEOUT` (seconds without progress before a
+//! connection, a read or a write gives up; default 10). Repository ids, revisions and file paths
+//! are checked against the Hub's rules before any request or cache access, and so are the names
+//! the server sends back (commit, ETag), since they become file names in the cache.
 
+pub mod download;
+pub mod http;
 pub mod push;
 
 use std::io::Read;
@@ -71,12 +76,6 @@ pub enum RepoKind {
 }
 
 impl RepoKind {
-    fn hf(self) -> hf_hub::RepoType {
-        match self {
-            RepoKind::Model => hf_hub::RepoType::Model,
-            RepoKind::Dataset => hf_hub::RepoType::Dataset,
-        }
-    }
     /// URL prefix (`""` or `"datasets/"`).
     pub fn prefix(self) -> &'static str {
         match self {
@@ -101,6 +100,8 @@ pub struct HubConfig {
     pub cache_dir: PathBuf,
     pub offline: bool,
     pub progress: bool,
+    /// Connect, read and write time-out: how long a request may go without progress.
+    pub timeout: std::time::Duration,
 }
 
 impl HubConfig {
@@ -117,18 +118,63 @@ impl HubConfig {
             .or_else(|| std::fs::read_to_string(home.join("token")).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()));
         let offline = std::env::var("HF_HUB_OFFLINE").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
         let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
-        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, cache_dir, offline, progress: false }
+        let timeout = http::timeout_from_env().unwrap_or_else(|e| {
+            eprintln!("warning: {e}; using {} s", http::DEFAULT_TIMEOUT_S);
+            std::time::Duration::from_secs_f64(http::DEFAULT_TIMEOUT_S)
+        });
+        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, cache_dir, offline, progress: false, timeout }
     }
 
-    fn api(&self) -> Result<hf_hub::api::sync::Api> {
-        hf_hub::api::sync::ApiBuilder::new()
-            .with_endpoint(self.endpoint.clone())
-            .with_cache_dir(self.cache_dir.clone())
-            .with_token(self.token.clone())
-            .with_progress(self.progress)
-            .build()
-            .map_err(|e| Error::Hub(format!("cannot set up the Hub client: {e}")))
+}
+
+/// A repository id as the Hub allows it: `org/name` (or a bare `name`), each part of
+/// `[A-Za-z0-9._-]`, at most 96 characters, not starting or ending with `.` or `-`, without
+/// `--` or `..`.
+pub fn validate_repo_id(id: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Config(format!("`{id}` is not a Hub repository id ({why}; expected <org>/<name> of letters, digits, `.`, `_`, `-`)")));
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.is_empty() || parts.len() > 2 {
+        return bad("at most one `/`");
     }
+    for p in parts {
+        if p.is_empty() || p.len() > 96 {
+            return bad("empty or too long part");
+        }
+        if !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return bad("a character outside [A-Za-z0-9._-]");
+        }
+        if p.starts_with(['.', '-']) || p.ends_with(['.', '-']) || p.contains("..") || p.contains("--") {
+            return bad("`.` or `-` at an end, or `..` / `--`");
+        }
+    }
+    Ok(())
+}
+
+/// A path inside a repository (or a revision name): relative, `/`-separated, with no empty, `.`
+/// or `..` segment, no backslash and no control character.
+pub fn validate_repo_path(what: &str, p: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Config(format!("{what} `{}` is not a valid path in a Hub repository ({why})", p.escape_debug())));
+    if p.is_empty() || p.len() > 1024 {
+        return bad("empty or too long");
+    }
+    if p.starts_with('/') {
+        return bad("absolute");
+    }
+    if p.contains('\\') || p.chars().any(|c| c.is_control()) {
+        return bad("a backslash or a control character");
+    }
+    if p.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return bad("an empty, `.` or `..` segment");
+    }
+    Ok(())
+}
+
+/// A name the server sends that becomes a file name in the cache (commit hash, ETag).
+pub fn validate_name(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 256 || s == "." || s == ".." || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(Error::Hub(format!("{what} `{}` is not a plain name; refusing to use it as a file name in the cache", s.escape_debug())));
+    }
+    Ok(())
 }
 
 /// A file on the Hub: `hub:<org>/<repo>[@revision]/<path in repo>`; data sets as
@@ -158,11 +204,16 @@ impl HubRef {
             Some((n, r)) => (n, r.to_string()),
             None => (name, "main".to_string()),
         };
-        Ok(Self { kind, repo: format!("{org}/{name}"), revision, path: path.to_string() })
+        let r = Self { kind, repo: format!("{org}/{name}"), revision, path: path.to_string() };
+        r.validate().map_err(|e| Error::Config(format!("`{s}`: {}", e.to_string().trim_start_matches("invalid configuration: "))))?;
+        Ok(r)
     }
 
-    fn hf_repo(&self) -> hf_hub::Repo {
-        hf_hub::Repo::with_revision(self.repo.clone(), self.kind.hf(), self.revision.clone())
+    /// Check the repository id, the revision and the path (before any request or cache access).
+    pub fn validate(&self) -> Result<()> {
+        validate_repo_id(&self.repo)?;
+        validate_repo_path("revision", &self.revision)?;
+        validate_repo_path("file", &self.path)
     }
 
     /// The resolve URL on `endpoint`.
@@ -205,29 +256,12 @@ fn evict(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// Turn an `hf-hub` error into a clear message about `r`.
-fn hub_error(r: &HubRef, cfg: &HubConfig, e: hf_hub::api::sync::ApiError) -> Error {
-    let url = r.url(&cfg.endpoint);
-    let text = e.to_string();
-    let msg = if text.contains("status code 404") {
-        format!("{r}: not found on {} (404): check the repo, the revision `{}` and the path", cfg.endpoint, r.revision)
-    } else if text.contains("status code 401") || text.contains("status code 403") {
-        format!("{r}: unauthorized ({}): the repo is private or gated; set HF_TOKEN or pass --token", if text.contains("401") { 401 } else { 403 })
-    } else if text.contains("Connection") || text.contains("connect") || text.contains("dns") || text.contains("resolve") {
-        format!("{r}: cannot reach {} ({text}); set HF_HUB_OFFLINE=1 to use the cache only", cfg.endpoint)
-    } else {
-        format!("{r}: download from {url} failed: {text}")
-    };
-    Error::Hub(msg)
-}
-
 /// Download (or find in the cache) the file `r`; verify it (sha256 against the LFS ETag the
 /// cache names it by, and against `expected` when given). A corrupt file is removed from the
 /// cache and reported.
 pub fn pull(r: &HubRef, cfg: &HubConfig, expected: Option<&str>) -> Result<PathBuf> {
-    let cache = hf_hub::Cache::new(cfg.cache_dir.clone());
-    let cached = cache.repo(r.hf_repo()).get(&r.path);
-    let path = match (cached, cfg.offline) {
+    r.validate()?;
+    let path = match (download::cached(cfg, r), cfg.offline) {
         (Some(p), _) => p,
         (None, true) => {
             return Err(Error::Hub(format!(
@@ -235,10 +269,7 @@ pub fn pull(r: &HubRef, cfg: &HubConfig, expected: Option<&str>) -> Result<PathB
                 cfg.cache_dir.display()
             )))
         }
-        (None, false) => {
-            let api = cfg.api()?;
-            api.repo(r.hf_repo()).download(&r.path).map_err(|e| hub_error(r, cfg, e))?
-        }
+        (None, false) => download::download(r, cfg)?,
     };
     verify(r, &path, expected)?;
     Ok(path)
@@ -282,13 +313,14 @@ pub fn resolve_checkpoint(arg: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// List the files of a Hub repo (at `revision`).
+/// List the files of a Hub repo (at `revision`). Names that are not valid repository paths are
+/// an error (a hostile server could list `../x`).
 pub fn list_files(kind: RepoKind, repo: &str, revision: &str, cfg: &HubConfig) -> Result<Vec<String>> {
-    let api = cfg.api()?;
-    let r = hf_hub::Repo::with_revision(repo.to_string(), kind.hf(), revision.to_string());
-    let info = api.repo(r).info().map_err(|e| {
-        let href = HubRef { kind, repo: repo.to_string(), revision: revision.to_string(), path: String::new() };
-        hub_error(&href, cfg, e)
-    })?;
-    Ok(info.siblings.into_iter().map(|s| s.rfilename).collect())
+    let r = HubRef { kind, repo: repo.to_string(), revision: revision.to_string(), path: "x".into() };
+    r.validate()?;
+    let files = download::list(&r, cfg)?;
+    for f in &files {
+        validate_repo_path(&format!("hub:{}{repo}: listed file", kind.prefix()), f)?;
+    }
+    Ok(files)
 }

@@ -27,8 +27,9 @@ pub struct PushReport {
     pub regular_files: Vec<String>,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(30)).build()
+/// The Hub agent with the configured time-outs, following redirects.
+fn agent(cfg: &HubConfig) -> ureq::Agent {
+    super::http::agent(cfg, 5)
 }
 
 fn auth(req: ureq::Request, cfg: &HubConfig) -> Result<ureq::Request> {
@@ -38,7 +39,7 @@ fn auth(req: ureq::Request, cfg: &HubConfig) -> Result<ureq::Request> {
     }
 }
 
-fn call_err(what: &str, e: ureq::Error) -> Error {
+fn call_err(cfg: &HubConfig, what: &str, e: ureq::Error) -> Error {
     match e {
         ureq::Error::Status(code, resp) => {
             let msg = resp.header("X-Error-Message").map(String::from).unwrap_or_else(|| resp.into_string().unwrap_or_default());
@@ -49,7 +50,7 @@ fn call_err(what: &str, e: ureq::Error) -> Error {
             };
             Error::Hub(format!("{what}: HTTP {code}: {msg}{hint}"))
         }
-        e => Error::Hub(format!("{what}: {e}")),
+        e => super::http::error(what, cfg, e),
     }
 }
 
@@ -59,13 +60,14 @@ fn hex(b: &[u8]) -> String {
 
 /// Create `repo` (`org/name`) if it does not exist.
 pub fn create_repo(cfg: &HubConfig, kind: RepoKind, repo: &str, private: bool) -> Result<String> {
+    super::validate_repo_id(repo)?;
     let (org, name) = repo.split_once('/').ok_or_else(|| Error::Config(format!("repo `{repo}` must be <org>/<name>")))?;
     let body = json!({"name": name, "organization": org, "type": match kind { RepoKind::Model => "model", RepoKind::Dataset => "dataset" }, "private": private});
-    let req = auth(agent().post(&format!("{}/api/repos/create", cfg.endpoint)), cfg)?;
+    let req = auth(agent(cfg).post(&format!("{}/api/repos/create", cfg.endpoint)), cfg)?;
     match req.send_json(body) {
         Ok(r) => Ok(r.into_json::<serde_json::Value>().ok().and_then(|v| v["url"].as_str().map(String::from)).unwrap_or_default()),
         Err(ureq::Error::Status(409, _)) => Ok(format!("{}/{}{repo}", cfg.endpoint, kind.prefix())),
-        Err(e) => Err(call_err(&format!("create repo {repo}"), e)),
+        Err(e) => Err(call_err(cfg, &format!("create repo {repo}"), e)),
     }
 }
 
@@ -87,38 +89,42 @@ fn lfs_upload(cfg: &HubConfig, obj: &serde_json::Value, data: &[u8], what: &str)
         let mut etags = vec![];
         for (i, (n, url)) in parts.iter().enumerate() {
             let piece = &data[(i * chunk).min(data.len())..((i + 1) * chunk).min(data.len())];
-            let r = agent().put(url).send_bytes(piece).map_err(|e| call_err(&format!("{what}: upload part {n}"), e))?;
+            let r = agent(cfg).put(url).send_bytes(piece).map_err(|e| call_err(cfg, &format!("{what}: upload part {n}"), e))?;
             let etag = r.header("ETag").unwrap_or("").to_string();
             etags.push(json!({"partNumber": n, "etag": etag}));
         }
-        agent()
+        agent(cfg)
             .post(href)
             .send_json(json!({"oid": obj["oid"], "parts": etags}))
-            .map_err(|e| call_err(&format!("{what}: complete multipart upload"), e))?;
+            .map_err(|e| call_err(cfg, &format!("{what}: complete multipart upload"), e))?;
     } else {
-        let mut req = agent().put(href);
+        let mut req = agent(cfg).put(href);
         for (k, v) in &header {
             if let Some(v) = v.as_str() {
                 req = req.set(k, v);
             }
         }
-        req.send_bytes(data).map_err(|e| call_err(&format!("{what}: LFS upload"), e))?;
+        req.send_bytes(data).map_err(|e| call_err(cfg, &format!("{what}: LFS upload"), e))?;
     }
     if let Some(verify) = actions.get("verify") {
         let href = verify["href"].as_str().unwrap_or_default();
-        let mut req = auth(agent().post(href), cfg)?;
+        let mut req = auth(agent(cfg).post(href), cfg)?;
         for (k, v) in verify["header"].as_object().cloned().unwrap_or_default() {
             if let Some(v) = v.as_str() {
                 req = req.set(&k, v);
             }
         }
-        req.send_json(json!({"oid": obj["oid"], "size": obj["size"]})).map_err(|e| call_err(&format!("{what}: LFS verify"), e))?;
+        req.send_json(json!({"oid": obj["oid"], "size": obj["size"]})).map_err(|e| call_err(cfg, &format!("{what}: LFS verify"), e))?;
     }
     Ok(())
 }
 
 /// Push `files` to `repo` at `revision` as one commit (creating the repo if needed).
 pub fn push_files(cfg: &HubConfig, kind: RepoKind, repo: &str, revision: &str, files: &[UploadFile], message: &str, private: bool) -> Result<PushReport> {
+    super::validate_repo_path("revision", revision)?;
+    for f in files {
+        super::validate_repo_path("file", &f.path_in_repo)?;
+    }
     let repo_url = create_repo(cfg, kind, repo, private)?;
     // Read and hash every file.
     let mut blobs = vec![];
@@ -132,7 +138,7 @@ pub fn push_files(cfg: &HubConfig, kind: RepoKind, repo: &str, revision: &str, f
     let pre = json!({"files": blobs.iter().map(|(p, d, _)| json!({"path": p, "size": d.len(), "sample": b64.encode(&d[..d.len().min(512)])})).collect::<Vec<_>>()});
     let url = format!("{}/api/{}/{repo}/preupload/{revision}", cfg.endpoint, kind.api());
     let modes: serde_json::Value =
-        auth(agent().post(&url), cfg)?.send_json(pre).map_err(|e| call_err("preupload", e))?.into_json().map_err(|e| Error::Hub(format!("preupload: {e}")))?;
+        auth(agent(cfg).post(&url), cfg)?.send_json(pre).map_err(|e| call_err(cfg, "preupload", e))?.into_json().map_err(|e| Error::Hub(format!("preupload: {e}")))?;
     let is_lfs = |p: &str| {
         modes["files"].as_array().map(|a| a.iter().any(|f| f["path"] == p && f["uploadMode"] == "lfs")).unwrap_or(false)
     };
@@ -147,11 +153,11 @@ pub fn push_files(cfg: &HubConfig, kind: RepoKind, repo: &str, revision: &str, f
             "ref": {"name": format!("refs/heads/{revision}")},
         });
         let url = format!("{}/{}{repo}.git/info/lfs/objects/batch", cfg.endpoint, kind.prefix());
-        let resp: serde_json::Value = auth(agent().post(&url), cfg)?
+        let resp: serde_json::Value = auth(agent(cfg).post(&url), cfg)?
             .set("Accept", "application/vnd.git-lfs+json")
             .set("Content-Type", "application/vnd.git-lfs+json")
             .send_string(&batch.to_string())
-            .map_err(|e| call_err("LFS batch", e))?
+            .map_err(|e| call_err(cfg, "LFS batch", e))?
             .into_json()
             .map_err(|e| Error::Hub(format!("LFS batch: {e}")))?;
         for obj in resp["objects"].as_array().cloned().unwrap_or_default() {
@@ -170,10 +176,10 @@ pub fn push_files(cfg: &HubConfig, kind: RepoKind, repo: &str, revision: &str, f
         lines.push(line.to_string());
     }
     let url = format!("{}/api/{}/{repo}/commit/{revision}", cfg.endpoint, kind.api());
-    let resp: serde_json::Value = auth(agent().post(&url), cfg)?
+    let resp: serde_json::Value = auth(agent(cfg).post(&url), cfg)?
         .set("Content-Type", "application/x-ndjson")
         .send_string(&(lines.join("\n") + "\n"))
-        .map_err(|e| call_err("commit", e))?
+        .map_err(|e| call_err(cfg, "commit", e))?
         .into_json()
         .map_err(|e| Error::Hub(format!("commit: {e}")))?;
     Ok(PushReport {

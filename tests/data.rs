@@ -33,14 +33,14 @@ fn cifar10_binary_round_trip() {
     }
     let test: Vec<(RgbImage, u8)> = (0..4).map(|i| (synthetic(32, 32, 100 + i), i as u8)).collect();
     fixtures::write_cifar10_batch(&d.join("test_batch.bin"), &test).unwrap();
-    let tr = cifar::Cifar10::open(dir.path(), Split::Train).unwrap();
+    let tr = cifar::Cifar10::open_with(dir.path(), Split::Train, cifar::RecordCount::Any).unwrap();
     assert_eq!(tr.len(), 15);
     for (i, (im, l)) in all.iter().enumerate() {
         assert_eq!(&tr.image(i).unwrap(), im);
         assert_eq!(tr.label(i), Some(*l as usize));
     }
     assert_eq!(tr.classes()[0], "airplane");
-    let te = cifar::Cifar10::open(&d, Split::Test).unwrap();
+    let te = cifar::Cifar10::open_with(&d, Split::Test, cifar::RecordCount::Any).unwrap();
     assert_eq!(te.len(), 4);
     assert_eq!(te.image(3).unwrap(), test[3].0);
 }
@@ -53,8 +53,8 @@ fn cifar100_fine_and_coarse() {
     let imgs: Vec<(RgbImage, u8, u8)> = (0..5).map(|i| (synthetic(32, 32, i), (i % 20) as u8, (i * 17 % 100) as u8)).collect();
     fixtures::write_cifar100_file(&d.join("train.bin"), &imgs).unwrap();
     fixtures::write_cifar100_file(&d.join("test.bin"), &imgs[..2]).unwrap();
-    let fine = cifar::Cifar100::open(dir.path(), Split::Train, cifar::CifarLabel::Fine).unwrap();
-    let coarse = cifar::Cifar100::open(dir.path(), Split::Train, cifar::CifarLabel::Coarse).unwrap();
+    let fine = cifar::Cifar100::open_with(dir.path(), Split::Train, cifar::CifarLabel::Fine, cifar::RecordCount::Any).unwrap();
+    let coarse = cifar::Cifar100::open_with(dir.path(), Split::Train, cifar::CifarLabel::Coarse, cifar::RecordCount::Any).unwrap();
     for (i, (im, c, f)) in imgs.iter().enumerate() {
         assert_eq!(&fine.image(i).unwrap(), im);
         assert_eq!(fine.label(i), Some(*f as usize));
@@ -71,13 +71,20 @@ fn truncated_binary_files_are_clear_errors() {
     fixtures::write_cifar10_batch(&d.join("test_batch.bin"), &[(synthetic(32, 32, 1), 1)]).unwrap();
     let bytes = std::fs::read(d.join("test_batch.bin")).unwrap();
     std::fs::write(d.join("test_batch.bin"), &bytes[..bytes.len() - 100]).unwrap();
-    let err = cifar::Cifar10::open(d, Split::Test).err().unwrap().to_string();
+    let err = cifar::Cifar10::open_with(d, Split::Test, cifar::RecordCount::Any).err().unwrap().to_string();
     assert!(err.contains("test_batch.bin") && err.contains("truncated"), "{err}");
+    // Cut at a record boundary: a whole number of records, but not the official 10,000.
+    let img = synthetic(32, 32, 2);
+    fixtures::write_cifar10_batch(&d.join("test_batch.bin"), &vec![(img.clone(), 3); 9_999]).unwrap();
+    let err = cifar::Cifar10::open(d, Split::Test).err().unwrap().to_string();
+    assert!(err.contains("test_batch.bin") && err.contains("9999 records") && err.contains("10000"), "{err}");
+    fixtures::write_cifar10_batch(&d.join("test_batch.bin"), &vec![(img, 3); 10_000]).unwrap();
+    assert_eq!(cifar::Cifar10::open(d, Split::Test).unwrap().len(), 10_000);
     // A record with an impossible label.
     let mut bad = bytes.clone();
     bad[0] = 42;
     std::fs::write(d.join("test_batch.bin"), &bad).unwrap();
-    let err = cifar::Cifar10::open(d, Split::Test).err().unwrap().to_string();
+    let err = cifar::Cifar10::open_with(d, Split::Test, cifar::RecordCount::Any).err().unwrap().to_string();
     assert!(err.contains("label 42"), "{err}");
     // STL-10: an image file that is not a whole number of 96×96×3 images.
     std::fs::write(d.join("test_X.bin"), vec![0u8; 96 * 96 * 3 + 7]).unwrap();
@@ -420,4 +427,74 @@ fn loader_drop_last_and_errors() {
     assert_eq!(sizes, vec![8, 8, 4]);
     let err = Loader::single(builtin(5), Transform::cifar_eval(), LoaderConfig { drop_last: true, ..lc }, &dev).err().unwrap().to_string();
     assert!(err.contains("fewer than one batch"), "{err}");
+}
+
+#[test]
+fn parquet_labels_are_checked_before_class_names_are_built() {
+    use mixbt::polars::prelude::Column;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("train-00000-of-00001.parquet");
+    let ims = vec![synthetic(4, 4, 1), synthetic(4, 4, 2)];
+    // A label of 2^40 (the OOM of issue 17): an error naming the file, row and value, at once.
+    fixtures::write_hf_parquet(&p, "img", &[(ims[0].clone(), 0), (ims[1].clone(), 1 << 40)], None).unwrap();
+    let t0 = std::time::Instant::now();
+    let err = parquet::ParquetDataset::open(&p, Default::default()).err().unwrap().to_string();
+    assert!(err.contains("train-00000-of-00001.parquet") && err.contains("row 1") && err.contains("1099511627776"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    // Beyond the class names the file declares.
+    let names = vec!["a".to_string(), "b".to_string()];
+    fixtures::write_hf_parquet(&p, "img", &[(ims[0].clone(), 0), (ims[1].clone(), 2)], Some(&names)).unwrap();
+    let err = parquet::ParquetDataset::open(&p, Default::default()).err().unwrap().to_string();
+    assert!(err.contains("row 1") && err.contains("is 2") && err.contains("2 classes"), "{err}");
+    // String labels are named as such (not "null or negative").
+    let label = Column::new("label".into(), ["cat", "dog"]);
+    fixtures::write_hf_parquet_with(&p, "img", &ims, Some(label), None).unwrap();
+    let err = parquet::ParquetDataset::open(&p, Default::default()).err().unwrap().to_string();
+    assert!(err.contains("not integers") && err.contains("str"), "{err}");
+    // Nulls and negatives.
+    let label = Column::new("label".into(), [Some(1i64), None]);
+    fixtures::write_hf_parquet_with(&p, "img", &ims, Some(label), None).unwrap();
+    let err = parquet::ParquetDataset::open(&p, Default::default()).err().unwrap().to_string();
+    assert!(err.contains("row 1") && err.contains("null"), "{err}");
+    let label = Column::new("label".into(), [0i64, -3]);
+    fixtures::write_hf_parquet_with(&p, "img", &ims, Some(label), None).unwrap();
+    let err = parquet::ParquetDataset::open(&p, Default::default()).err().unwrap().to_string();
+    assert!(err.contains("row 1") && err.contains("-3"), "{err}");
+}
+
+#[test]
+fn subsets_are_stratified_and_a_missing_test_split_is_an_error() {
+    // The built-in labels are i % 10: an evenly spaced subset with a stride of 10 is one class.
+    let cfg = data::DataConfig { test_subset: Some(100), builtin: Some(data::BuiltinConfig { test_size: 1000, ..Default::default() }), ..data::DataConfig::for_kind(DatasetKind::Builtin) };
+    let ds = data::open(&cfg, Split::Test).unwrap();
+    assert_eq!(ds.len(), 100);
+    let mut per_class = [0usize; 10];
+    for i in 0..ds.len() {
+        per_class[ds.label(i).unwrap()] += 1;
+    }
+    assert_eq!(per_class, [10; 10], "every class keeps its share");
+    let even = data::Subset::even(data::open(&data::DataConfig { test_subset: None, ..cfg.clone() }, Split::Test).unwrap(), 100);
+    assert!((0..100).all(|i| even.label(i) == even.label(0)), "the old even subset really was one class");
+    // An image folder with train/ but no test/ or val/.
+    let dir = tempfile::tempdir().unwrap();
+    write_png(&dir.path().join("train/cat/a.png"), &synthetic(8, 8, 1));
+    write_png(&dir.path().join("train/dog/b.png"), &synthetic(8, 8, 2));
+    let cfg = data::DataConfig { dir: Some(dir.path().into()), ..data::DataConfig::for_kind(DatasetKind::ImageFolder) };
+    assert_eq!(data::open(&cfg, Split::Train).unwrap().classes(), ["cat", "dog"]);
+    let err = data::open(&cfg, Split::Test).err().unwrap().to_string();
+    assert!(err.contains(&dir.path().display().to_string()) && err.contains("no test split"), "{err}");
+    write_png(&dir.path().join("test/cat/c.png"), &synthetic(8, 8, 3));
+    assert_eq!(data::open(&cfg, Split::Test).unwrap().len(), 1);
+}
+
+#[test]
+fn folder_link_loops_are_walked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("train");
+    write_png(&root.join("cat/a.png"), &synthetic(8, 8, 1));
+    write_png(&root.join("dog/b.png"), &synthetic(8, 8, 2));
+    std::os::unix::fs::symlink("..", root.join("cat/loop")).unwrap();
+    std::os::unix::fs::symlink(".", root.join("dog/self")).unwrap();
+    let f = mixbt::data::ImageFolder::open(&root, Default::default()).unwrap();
+    assert_eq!(f.len(), 2, "{:?}", f.files());
 }

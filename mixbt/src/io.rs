@@ -96,3 +96,65 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     ParquetReader::new(f).finish().map_err(|e| Error::format(path, format!("parquet: {e}")))
 }
+
+/// A lock on a folder for one writing process: `<dir>/.mixbt.lock` holding the pid, created
+/// exclusively. A lock whose process is gone is stale and taken over; one held by this process is
+/// shared (a notebook may build a second trainer on the same run). Dropping the lock removes
+/// the file, and the folder too when the lock created it and it is still empty.
+#[derive(Debug)]
+pub struct DirLock {
+    file: PathBuf,
+    dir: PathBuf,
+    created_dir: bool,
+}
+
+/// The lock file's name inside a locked folder.
+pub const LOCK_FILE: &str = ".mixbt.lock";
+
+impl DirLock {
+    /// Lock `dir` (created if missing); an error names the folder and the process holding it.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let created_dir = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let file = dir.join(LOCK_FILE);
+        let me = std::process::id();
+        for _ in 0..3 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&file) {
+                Ok(mut f) => {
+                    f.write_all(me.to_string().as_bytes()).map_err(|e| Error::io(&file, e))?;
+                    return Ok(Self { file, dir: dir.to_path_buf(), created_dir });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if pid == me => return Ok(Self { file, dir: dir.to_path_buf(), created_dir: false }),
+                        Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
+                            return Err(Error::format(
+                                dir,
+                                format!("this run folder is in use by process {pid} (lock file {LOCK_FILE}); wait for that run to end, or use another --out"),
+                            ))
+                        }
+                        // Stale (its process is gone) or unreadable: take it over.
+                        _ => {
+                            let _ = std::fs::remove_file(&file);
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::io(&file, e)),
+            }
+        }
+        Err(Error::format(dir, "could not take the run folder's lock"))
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let mine = std::fs::read_to_string(&self.file).ok().and_then(|s| s.trim().parse::<u32>().ok()) == Some(std::process::id());
+        if mine {
+            let _ = std::fs::remove_file(&self.file);
+        }
+        if self.created_dir {
+            let _ = std::fs::remove_dir(&self.dir); // only succeeds when empty
+        }
+    }
+}

@@ -61,8 +61,15 @@ pub fn write_stl10(x_path: &Path, y_path: Option<&Path>, images: &[(RgbImage, us
 /// Write a parquet file in the Hugging Face image layout: struct column `image_col`
 /// {bytes, path} with PNG-encoded images, and an `Int64` `label` column.
 pub fn write_hf_parquet(path: &Path, image_col: &str, images: &[(RgbImage, usize)], class_names: Option<&[String]>) -> Result<()> {
+    let labels: Vec<i64> = images.iter().map(|(_, l)| *l as i64).collect();
+    let ims: Vec<RgbImage> = images.iter().map(|(im, _)| im.clone()).collect();
+    write_hf_parquet_with(path, image_col, &ims, Some(Column::new("label".into(), labels)), class_names)
+}
+
+/// [`write_hf_parquet`] with any label column (other types, nulls), or none.
+pub fn write_hf_parquet_with(path: &Path, image_col: &str, images: &[RgbImage], label: Option<Column>, class_names: Option<&[String]>) -> Result<()> {
     let mut encoded = vec![];
-    for (im, _) in images {
+    for im in images {
         let mut buf = std::io::Cursor::new(Vec::new());
         im.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| Error::msg(format!("png encode: {e}")))?;
         encoded.push(buf.into_inner());
@@ -73,9 +80,9 @@ pub fn write_hf_parquet(path: &Path, image_col: &str, images: &[(RgbImage, usize
     let paths: Vec<String> = (0..n).map(|i| format!("{i}.png")).collect();
     let paths = Series::new("path".into(), paths);
     let st = StructChunked::from_series(image_col.into(), n, [bytes, paths].iter()).map_err(|e| Error::format(path, e.to_string()))?;
-    let labels: Vec<i64> = images.iter().map(|(_, l)| *l as i64).collect();
-    let mut df = DataFrame::new(n, vec![st.into_series().into_column(), Series::new("label".into(), labels).into_column()])
-        .map_err(|e| Error::format(path, e.to_string()))?;
+    let mut cols = vec![st.into_series().into_column()];
+    cols.extend(label);
+    let mut df = DataFrame::new(n, cols).map_err(|e| Error::format(path, e.to_string()))?;
     let tmp = temp_path(path);
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut w = ParquetWriter::new(&mut f);

@@ -31,8 +31,19 @@ impl Records {
     }
 }
 
-/// Parse the binary files; `label_bytes` is 1 (CIFAR-10) or 2 (CIFAR-100), `pick` selects the label byte.
-fn read_records(files: &[PathBuf], label_bytes: usize, pick: usize, max_label: usize) -> Result<(Vec<u8>, Vec<usize>)> {
+/// How many records each file must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordCount {
+    /// The official files: 10,000 records per CIFAR-10 batch and CIFAR-100 `test.bin`, 50,000 in
+    /// CIFAR-100 `train.bin`. A file cut at a record boundary is an error, not fewer images.
+    Official,
+    /// Any whole number of records (small files in the CIFAR format, e.g. test fixtures).
+    Any,
+}
+
+/// Parse the binary files; `label_bytes` is 1 (CIFAR-10) or 2 (CIFAR-100), `pick` selects the
+/// label byte, `expected` the records each file must hold (`None`: any number).
+fn read_records(files: &[PathBuf], label_bytes: usize, pick: usize, max_label: usize, expected: Option<usize>) -> Result<(Vec<u8>, Vec<usize>)> {
     let rec = label_bytes + PIXELS;
     let mut pixels = vec![];
     let mut labels = vec![];
@@ -47,6 +58,12 @@ fn read_records(files: &[PathBuf], label_bytes: usize, pick: usize, max_label: u
                     bytes.len() / rec,
                     bytes.len() % rec
                 ),
+            ));
+        }
+        if let Some(n) = expected.filter(|&n| bytes.len() / rec != n) {
+            return Err(Error::format(
+                f,
+                format!("{} records, but the official file holds {n}: the file is truncated (or not the official one)", bytes.len() / rec),
             ));
         }
         for (k, r) in bytes.chunks_exact(rec).enumerate() {
@@ -83,8 +100,13 @@ fn read_names(path: &Path) -> Option<Vec<String>> {
 pub struct Cifar10(Records);
 
 impl Cifar10 {
-    /// `dir` is `cifar-10-batches-bin` or its parent.
+    /// `dir` is `cifar-10-batches-bin` or its parent; the files must be the official ones.
     pub fn open(dir: &Path, split: Split) -> Result<Self> {
+        Self::open_with(dir, split, RecordCount::Official)
+    }
+
+    /// [`open`](Self::open) with the record-count check of `count`.
+    pub fn open_with(dir: &Path, split: Split, count: RecordCount) -> Result<Self> {
         let d = find_dir(dir, "cifar-10-batches-bin", "test_batch.bin")?;
         let files: Vec<PathBuf> = match split {
             Split::Train | Split::TrainUnlabeled | Split::Unlabeled => {
@@ -92,7 +114,8 @@ impl Cifar10 {
             }
             Split::Test => vec![d.join("test_batch.bin")],
         };
-        let (pixels, labels) = read_records(&files, 1, 0, 10)?;
+        let expected = (count == RecordCount::Official).then_some(10_000);
+        let (pixels, labels) = read_records(&files, 1, 0, 10, expected)?;
         let classes = read_names(&d.join("batches.meta.txt"))
             .unwrap_or_else(|| CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect());
         Ok(Self(Records { pixels, labels, classes, what: format!("CIFAR-10 {split:?} ({})", d.display()) }))
@@ -113,8 +136,13 @@ pub enum CifarLabel {
 pub struct Cifar100(Records);
 
 impl Cifar100 {
-    /// `dir` is `cifar-100-binary` or its parent.
+    /// `dir` is `cifar-100-binary` or its parent; the files must be the official ones.
     pub fn open(dir: &Path, split: Split, label: CifarLabel) -> Result<Self> {
+        Self::open_with(dir, split, label, RecordCount::Official)
+    }
+
+    /// [`open`](Self::open) with the record-count check of `count`.
+    pub fn open_with(dir: &Path, split: Split, label: CifarLabel, count: RecordCount) -> Result<Self> {
         let d = find_dir(dir, "cifar-100-binary", "test.bin")?;
         let file = match split {
             Split::Test => d.join("test.bin"),
@@ -124,7 +152,8 @@ impl Cifar100 {
             CifarLabel::Coarse => (0, 20, "coarse_label_names.txt"),
             CifarLabel::Fine => (1, 100, "fine_label_names.txt"),
         };
-        let (pixels, labels) = read_records(&[file], 2, pick, n)?;
+        let expected = (count == RecordCount::Official).then_some(if split == Split::Test { 10_000 } else { 50_000 });
+        let (pixels, labels) = read_records(&[file], 2, pick, n, expected)?;
         let classes = read_names(&d.join(names)).unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect());
         Ok(Self(Records { pixels, labels, classes, what: format!("CIFAR-100 {split:?} ({})", d.display()) }))
     }

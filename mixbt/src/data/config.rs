@@ -118,9 +118,27 @@ fn open_subset(cfg: &DataConfig, split: Split, subset: Option<usize>) -> Result<
         None => open_local(cfg, split)?,
     };
     Ok(match subset {
-        Some(n) if n < ds.len() => Arc::new(Subset::even(ds, n)),
+        Some(n) if n < ds.len() => Arc::new(Subset::stratified(ds, n)),
         _ => ds,
     })
+}
+
+/// The folder of `split` in an image-folder data set: `<root>/train` (or `<root>` itself when
+/// its sub-folders are the classes) for training; `<root>/val` or `<root>/test` for the test
+/// split, which must exist: evaluating on the training images would be a silent wrong answer.
+fn image_folder_split(root: &std::path::Path, split: Split) -> Result<PathBuf> {
+    if !root.is_dir() {
+        return Err(Error::format(root, "no such folder (expected an image folder: train/<class>/…, test/<class>/… or val/<class>/…)"));
+    }
+    match split {
+        Split::Test => ["val", "test"].iter().map(|s| root.join(s)).find(|p| p.is_dir()).ok_or_else(|| {
+            Error::format(root, "has no test split: expected a `test/` or `val/` folder of class folders beside `train/` (k-NN and probes evaluate on it)")
+        }),
+        _ => {
+            let train = root.join("train");
+            Ok(if train.is_dir() { train } else { root.to_path_buf() })
+        }
+    }
 }
 
 /// A local reader (or the built-in set) for `split`.
@@ -142,18 +160,7 @@ fn open_local(cfg: &DataConfig, split: Split) -> Result<DynDataset> {
             Arc::new(Stl10::open(&dir()?, s)?)
         }
         DatasetKind::ImageFolder | DatasetKind::TinyImagenet | DatasetKind::Imagenet => {
-            let root = dir()?;
-            // `<dir>/train` and `<dir>/val` (or `test`) when present, else `<dir>` itself.
-            let mut folder = match split {
-                Split::Test => root.join("val"),
-                _ => root.join("train"),
-            };
-            if split == Split::Test && !folder.is_dir() && root.join("test").is_dir() {
-                folder = root.join("test");
-            }
-            if !folder.is_dir() {
-                folder = root.clone();
-            }
+            let folder = image_folder_split(&dir()?, split)?;
             Arc::new(ImageFolder::open(&folder, ImageFolderConfig { skip_corrupt: cfg.skip_corrupt, ..Default::default() })?)
         }
         DatasetKind::Parquet => {

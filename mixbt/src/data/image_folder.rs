@@ -34,7 +34,13 @@ fn is_image(p: &Path) -> bool {
 }
 
 /// Image files under `dir`, recursively, sorted as torchvision (sorted walk, sorted names).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Folder links are followed, but a folder in `seen` (already visited: a link loop, two links to
+/// one folder, the root or a class folder) is not walked again; `top` walks `dir` itself anyway.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut std::collections::HashSet<PathBuf>, top: bool) -> Result<()> {
+    let real = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    if !seen.insert(real) && !top {
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -43,7 +49,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let (dirs, files): (Vec<PathBuf>, Vec<PathBuf>) = entries.into_iter().partition(|p| p.is_dir());
     out.extend(files.into_iter().filter(|p| is_image(p)));
     for d in dirs {
-        walk(&d, out)?;
+        walk(&d, out, seen, false)?;
     }
     Ok(())
 }
@@ -62,8 +68,9 @@ impl ImageFolder {
             .collect();
         subdirs.sort();
         let mut files = vec![];
+        let mut seen = std::collections::HashSet::new();
         if subdirs.is_empty() {
-            walk(root, &mut files)?;
+            walk(root, &mut files, &mut seen, true)?;
             if files.is_empty() {
                 return Err(Error::format(root, format!("no images (extensions {})", IMG_EXTENSIONS.join(", "))));
             }
@@ -71,9 +78,13 @@ impl ImageFolder {
         }
         let mut labels = vec![];
         let mut classes = vec![];
+        // The root and the class folders themselves are never walked through a link.
+        for d in std::iter::once(root).chain(subdirs.iter().map(PathBuf::as_path)) {
+            seen.insert(std::fs::canonicalize(d).map_err(|e| Error::io(d, e))?);
+        }
         for (c, d) in subdirs.iter().enumerate() {
             let before = files.len();
-            walk(d, &mut files)?;
+            walk(d, &mut files, &mut seen, true)?;
             if files.len() == before {
                 return Err(Error::format(
                     d,

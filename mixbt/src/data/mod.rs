@@ -162,6 +162,21 @@ pub struct Subset {
 }
 
 impl Subset {
+    /// `n` images drawn evenly from each class in proportion to its size (deterministic): the
+    /// images sorted by (label, index), then every `len/n`-th of that list, back in data-set
+    /// order. Every class keeps its share even when labels repeat with a period that divides the
+    /// stride (the built-in set's labels are `i % 10`, where [`even`](Self::even) can pick one
+    /// class only). Unlabelled data: as `even`.
+    pub fn stratified(inner: DynDataset, n: usize) -> Self {
+        let len = inner.len();
+        let n = n.min(len);
+        let mut order: Vec<(usize, usize)> = (0..len).map(|i| (inner.label(i).unwrap_or(0), i)).collect();
+        order.sort_unstable();
+        let mut indices: Vec<usize> = (0..n).map(|k| order[k * len / n.max(1)].1).collect();
+        indices.sort_unstable();
+        Self { inner, indices }
+    }
+
     /// `n` images spread evenly over `inner` (deterministic).
     pub fn even(inner: DynDataset, n: usize) -> Self {
         let len = inner.len();

@@ -32,6 +32,9 @@ pub struct ParquetDataset {
 
 const LABEL_CANDIDATES: [&str; 4] = ["label", "fine_label", "labels", "coarse_label"];
 
+/// The most classes a file without class names may have (ImageNet-21k has 21,841).
+pub const MAX_CLASSES: usize = 100_000;
+
 fn perr(path: &Path, e: PolarsError) -> Error {
     Error::format(path, format!("parquet: {e}"))
 }
@@ -113,15 +116,28 @@ impl ParquetDataset {
                 return Err(Error::format(path, "label column present in some files and not in others"));
             }
             if let Some(ln) = &lname {
-                let c = df.column(ln).unwrap();
-                let c = c
-                    .cast(&DataType::Int64)
-                    .map_err(|_| Error::format(path, format!("label column `{ln}` is {}, not an integer", c.dtype())))?;
+                let c = df.column(ln).map_err(|e| perr(path, e))?;
+                if !c.dtype().is_integer() {
+                    return Err(Error::format(path, format!("label column `{ln}` holds {} values, not integers (class indices)", c.dtype())));
+                }
+                let c = c.cast(&DataType::Int64).map_err(|e| perr(path, e))?;
+                // Labels index the class names: bounded by the names the file declares, else by
+                // MAX_CLASSES, before any name is allocated.
+                let names = hf_class_names(path, ln);
+                let bound = names.as_ref().map(|n| n.len()).unwrap_or(MAX_CLASSES);
                 let l = labels.get_or_insert_with(Vec::new);
                 for (r, v) in c.i64().map_err(|e| perr(path, e))?.iter().enumerate() {
                     match v {
-                        Some(v) if v >= 0 => l.push(v as usize),
-                        _ => return Err(Error::format(path, format!("row {r}: label `{ln}` is null or negative"))),
+                        None => return Err(Error::format(path, format!("row {r}: label `{ln}` is null"))),
+                        Some(v) if v < 0 => return Err(Error::format(path, format!("row {r}: label `{ln}` is {v}, negative"))),
+                        Some(v) if v as u64 >= bound as u64 => {
+                            let limit = match &names {
+                                Some(n) => format!("the file names {} classes", n.len()),
+                                None => format!("more than {MAX_CLASSES} classes is not a data set this reader takes"),
+                            };
+                            return Err(Error::format(path, format!("row {r}: label `{ln}` is {v}, out of range ({limit})")));
+                        }
+                        Some(v) => l.push(v as usize),
                     }
                 }
                 label_name = Some(ln.clone());

@@ -25,6 +25,23 @@ impl Default for KnnConfig {
     }
 }
 
+impl KnnConfig {
+    /// An [`Error::Field`] unless `k` ≥ 1, the temperature is positive and finite, and the
+    /// block size ≥ 1.
+    pub fn validate(&self) -> Result<()> {
+        if self.k == 0 {
+            return Err(Error::field("knn.k", "must be at least 1"));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::field("knn.temperature", format!("must be positive and finite, got {}", self.temperature)));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::field("knn.batch_size", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// k-NN accuracy (percent).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KnnResult {
@@ -35,6 +52,7 @@ pub struct KnnResult {
 
 /// Ranked class predictions for each test row (most likely first).
 pub fn knn_predict(bank: &Features, test: &Tensor, cfg: &KnnConfig) -> Result<Vec<Vec<usize>>> {
+    cfg.validate()?;
     let c = bank.num_classes;
     if c == 0 {
         return Err(Error::Config("k-NN needs a labelled bank".into()));
@@ -88,6 +106,7 @@ pub fn knn_accuracy(bank: &Features, test: &Features, cfg: &KnnConfig) -> Result
 /// embedded under the evaluation transform in batches of `cfg.batch_size` (at least 64).
 /// `workers`: decoding threads (0: all cores).
 pub fn knn_eval(enc: &Encoder, data: &DataConfig, cfg: &KnnConfig, workers: usize) -> Result<KnnResult> {
+    cfg.validate()?;
     let bs = cfg.batch_size.max(64);
     let bank = labelled_features(enc, data::open_bank(data)?, &data.eval, bs, workers)?;
     let test = labelled_features(enc, data::open(data, data::Split::Test)?, &data.eval, bs, workers)?;

@@ -66,6 +66,27 @@ impl LinearProbeConfig {
     }
 }
 
+impl LinearProbeConfig {
+    /// An [`Error::Field`] unless epochs and batch size are at least 1 and the learning rates
+    /// positive and finite.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::field("probe.epochs", "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::field("probe.batch_size", "must be at least 1"));
+        }
+        let lr = match self.optimizer {
+            ProbeOptimizer::Adam { lr, lr_end, .. } => lr.min(lr_end),
+            ProbeOptimizer::Sgd { lr, .. } => lr,
+        };
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::field("probe.optimizer.lr", format!("must be positive and finite, got {lr}")));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LinearProbeConfig {
     fn default() -> Self {
         Self::small()
@@ -118,6 +139,7 @@ pub fn linear_probe(
     cfg: &LinearProbeConfig,
     mut on_epoch: impl FnMut(&ProbeEpoch),
 ) -> Result<ProbeResult> {
+    cfg.validate()?;
     let device = enc.device().clone();
     let num_classes = train.classes().len().max(test.classes().len());
     if num_classes == 0 {

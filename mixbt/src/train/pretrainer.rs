@@ -16,7 +16,7 @@ use super::history::{History, StepStats};
 use super::recipe::{LrSchedule, Recipe};
 use crate::data::{self, Loader, LoaderConfig, PairEpoch};
 use crate::eval::{knn_eval, KnnResult};
-use crate::io::{atomic_write, read_safetensors};
+use crate::io::{atomic_write, read_safetensors, DirLock};
 use crate::loss::{mix_batch, sample_mix, LossParts};
 use crate::model::{encoder, Encoder};
 use crate::optim::{Adam, Lars, LambdaRamp, Optimizer, OptimizerConfig, Sgd, WarmupCosine};
@@ -42,6 +42,22 @@ pub struct PretrainOptions {
     pub time_budget: Option<Duration>,
     /// Skip the k-NN of the randomly initialised network at the start of `fit`.
     pub skip_random_init_knn: bool,
+    /// A fresh run into a run directory that holds a previous run replaces it (its checkpoints,
+    /// model, history and summary are removed first); without it, that is an error.
+    pub overwrite: bool,
+}
+
+impl PretrainOptions {
+    /// An [`Error::Field`] for a zero checkpoint interval or a zero / non-finite time budget.
+    pub fn validate(&self) -> Result<()> {
+        if self.checkpoint_every == Some(0) {
+            return Err(Error::field("checkpoint_every", "must be at least 1 step"));
+        }
+        if self.time_budget.is_some_and(|t| t.is_zero()) {
+            return Err(Error::field("time_budget", "must be positive"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for PretrainOptions {
@@ -56,6 +72,7 @@ impl Default for PretrainOptions {
             progress: false,
             time_budget: None,
             skip_random_init_knn: false,
+            overwrite: false,
         }
     }
 }
@@ -91,6 +108,39 @@ fn schedule_for(recipe: &Recipe, spe: usize) -> Option<WarmupCosine> {
     }
 }
 
+/// The files a run writes into its run directory.
+const RUN_FILES: [&str; 8] = ["checkpoints", "model.safetensors", "model.json", "summary.json", "history.csv", "history.parquet", "plots", "recipe.json"];
+
+/// Check that the run directory `dir` holds no previous run (checkpoints, a model, a history or
+/// a summary; a lone `recipe.json` of a run that failed at its start does not count), or remove
+/// that run when `overwrite` is set. Other files are never touched.
+fn claim_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
+    let previous: Vec<&str> = RUN_FILES[..6].iter().copied().filter(|f| dir.join(f).exists()).collect();
+    if previous.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(Error::format(
+            dir,
+            format!("holds a previous run ({}); continue it with --resume, replace it with --overwrite, or choose another --out", previous.join(", ")),
+        ));
+    }
+    for f in RUN_FILES {
+        let p = dir.join(f);
+        let res = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        match res {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
+            _ => {}
+        }
+    }
+    // A model card mixbt wrote for the old run (`hub push`) describes the old run.
+    let card = dir.join("README.md");
+    if std::fs::read_to_string(&card).is_ok_and(|c| c.contains("library_name: mixbt")) {
+        let _ = std::fs::remove_file(&card);
+    }
+    Ok(())
+}
+
 fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64((seed ^ 0x5eed_0f_a1fa).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
@@ -116,11 +166,31 @@ pub struct Pretrainer {
     last_knn: Option<KnnResult>,
     schedule: Option<WarmupCosine>,
     last_parts: Option<LossParts>,
+    /// The run directory's lock, held while this trainer lives.
+    _lock: Option<DirLock>,
 }
 
 impl Pretrainer {
     /// Build the encoder, optimiser and loader of `recipe`.
     pub fn new(recipe: Recipe, opts: PretrainOptions) -> Result<Self> {
+        Self::build(recipe, opts, true)
+    }
+
+    /// [`new`](Self::new) for a fresh run (`fresh`: the run directory must not hold another
+    /// run) or for [`resume`](Self::resume).
+    fn build(recipe: Recipe, opts: PretrainOptions, fresh: bool) -> Result<Self> {
+        recipe.validate()?;
+        opts.validate()?;
+        let lock = match &opts.out_dir {
+            Some(d) => {
+                let lock = DirLock::acquire(d)?;
+                if fresh {
+                    claim_run_dir(d, opts.overwrite)?;
+                }
+                Some(lock)
+            }
+            None => None,
+        };
         let store = ParamStore::new(opts.seed, DType::F32, &opts.device);
         let enc = encoder(&recipe.encoder, store.var_builder())?;
         let train = data::open(&recipe.data, recipe.data.pretrain_split)?;
@@ -156,6 +226,7 @@ impl Pretrainer {
             last_knn: None,
             schedule,
             last_parts: None,
+            _lock: lock,
         })
     }
 
@@ -169,7 +240,7 @@ impl Pretrainer {
         if opts.out_dir.is_none() {
             opts.out_dir = dir.parent().and_then(|c| c.parent()).map(Path::to_path_buf);
         }
-        let mut me = Self::new(state.recipe.clone(), opts)?;
+        let mut me = Self::build(state.recipe.clone(), opts, false)?;
         me.store.load_safetensors(&dir.join(checkpoint::MODEL_FILE))?;
         let ot = read_safetensors(&dir.join(checkpoint::OPTIMIZER_FILE), &me.opts.device)?;
         me.opt.load_state(&ot, &state.optimizer).map_err(|e| Error::format(&dir, e.to_string()))?;
@@ -432,6 +503,19 @@ impl Pretrainer {
     /// Run the recipe to the end (or the step / time budget): k-NN of the random network first,
     /// periodic k-NN, a checkpoint per epoch, then the final k-NN, the final model and the summary.
     pub fn fit(&mut self) -> Result<Summary> {
+        let res = self.fit_inner();
+        if res.is_err() {
+            // A run that fails before its first checkpoint leaves no half-started run folder.
+            if let Some(d) = &self.opts.out_dir {
+                if checkpoint::resolve(d).is_err() {
+                    let _ = std::fs::remove_file(d.join("recipe.json"));
+                }
+            }
+        }
+        res
+    }
+
+    fn fit_inner(&mut self) -> Result<Summary> {
         let t0 = Instant::now();
         if let Some(d) = &self.opts.out_dir {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;

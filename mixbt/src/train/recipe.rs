@@ -70,6 +70,48 @@ impl Recipe {
         self.is_mixup = lambda_reg != 0.0;
     }
 
+    /// An [`Error::Field`] naming the first field a run cannot start with: the encoder's, batch
+    /// size (≥ 2: Barlow Twins standardises over the batch), epochs, λ values (finite, ≥ 0),
+    /// learning rates (positive, finite), the k-NN settings and the subsets (≥ 1).
+    pub fn validate(&self) -> Result<()> {
+        self.encoder.validate().map_err(|e| match e {
+            Error::Field { field, msg } => Error::Field { field: format!("encoder.{field}"), msg },
+            e => e,
+        })?;
+        if self.batch_size < 2 {
+            return Err(Error::field("batch_size", format!("must be at least 2 (Barlow Twins standardises over the batch), got {}", self.batch_size)));
+        }
+        if self.epochs == 0 {
+            return Err(Error::field("epochs", "must be at least 1"));
+        }
+        if self.max_steps == Some(0) {
+            return Err(Error::field("max_steps", "must be at least 1"));
+        }
+        for (name, v) in [("loss.lambda_bt", self.loss.lambda_bt), ("loss.lambda_reg", self.loss.lambda_reg)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::field(name, format!("must be finite and ≥ 0, got {v}")));
+            }
+        }
+        for lr in self.optimizer.base_lrs() {
+            if !(lr > 0.0 && lr.is_finite()) {
+                return Err(Error::field("optimizer.lr", format!("must be positive and finite, got {lr}")));
+            }
+        }
+        if let Some(t) = self.time_budget_s {
+            if !(t > 0.0 && t.is_finite()) {
+                return Err(Error::field("time_budget_s", format!("must be positive and finite, got {t}")));
+            }
+        }
+        self.knn.validate()?;
+        let d = &self.data;
+        for (name, v) in [("data.train_subset", d.train_subset), ("data.test_subset", d.test_subset), ("data.bank_subset", d.bank_subset)] {
+            if v == Some(0) {
+                return Err(Error::field(name, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
     /// The recipe as pretty JSON (what `recipe.json` and `mixbt presets --show` hold).
     pub fn to_json(&self) -> Result<String> {
         Ok(serde_json::to_string_pretty(self)?)

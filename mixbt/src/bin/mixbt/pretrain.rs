@@ -60,6 +60,9 @@ pub struct PretrainArgs {
     /// Skip the k-NN of the random network.
     #[arg(long)]
     skip_random_init_knn: bool,
+    /// Replace a previous run in --out (its checkpoints, model, history, summary) instead of refusing.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
 }
 
 impl PretrainArgs {
@@ -124,6 +127,7 @@ impl PretrainArgs {
             progress: !self.no_progress,
             time_budget: self.time_budget_min.map(|m| Duration::from_secs_f64(m * 60.0)),
             skip_random_init_knn: self.skip_random_init_knn,
+            overwrite: self.overwrite,
         })
     }
 }
@@ -161,10 +165,12 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
 }
 
 fn report(a: &PretrainArgs, trainer: &Pretrainer, s: &Summary) -> Result<()> {
-    println!(
-        "k-NN top-1 {:.2}% (top-5 {:.2}%) after {} steps; randomly initialised network: top-1 {:.2}% (top-5 {:.2}%)",
-        s.knn_top1, s.knn_top5, s.steps, s.knn_top1_random_init, s.knn_top5_random_init
-    );
+    let random = if s.knn_top1_random_init.is_nan() {
+        "not measured (--skip-random-init-knn)".to_string()
+    } else {
+        format!("top-1 {:.2}% (top-5 {:.2}%)", s.knn_top1_random_init, s.knn_top5_random_init)
+    };
+    println!("k-NN top-1 {:.2}% (top-5 {:.2}%) after {} steps; randomly initialised network: {random}", s.knn_top1, s.knn_top5, s.steps);
     if let Some(out) = trainer.options().out_dir.as_ref() {
         if a.plots {
             let written = mixbt::report::write_run_plots(&out.join("plots"), trainer.history(), Some(s.knn_top1_random_init))?;

@@ -213,22 +213,6 @@ fn cli_hub_commands_and_hub_checkpoints() {
     assert!(!ok && err.contains("404"), "{err}");
 }
 
-/// Files (not folders) anywhere under `dir`.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn a_silent_or_stalling_server_times_out_and_leaves_nothing_in_the_cache() {
     let cache = tempfile::tempdir().unwrap();
@@ -248,7 +232,7 @@ fn a_silent_or_stalling_server_times_out_and_leaves_nothing_in_the_cache() {
     assert!(err.contains("no answer") && err.contains("HF_HUB_DOWNLOAD_TIMEOUT") && !err.contains(TOKEN), "{err}");
     let err = hub::list_files(RepoKind::Dataset, "org/d", "main", &c).unwrap_err().to_string();
     assert!(err.contains("no answer"), "{err}");
-    assert!(files_under(cache.path()).is_empty(), "{:?}", files_under(cache.path()));
+    assert!(common::files_under(cache.path()).is_empty(), "{:?}", common::files_under(cache.path()));
     // Headers and half the body, then silence: the read time-out ends it, nothing is cached.
     let s = server();
     s.add_file("model", "org/m", "big.pth", (0..300_000u32).map(|i| (i % 241) as u8).collect());
@@ -259,7 +243,7 @@ fn a_silent_or_stalling_server_times_out_and_leaves_nothing_in_the_cache() {
     assert!(t0.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t0.elapsed());
     assert!(err.contains("big.pth") && (err.contains("stalled") || err.contains("no answer")), "{err}");
     assert!(hf_hub_cached(cache.path(), "org/m", "big.pth").is_none());
-    assert!(files_under(cache.path()).is_empty(), "left behind: {:?}", files_under(cache.path()));
+    assert!(common::files_under(cache.path()).is_empty(), "left behind: {:?}", common::files_under(cache.path()));
     // The time-out comes from HF_HUB_DOWNLOAD_TIMEOUT.
     assert_eq!(hub::http::timeout_from_env().unwrap(), std::time::Duration::from_secs(10));
 }
@@ -303,7 +287,7 @@ fn references_that_escape_the_cache_are_refused_before_any_request() {
     let offline = HubConfig { offline: true, ..c.clone() };
     assert!(hub::pull(&HubRef { path: "/etc/passwd".into(), ..r("hub:a/b/x") }, &offline, None).is_err());
     assert!(s.requests().is_empty(), "requests were sent: {:?}", s.requests());
-    assert!(files_under(cache.path()).is_empty());
+    assert!(common::files_under(cache.path()).is_empty());
     // A listing that names a path outside the repo is refused.
     s.add_file("dataset", "org/d", "../evil.parquet", vec![1]);
     let err = hub::list_files(RepoKind::Dataset, "org/d", "main", &c).unwrap_err().to_string();

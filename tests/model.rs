@@ -340,3 +340,39 @@ fn invalid_configs_name_their_field() {
     assert_eq!(w.projector.sizes, vec![w.feature_dim(), 512, 32]);
     encoder(&w, ParamStore::new(0, DType::F32, &Device::Cpu).var_builder()).unwrap();
 }
+
+/// The parameter count behind the `--width` memory check is exact for every arch × stem.
+#[test]
+fn parameter_count_without_building_the_model() {
+    for (arch, stem, width, d) in [
+        (Arch::R18, Stem::Cifar, 0.125, 64),
+        (Arch::R18, Stem::Small64, 0.25, 32),
+        (Arch::R50, Stem::Cifar, 0.0625, 16),
+        (Arch::R50, Stem::Imagenet, 0.0625, 16),
+    ] {
+        let cfg = EncoderConfig::small(arch, stem, d, width);
+        let store = ParamStore::new(0, DType::F32, &Device::Cpu);
+        encoder(&cfg, store.var_builder()).unwrap();
+        assert_eq!(cfg.num_params(), store.num_trainable() as u128, "{arch:?} {stem:?} ×{width}");
+    }
+    let cfg = EncoderConfig::imagenet("64-64-32", 0.0625).unwrap();
+    let store = ParamStore::new(0, DType::F32, &Device::Cpu);
+    encoder(&cfg, store.var_builder()).unwrap();
+    assert_eq!(cfg.num_params(), store.num_trainable() as u128);
+    // Paper sizes: ResNet-18 11.2 M + projector; an absurd width does not overflow.
+    assert_eq!(EncoderConfig::small(Arch::R18, Stem::Cifar, 1024, 1.0).backbone.num_params(), 11_168_832);
+    assert!(EncoderConfig::small(Arch::R18, Stem::Cifar, 1024, 1e9).num_params() > 1u128 << 64);
+}
+
+/// Weights with NaN are refused at load time, naming the tensor.
+#[test]
+fn non_finite_weights_are_refused_by_name() {
+    let cfg = EncoderConfig::small(Arch::R18, Stem::Cifar, 16, 0.0625);
+    let store = ParamStore::new(0, DType::F32, &Device::Cpu);
+    encoder(&cfg, store.var_builder()).unwrap();
+    let mut map = store.tensors();
+    let w = map["g.0.weight"].clone();
+    map.insert("g.0.weight".into(), (w.ones_like().unwrap() * f64::INFINITY).unwrap());
+    let err = store.load_map(&map).unwrap_err().to_string();
+    assert!(err.contains("g.0.weight") && err.contains("NaN or infinite"), "{err}");
+}

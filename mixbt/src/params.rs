@@ -128,9 +128,11 @@ impl ParamStore {
         })
     }
 
-    /// Load from a map, checking that the names and shapes are exactly the store's.
+    /// Load from a map, checking that the names and shapes are exactly the store's and that
+    /// every value is finite.
     pub fn load_map(&self, map: &BTreeMap<String, Tensor>) -> Result<()> {
         check_keys(self, map)?;
+        check_finite(map)?;
         for (k, v) in map {
             self.set(k, v)?;
         }
@@ -246,4 +248,20 @@ pub fn check_keys(store: &ParamStore, map: &BTreeMap<String, Tensor>) -> Result<
         msg.push_str(&format!("\n  mis-shaped keys: {}", list(&mis)));
     }
     Err(Error::Checkpoint(msg))
+}
+
+/// An error naming the first floating-point tensor of `map` that holds NaN or infinite values
+/// (a diverged or corrupted checkpoint would otherwise embed to zeros and score k-NN).
+pub fn check_finite(map: &BTreeMap<String, Tensor>) -> Result<()> {
+    for (name, t) in map {
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let v: Vec<f64> = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+        let bad = v.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return Err(Error::Checkpoint(format!("tensor `{name}` holds {bad} NaN or infinite values of {}", v.len())));
+        }
+    }
+    Ok(())
 }

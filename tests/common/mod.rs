@@ -19,3 +19,17 @@ pub fn tiny_recipe(train: usize, epochs: usize) -> Recipe {
     r.knn.k = 20;
     r
 }
+
+/// Every file (not folder) under `dir`, recursively; empty when `dir` is missing.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -30,7 +30,9 @@ pub struct Converted {
 pub fn convert(src: &Path, source_name: &str, out_dir: &Path) -> Result<Converted> {
     let is_pth = src.extension().map(|e| e == "pth" || e == "pt").unwrap_or(false);
     let (map, skipped): (BTreeMap<String, Tensor>, Vec<String>) = if is_pth {
-        let raw = candle_core::pickle::read_all(src).map_err(|e| Error::format(src, format!("cannot read as a PyTorch checkpoint: {e}")))?;
+        let raw = crate::io::guard(src, "PyTorch checkpoint", || {
+            candle_core::pickle::read_all(src).map_err(|e| Error::format(src, format!("cannot read as a PyTorch checkpoint: {e}")))
+        })?;
         let skipped: Vec<String> = raw.iter().map(|(k, _)| k.clone()).filter(|k| ckpt::torch::is_thop_key(k)).collect();
         (ckpt::torch::read_state_dict(src)?, skipped)
     } else {

@@ -186,6 +186,7 @@ pub fn encoder_from_map(
                     unexpected.join(", ")
                 )));
             }
+            crate::params::check_finite(&only)?;
             for (k, v) in &only {
                 store.set(k, v)?;
             }

@@ -21,8 +21,10 @@ pub fn is_thop_key(k: &str) -> bool {
 }
 
 fn read_key(path: &Path, key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
-    candle_core::pickle::read_all_with_key(path, key)
-        .map_err(|e| Error::format(path, format!("cannot read as a PyTorch checkpoint (torch.save zip format): {e}")))
+    crate::io::guard(path, "PyTorch checkpoint", || {
+        candle_core::pickle::read_all_with_key(path, key)
+            .map_err(|e| Error::format(path, format!("cannot read as a PyTorch checkpoint (torch.save zip format): {e}")))
+    })
 }
 
 /// Read the model state dict of a `.pth` file: the top-level dict, or its `model` /
@@ -34,7 +36,7 @@ pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let mut tensors = read_key(path, None)?;
     if tensors.is_empty() {
         for key in ["model", "state_dict", "model_state_dict"] {
-            if let Ok(t) = candle_core::pickle::read_all_with_key(path, Some(key)) {
+            if let Ok(t) = read_key(path, Some(key)) {
                 if !t.is_empty() {
                     tensors = t;
                     break;

@@ -54,7 +54,8 @@ impl DataConfig {
             DatasetKind::TinyImagenet => (Split::Train, Transform::tiny_train(), Transform::tiny_eval()),
             DatasetKind::Imagenet => (Split::Train, Transform::imagenet_view1(), Transform::imagenet_eval()),
             DatasetKind::Builtin => (Split::Train, Transform::builtin_train(), Transform::builtin_eval()),
-            DatasetKind::ImageFolder | DatasetKind::Parquet => (Split::Train, Transform::cifar_train(), Transform::cifar_eval()),
+            // Any image size: the views crop to 32 already, the evaluation resizes and crops too.
+            DatasetKind::ImageFolder | DatasetKind::Parquet => (Split::Train, Transform::cifar_train(), Transform::folder_eval()),
         };
         let b = if kind == DatasetKind::Imagenet { Transform::imagenet_view2() } else { a.clone() };
         DataConfig {

@@ -217,7 +217,7 @@ impl Loader {
                 }
                 Some(s) if s != hw => {
                     return Err(Error::Config(format!(
-                        "{}: images of different sizes in one batch ({}×{} and {}×{}); use a transform that crops or resizes to a fixed size",
+                        "{}: images of different sizes in one batch ({}×{} and {}×{}); use a transform that crops or resizes to a fixed size (the image-folder presets, e.g. cifar10-cpu, do)",
                         self.ds.describe(),
                         s.0,
                         s.1,

@@ -39,11 +39,68 @@ fn perr(path: &Path, e: PolarsError) -> Error {
     Error::format(path, format!("parquet: {e}"))
 }
 
+/// Check a parquet file before polars decodes it: the footer and every page header are decoded
+/// with the generated thrift decoder of `parquet-format`, which charges every list and string
+/// against a budget proportional to the bytes it decodes before allocating; then each page must
+/// fit the sizes its column chunk declares, and each chunk a bounded multiple of the file. A
+/// corrupt or crafted file (a footer declaring millions of row groups, a page claiming
+/// gigabytes) is an error here instead of an allocation of what it claims in polars (whose own
+/// footer decoder trusts the declared lengths).
+fn check_pages(path: &Path, bytes: &[u8]) -> Result<()> {
+    use polars_parquet_format::thrift::protocol::TCompactInputProtocol;
+    use polars_parquet_format::{FileMetaData, PageHeader};
+    let bad = |m: String| Error::format(path, format!("corrupt parquet file: {m}"));
+    let n = bytes.len();
+    if n < 12 || &bytes[..4] != b"PAR1" || &bytes[n - 4..] != b"PAR1" {
+        return Err(bad("no `PAR1` magic at both ends".into()));
+    }
+    let flen = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().expect("4 bytes")) as usize;
+    if flen > n - 12 {
+        return Err(bad(format!("a footer of {flen} bytes in a {n}-byte file")));
+    }
+    let footer = &bytes[n - 8 - flen..n - 8];
+    let budget = |len: usize| 16 * len + 4096;
+    let md = FileMetaData::read_from_in_protocol(&mut TCompactInputProtocol::new(footer, budget(flen)))
+        .map_err(|e| bad(format!("footer: {e}")))?;
+    let limit = 64 * n as i64 + (1 << 16);
+    for rg in &md.row_groups {
+        for c in &rg.columns {
+            let Some(m) = &c.meta_data else { continue };
+            let name = m.path_in_schema.join(".");
+            let (un, vals, z) = (m.total_uncompressed_size, m.num_values, m.total_compressed_size);
+            let start = m.dictionary_page_offset.filter(|&d| d > 0).unwrap_or(m.data_page_offset);
+            let end = start.checked_add(z).unwrap_or(-1);
+            if !(0..=limit).contains(&un) || !(0..=limit).contains(&vals) || start < 0 || z < 0 || end < 0 || end as usize > n - 8 - flen {
+                return Err(bad(format!("column `{name}` declares {un} bytes and {vals} values at bytes {start}..{end} of a {n}-byte file")));
+            }
+            let (mut pos, end) = (start as usize, end as usize);
+            let mut seen = 0i64;
+            while pos < end && seen < vals {
+                let mut cur = std::io::Cursor::new(&bytes[pos..end]);
+                let h = PageHeader::read_from_in_protocol(&mut TCompactInputProtocol::new(&mut cur, budget(end - pos)))
+                    .map_err(|e| bad(format!("column `{name}`: page header at byte {pos}: {e}")))?;
+                let header_len = cur.position() as usize;
+                let data_values = h.data_page_header.as_ref().map(|d| d.num_values).or(h.data_page_header_v2.as_ref().map(|d| d.num_values));
+                let k = data_values.or(h.dictionary_page_header.as_ref().map(|d| d.num_values)).unwrap_or(0) as i64;
+                let (u, cz) = (h.uncompressed_page_size as i64, h.compressed_page_size as i64);
+                if u < 0 || cz < 0 || k < 0 || u > un || k > vals || cz as usize > end - pos - header_len {
+                    return Err(bad(format!(
+                        "column `{name}`: the page at byte {pos} declares {u} bytes ({cz} compressed) and {k} values; its column chunk holds {un} bytes and {vals} values"
+                    )));
+                }
+                seen += data_values.map(i64::from).unwrap_or(0);
+                pos += header_len + cz as usize;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Class names from the `huggingface` key-value metadata (`ClassLabel` names), when present.
 fn hf_class_names(path: &Path, label_col: &str) -> Option<Vec<String>> {
     let f = std::fs::File::open(path).ok()?;
     let mut r = ParquetReader::new(f);
-    let md = r.get_metadata().ok()?;
+    let md = crate::io::guard(path, "parquet file", || r.get_metadata().cloned().map_err(|e| perr(path, e))).ok()?;
     let kv = md.key_value_metadata.as_ref()?;
     let hf = kv.iter().find(|k| k.key == "huggingface")?.value.as_ref()?;
     let v: serde_json::Value = serde_json::from_str(hf).ok()?;
@@ -61,8 +118,11 @@ impl ParquetDataset {
         let mut labels: Option<Vec<usize>> = None;
         let mut label_name: Option<String> = None;
         for (k, path) in files.iter().enumerate() {
-            let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            let df = ParquetReader::new(f).finish().map_err(|e| perr(path, e))?;
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let df = crate::io::guard(path, "parquet file", || {
+                check_pages(path, &bytes)?;
+                ParquetReader::new(std::io::Cursor::new(&bytes[..])).finish().map_err(|e| perr(path, e))
+            })?;
             let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
             // Image column: named, or the first struct with a `bytes` field.
             let img_col = match &cfg.image_column {

@@ -23,9 +23,19 @@ pub fn extract(enc: &Encoder, ds: DynDataset, transform: &Transform, batch_size:
     let loader = Loader::single(ds, transform.clone(), cfg, &device)?;
     let mut feats = vec![];
     let mut labels = vec![];
+    let what = loader.dataset().describe();
     for b in loader.epoch(0, 0) {
         let b = b?;
         let f = if normalize { enc.embed(&b.images)? } else { enc.backbone_features(&b.images)? };
+        // One scalar per batch: the sum of |f| is finite exactly when every feature is.
+        let total = f.abs()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !total.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "the features of {what} (images {}..{}) contain NaN or infinite values: the model's weights or the images are broken",
+                labels.len(),
+                labels.len() + b.labels.len()
+            )));
+        }
         feats.push(f.detach());
         labels.extend(b.labels);
     }

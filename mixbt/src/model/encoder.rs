@@ -55,6 +55,11 @@ impl EncoderConfig {
         self
     }
 
+    /// Trainable parameters of backbone and projector, counted without building them.
+    pub fn num_params(&self) -> u128 {
+        self.backbone.num_params() + self.projector.num_params()
+    }
+
     /// An [`Error::Field`](crate::Error::Field) naming the field that cannot be built: the
     /// backbone's width, the projector's sizes, or a projector input that is not the backbone's
     /// feature size.

@@ -36,6 +36,21 @@ impl ProjectorConfig {
     pub fn out_dim(&self) -> usize {
         self.sizes.last().copied().unwrap_or(0)
     }
+    /// Trainable parameters: the Linear weights, the hidden BNs' weights and biases, the last
+    /// bias.
+    pub fn num_params(&self) -> u128 {
+        let s: Vec<u128> = self.sizes.iter().map(|&x| x as u128).collect();
+        if s.len() < 2 {
+            return 0;
+        }
+        let mut n: u128 = s.windows(2).map(|w| w[0] * w[1]).sum();
+        n += s[1..s.len().saturating_sub(1).max(1)].iter().map(|&h| 2 * h).sum::<u128>();
+        if self.last_bias {
+            n += s.last().copied().unwrap_or(0);
+        }
+        n
+    }
+
     /// An [`Error::Field`](crate::Error::Field) naming `projector.sizes` unless it has an input
     /// and an output size, none of them zero.
     pub fn validate(&self) -> crate::Result<()> {

@@ -128,6 +128,33 @@ impl ResNetConfig {
     pub fn feature_dim(&self) -> usize {
         self.planes(3) * self.arch.expansion()
     }
+    /// Trainable parameters (conv weights, BN weights and biases), counted from the
+    /// architecture without building it (u128: absurd widths do not overflow).
+    pub fn num_params(&self) -> u128 {
+        let bn = |c: u128| 2 * c;
+        let c0 = self.stem_channels() as u128;
+        let k: u128 = if self.stem == Stem::Imagenet { 7 } else { 3 };
+        let mut n = 3 * c0 * k * k + bn(c0);
+        let mut in_c = c0;
+        let e = self.arch.expansion() as u128;
+        for (i, &blocks) in self.arch.blocks().iter().enumerate() {
+            let p = self.planes(i) as u128;
+            for j in 0..blocks {
+                let stride = if i > 0 && j == 0 { 2 } else { 1 };
+                let out = p * e;
+                n += match self.arch {
+                    Arch::R18 => in_c * p * 9 + bn(p) + p * p * 9 + bn(p),
+                    Arch::R50 => in_c * p + bn(p) + p * p * 9 + bn(p) + p * out + bn(out),
+                };
+                if stride != 1 || in_c != out {
+                    n += in_c * out + bn(out);
+                }
+                in_c = out;
+            }
+        }
+        n
+    }
+
     /// An [`Error::Field`](crate::Error::Field) naming `backbone.width` unless it is positive
     /// and finite.
     pub fn validate(&self) -> crate::Result<()> {

@@ -112,6 +112,28 @@ impl Recipe {
         Ok(())
     }
 
+    /// An [`Error::Field`] on `encoder.backbone.width` when the parameters, their gradients and
+    /// the optimiser state (4 × 4 bytes per parameter) cannot fit in the memory this machine
+    /// has available (`MemAvailable`; no check where it cannot be read).
+    pub fn check_memory(&self) -> Result<()> {
+        let need = self.encoder.num_params().saturating_mul(16);
+        if let Some(avail) = available_memory() {
+            if need > avail as u128 {
+                return Err(Error::field(
+                    "encoder.backbone.width",
+                    format!(
+                        "{} gives {} parameters: weights, gradients and optimiser state need {:.1} GiB, more than the {:.1} GiB available",
+                        self.encoder.backbone.width,
+                        self.encoder.num_params(),
+                        need as f64 / (1u64 << 30) as f64,
+                        avail as f64 / (1u64 << 30) as f64
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The recipe as pretty JSON (what `recipe.json` and `mixbt presets --show` hold).
     pub fn to_json(&self) -> Result<String> {
         Ok(serde_json::to_string_pretty(self)?)
@@ -124,4 +146,11 @@ impl Recipe {
         let s = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
         serde_json::from_str(&s).map_err(|e| Error::format(&file, format!("not a mixbt recipe: {e}")))
     }
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

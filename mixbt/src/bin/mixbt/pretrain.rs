@@ -111,6 +111,7 @@ impl PretrainArgs {
         }
         if let Some(w) = self.width {
             r.encoder = r.encoder.with_width(w);
+            r.check_memory().map_err(|e| Error::Config(format!("--width {w}: {e}")))?;
         }
         r.data.train_subset = self.train_subset.or(r.data.train_subset);
         Ok(r)

@@ -168,6 +168,10 @@ fn apply_op<R: Rng + ?Sized>(op: &Op, im: RgbImage, rng: &mut R) -> RgbImage {
             }
         }
         Op::Resize { size, interp } => {
+            // torchvision returns the image itself when its shorter side is already `size`.
+            if (im.height() as usize).min(im.width() as usize) == size {
+                return im;
+            }
             let (h, w) = resize_shorter(im.height() as usize, im.width() as usize, size);
             resize(&im, h, w, interp)
         }

@@ -52,6 +52,11 @@ impl Transform {
         Self::normalize_only(norm::BUILTIN)
     }
 
+    /// Evaluation of image folders and parquet data, whose images may have any size:
+    /// Resize(32) → CenterCrop(32) (the identity on 32×32 images), CIFAR statistics.
+    pub fn folder_eval() -> Self {
+        Self::new(vec![Op::Resize { size: 32, interp: Interp::Bilinear }, Op::CenterCrop { size: 32 }], norm::CIFAR)
+    }
     /// CIFAR eval: ToTensor + Normalize.
     pub fn cifar_eval() -> Self {
         Self::normalize_only(norm::CIFAR)

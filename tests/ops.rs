@@ -214,8 +214,66 @@ fn model_fast_and_candle_paths_agree() {
 
 /// `mixbt::ops::gemm` against a float64 reference: every layout of A, B and C, accumulation,
 /// edges of the 6×16 tile and of the 256/144 blocks, and the pre-packed A with row splits.
+/// The kernel-switching tests run one at a time (the choice is process-wide).
+static KERNEL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run `f` under every micro-kernel this CPU and process can run (the portable path only in a
+/// process started with `MIXBT_GEMM_FALLBACK=1`, as the test command does), restoring the
+/// default after; says which paths could not run here.
+fn each_kernel(what: &str, f: impl Fn(mixbt::ops::gemm::Kernel)) {
+    use mixbt::ops::gemm::{self, Kernel};
+    let _g = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let default = gemm::kernel();
+    let mut skipped = vec![];
+    for k in [Kernel::Portable, Kernel::Avx2, Kernel::Avx512] {
+        if !gemm::kernel_supported(k) {
+            skipped.push(k.name());
+            continue;
+        }
+        assert!(gemm::set_kernel(k));
+        assert_eq!(gemm::kernel(), k);
+        f(k);
+    }
+    gemm::set_kernel(default);
+    eprintln!("{what}: kernel paths not run on this machine/process: {skipped:?}");
+}
+
 #[test]
 fn gemm_matches_reference() {
+    each_kernel("gemm_matches_reference", |_| check_gemm());
+}
+
+/// The AVX2 and AVX-512 micro-kernels give bit-identical products (each element of C sums over
+/// k in the same order with FMA), through every B source: packed, conv, conv-transposed, direct.
+#[test]
+fn avx2_and_avx512_kernels_agree_bit_for_bit() {
+    use mixbt::ops::gemm::{self, Kernel};
+    let _g = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !gemm::kernel_supported(Kernel::Avx512) || !gemm::kernel_supported(Kernel::Avx2) {
+        eprintln!("skipped: this CPU/process cannot run both the AVX2 and the AVX-512 kernel");
+        return;
+    }
+    let default = gemm::kernel();
+    let dev = Device::Cpu;
+    // Convolutions exercise the implicit-im2col, direct and transposed B panels.
+    for &(n, c, h, w, o, k, stride, pad) in &[(2, 16, 8, 8, 24, 3, 1, 1), (3, 8, 16, 16, 13, 3, 2, 1), (2, 32, 4, 4, 64, 1, 1, 0), (1, 3, 32, 32, 16, 3, 1, 1)] {
+        let x = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap();
+        let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let run = |kern: Kernel| {
+            assert!(gemm::set_kernel(kern));
+            let y = ops::conv2d(xv.as_tensor(), wt.as_tensor(), stride, pad).unwrap();
+            let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (v(&y), v(g.get(xv.as_tensor()).unwrap()), v(g.get(wt.as_tensor()).unwrap()))
+        };
+        let (a, b) = (run(Kernel::Avx2), run(Kernel::Avx512));
+        assert!(a.0 == b.0 && a.1 == b.1 && a.2 == b.2, "conv {n}x{c}x{h}x{w} -> {o} k{k} s{stride}: the kernels differ");
+    }
+    gemm::set_kernel(default);
+}
+
+fn check_gemm() {
     use mixbt::ops::gemm;
     let mut seed = 1u64;
     let mut rnd = |len: usize| -> Vec<f32> {

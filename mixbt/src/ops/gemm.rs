@@ -39,6 +39,93 @@ pub fn fast_kernel() -> bool {
     })
 }
 
+/// Which micro-kernel the fast path uses, both on the same packed layouts (so they can be
+/// switched at any time, and give bit-identical results: every element of C sums over k in the
+/// same order with FMA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// `matrixmultiply` (no AVX2/FMA, or `MIXBT_GEMM_FALLBACK`).
+    Portable,
+    /// 6×16 tiles in 256-bit registers.
+    Avx2,
+    /// 12×16 tiles in 512-bit registers (two 6-row A panels at once).
+    Avx512,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512f",
+        }
+    }
+}
+
+/// 0: not decided yet, 1: AVX-512 on, 2: off.
+static WIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn avx512_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        fast_kernel() && is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the 12×16 AVX-512 micro-kernel runs: on CPUs with AVX-512F, unless
+/// `MIXBT_GEMM_KERNEL=avx2` (or [`set_kernel`]) asks for the 6×16 AVX2 one.
+fn wide() -> bool {
+    use std::sync::atomic::Ordering;
+    match WIDE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = avx512_supported() && std::env::var("MIXBT_GEMM_KERNEL").map(|k| k != "avx2").unwrap_or(true);
+            WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// The micro-kernel in use.
+pub fn kernel() -> Kernel {
+    if !fast_kernel() {
+        Kernel::Portable
+    } else if wide() {
+        Kernel::Avx512
+    } else {
+        Kernel::Avx2
+    }
+}
+
+/// Whether this CPU (and this process's `MIXBT_GEMM_FALLBACK`) can run `k`.
+pub fn kernel_supported(k: Kernel) -> bool {
+    match k {
+        Kernel::Portable => !fast_kernel(),
+        Kernel::Avx2 => fast_kernel(),
+        Kernel::Avx512 => avx512_supported(),
+    }
+}
+
+/// Choose between the AVX2 and AVX-512 micro-kernels (tests and benchmarks; safe at any time).
+/// The portable path is chosen per process, with `MIXBT_GEMM_FALLBACK=1`. Returns whether `k`
+/// is now in use.
+pub fn set_kernel(k: Kernel) -> bool {
+    if !kernel_supported(k) {
+        return false;
+    }
+    match k {
+        Kernel::Avx512 => WIDE.store(1, std::sync::atomic::Ordering::Relaxed),
+        Kernel::Avx2 => WIDE.store(2, std::sync::atomic::Ordering::Relaxed),
+        Kernel::Portable => {}
+    }
+    true
+}
+
 /// `A[m×k]` packed once into the micro-panel layout of every depth block, for products that
 /// reuse one A with many Bs (a convolution's kernel, used by every chunk of images).
 ///
@@ -422,10 +509,8 @@ unsafe fn blocked(
                     for jr in (0..n).step_by(NR) {
                         let (base, half) = db.panel(jr);
                         let bp = Direct { base, offs: offs[pc..].as_ptr(), half };
-                        for ir in (0..mc).step_by(MR) {
-                            let cp = c.offset((ic + ir) as isize * rsc + jr as isize * csc);
-                            kernel_6x16(kc, ap.add(ir * kc), bp, cp, rsc, csc, MR.min(mc - ir), NR.min(n - jr), load_c);
-                        }
+                        let cp = c.offset(ic as isize * rsc + jr as isize * csc);
+                        micro_rows(kc, ap, bp, cp, rsc, csc, mc, NR.min(n - jr), load_c);
                     }
                 }
             }
@@ -458,10 +543,8 @@ unsafe fn blocked(
                     for jr in (0..nc).step_by(NR) {
                         let nr = NR.min(nc - jr);
                         fill_b(pb, jr, nr);
-                        for ir in (0..m).step_by(MR) {
-                            let cp = c.offset(ir as isize * rsc + (jc + jr) as isize * csc);
-                            kernel_6x16(kc, ap.add(ir * kc), Packed(pb.as_ptr()), cp, rsc, csc, MR.min(m - ir), nr, load_c);
-                        }
+                        let cp = c.offset((jc + jr) as isize * csc);
+                        micro_rows(kc, ap, Packed(pb.as_ptr()), cp, rsc, csc, m, nr, load_c);
                     }
                     continue;
                 }
@@ -472,11 +555,8 @@ unsafe fn blocked(
                     for jr in (0..nc).step_by(NR) {
                         let nr = NR.min(nc - jr);
                         let bp = pb.as_ptr().add(jr * kc);
-                        for ir in (0..mc).step_by(MR) {
-                            let mr = MR.min(mc - ir);
-                            let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize * csc);
-                            kernel_6x16(kc, ap.add(ir * kc), Packed(bp), cp, rsc, csc, mr, nr, load_c);
-                        }
+                        let cp = c.offset(ic as isize * rsc + (jc + jr) as isize * csc);
+                        micro_rows(kc, ap, Packed(bp), cp, rsc, csc, mc, nr, load_c);
                     }
                 }
             }
@@ -832,6 +912,85 @@ impl PanelB for Direct {
     unsafe fn row(self, p: usize) -> (*const f32, *const f32) {
         let r = self.base.add(*self.offs.add(p) as usize);
         (r, r.add(self.half))
+    }
+}
+
+/// `C[rows×nr] (+)= A·Bp` for a column of micro-tiles: `a` holds `rows.div_ceil(MR)` packed
+/// panels of `MR` rows (each `kc·MR` floats), `c` points at the tile column's first row. Pairs of
+/// panels go to the 12×16 AVX-512 kernel when it is in use, single panels to the 6×16 one.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_rows(kc: usize, a: *const f32, b: impl PanelB, c: *mut f32, rsc: isize, csc: isize, rows: usize, nr: usize, load_c: bool) {
+    let wide = wide();
+    let mut ir = 0;
+    while ir < rows {
+        let cp = c.offset(ir as isize * rsc);
+        if wide && rows - ir > MR {
+            kernel_12x16(kc, a.add(ir * kc), a.add((ir + MR) * kc), b, cp, rsc, csc, (2 * MR).min(rows - ir), nr, load_c);
+            ir += 2 * MR;
+        } else {
+            kernel_6x16(kc, a.add(ir * kc), b, cp, rsc, csc, MR.min(rows - ir), nr, load_c);
+            ir += MR;
+        }
+    }
+}
+
+/// `C[mr×nr] (+)= [A0; A1]·Bp` for a 12×16 tile (`A0`, `A1`: two kc×6 packed panels, the rows
+/// of A1 below those of A0; `Bp`: kc×16), with one 512-bit accumulator per row of C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_12x16(kc: usize, a0: *const f32, a1: *const f32, b: impl PanelB, c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
+    use std::arch::x86_64::*;
+    if load_c && csc == 1 {
+        for i in 0..mr {
+            _mm_prefetch::<_MM_HINT_T0>(c.offset(i as isize * rsc) as *const i8);
+        }
+    }
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    let (mut p0, mut p1) = (a0, a1);
+    for p in 0..kc {
+        let (r0, r1) = b.row(p);
+        let bv = if r1 == r0.add(8) {
+            _mm512_loadu_ps(r0)
+        } else {
+            let lo = _mm512_castps256_ps512(_mm256_loadu_ps(r0));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), _mm256_castps_pd(_mm256_loadu_ps(r1))))
+        };
+        // Written out so that the twelve accumulators stay in registers.
+        acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(*p0), bv, acc[0]);
+        acc[1] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(1)), bv, acc[1]);
+        acc[2] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(2)), bv, acc[2]);
+        acc[3] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(3)), bv, acc[3]);
+        acc[4] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(4)), bv, acc[4]);
+        acc[5] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(5)), bv, acc[5]);
+        acc[6] = _mm512_fmadd_ps(_mm512_set1_ps(*p1), bv, acc[6]);
+        acc[7] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(1)), bv, acc[7]);
+        acc[8] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(2)), bv, acc[8]);
+        acc[9] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(3)), bv, acc[9]);
+        acc[10] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(4)), bv, acc[10]);
+        acc[11] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(5)), bv, acc[11]);
+        p0 = p0.add(MR);
+        p1 = p1.add(MR);
+    }
+    if csc == 1 {
+        let mask: __mmask16 = if nr >= NR { 0xffff } else { (1u16 << nr) - 1 };
+        for (i, v) in acc.iter().enumerate().take(mr) {
+            let cr = c.offset(i as isize * rsc);
+            let v = if load_c { _mm512_add_ps(*v, _mm512_maskz_loadu_ps(mask, cr)) } else { *v };
+            _mm512_mask_storeu_ps(cr, mask, v);
+        }
+    } else {
+        let mut t = [0f32; 2 * MR * NR];
+        for (i, v) in acc.iter().enumerate() {
+            _mm512_storeu_ps(t.as_mut_ptr().add(i * NR), *v);
+        }
+        for i in 0..mr {
+            for j in 0..nr {
+                let cp = c.offset(i as isize * rsc + j as isize * csc);
+                *cp = if load_c { *cp + t[i * NR + j] } else { t[i * NR + j] };
+            }
+        }
     }
 }
 

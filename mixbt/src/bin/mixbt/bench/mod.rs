@@ -167,6 +167,7 @@ fn print_profile() {
 }
 
 fn print_train_table(cases: &[BenchCase], a: &TrainArgs) {
+    println!("kernel={} threads={}", mixbt::ops::gemm::kernel().name(), rayon::current_num_threads());
     println!("{:<8} {:>6} {:>14} {:>14} {:>8}   ratio per round", "case", "batch", "mixbt img/s", "pytorch img/s", "ratio");
     for c in cases {
         let ratios = c.ratios();
@@ -246,17 +247,27 @@ fn bench_gemm(runs: usize, custom: Option<&str>) -> Result<()> {
             .collect::<Result<_>>()?;
     }
     let r = timing::gemm(&cases, runs);
-    println!("{:>5} {:>5} {:>5} {:>3} {:>3} {:>10} {:>10} {:>6} {:>9}", "m", "k", "n", "At", "Bt", "ours", "mm", "ratio", "max|Δ|");
+    let kernel = mixbt::ops::gemm::kernel();
+    let peak = timing::fma_peak(kernel);
+    let avx2_peak = r.iter().any(|t| t.avx2_gflops.is_some()).then(|| timing::fma_peak(mixbt::ops::gemm::Kernel::Avx2)).flatten();
+    println!("kernel={} one-core FMA peak {} GFLOP/s{}", kernel.name(), peak.map(|p| format!("{p:.1}")).unwrap_or("-".into()),
+        avx2_peak.map(|p| format!(" (avx2: {p:.1})")).unwrap_or_default());
+    println!("{:>5} {:>5} {:>5} {:>3} {:>3} {:>10} {:>6} {:>10} {:>10} {:>6} {:>9}", "m", "k", "n", "At", "Bt", "ours", "%peak", "ours avx2", "mm", "ratio", "max|Δ|");
     for t in &r {
         println!(
-            "{:>5} {:>5} {:>5} {:>3} {:>3} {:>10.1} {:>10.1} {:>6.2} {:>9.2e}",
-            t.m, t.k, t.n, t.a_transposed as u8, t.b_transposed as u8, t.ours_gflops, t.matrixmultiply_gflops,
-            t.ours_gflops / t.matrixmultiply_gflops, t.max_abs_diff
+            "{:>5} {:>5} {:>5} {:>3} {:>3} {:>10.1} {:>6} {:>10} {:>10.1} {:>6.2} {:>9.2e}",
+            t.m, t.k, t.n, t.a_transposed as u8, t.b_transposed as u8, t.ours_gflops,
+            peak.map(|p| format!("{:.0}%", 100.0 * t.ours_gflops / p)).unwrap_or("-".into()),
+            t.avx2_gflops.map(|g| format!("{g:.1}")).unwrap_or("-".into()),
+            t.matrixmultiply_gflops, t.ours_gflops / t.matrixmultiply_gflops, t.max_abs_diff
         );
     }
-    let g = r.iter().map(|t| (t.ours_gflops / t.matrixmultiply_gflops).ln()).sum::<f64>() / r.len() as f64;
-    println!("(GFLOP/s, one thread, median of {runs}; ours = mixbt::ops::gemm, mm = matrixmultiply)");
-    println!("geomean_ratio_vs_matrixmultiply={:.2}", g.exp());
+    let geo = |f: &dyn Fn(&timing::GemmTiming) -> f64| (r.iter().map(|t| f(t).ln()).sum::<f64>() / r.len() as f64).exp();
+    println!("(GFLOP/s, one thread, median of {runs}; ours = mixbt::ops::gemm with kernel {}, mm = matrixmultiply)", kernel.name());
+    println!("geomean_ratio_vs_matrixmultiply={:.2}", geo(&|t| t.ours_gflops / t.matrixmultiply_gflops));
+    if r.iter().all(|t| t.avx2_gflops.is_some()) {
+        println!("geomean_ratio_avx512_vs_avx2={:.2}", geo(&|t| t.ours_gflops / t.avx2_gflops.unwrap_or(f64::NAN)));
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use mixbt::ops::gemm::Kernel;
 use mixbt::train::{presets, PretrainOptions, Pretrainer};
 use mixbt::{Error, Result};
 
@@ -240,8 +241,10 @@ pub struct GemmTiming {
     pub n: usize,
     pub a_transposed: bool,
     pub b_transposed: bool,
-    /// GFLOP/s of `mixbt::ops::gemm` (median of the runs).
+    /// GFLOP/s of `mixbt::ops::gemm` with the kernel in use (median of the runs).
     pub ours_gflops: f64,
+    /// GFLOP/s of the 6×16 AVX2 kernel, same run, when the kernel in use is the AVX-512 one.
+    pub avx2_gflops: Option<f64>,
     /// GFLOP/s of `matrixmultiply::sgemm`, same inputs, same thread.
     pub matrixmultiply_gflops: f64,
     /// Largest absolute difference between the two results.
@@ -275,14 +278,21 @@ pub fn gemm(cases: &[(usize, usize, usize, bool, bool)], runs: usize) -> Vec<Gem
                 flops / median(&t) / 1e9
             };
             // SAFETY: the buffers cover every element addressed by the strides above.
-            let ours = time(&mut || unsafe {
+            let mut ours_run = || unsafe {
                 mixbt::ops::gemm::sgemm(m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, c1.as_mut_ptr(), n as isize, 1, false)
+            };
+            let ours = time(&mut ours_run);
+            let avx2_gflops = (mixbt::ops::gemm::kernel() == Kernel::Avx512).then(|| {
+                mixbt::ops::gemm::set_kernel(Kernel::Avx2);
+                let t = time(&mut ours_run);
+                mixbt::ops::gemm::set_kernel(Kernel::Avx512);
+                t
             });
             let mm = time(&mut || unsafe {
                 matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, c2.as_mut_ptr(), n as isize, 1)
             });
             let max_abs_diff = c1.iter().zip(&c2).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-            GemmTiming { m, k, n, a_transposed: at, b_transposed: bt, ours_gflops: ours, matrixmultiply_gflops: mm, max_abs_diff }
+            GemmTiming { m, k, n, a_transposed: at, b_transposed: bt, ours_gflops: ours, avx2_gflops, matrixmultiply_gflops: mm, max_abs_diff }
         })
         .collect()
 }
@@ -363,3 +373,54 @@ pub fn conv_layers(n: usize, runs: usize) -> Result<Vec<ConvTiming>> {
     }
     Ok(out)
 }
+
+/// The FMA throughput of one core in GFLOP/s for the vector width of `k` (12 independent
+/// accumulators, registers only): the ceiling a GEMM kernel of that width can reach.
+pub fn fma_peak(k: Kernel) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::hint::black_box;
+        let (lanes, run): (usize, unsafe fn(usize) -> f32) = match k {
+            Kernel::Avx2 if is_x86_feature_detected!("fma") => (8, fma_loop_256),
+            Kernel::Avx512 if is_x86_feature_detected!("avx512f") => (16, fma_loop_512),
+            _ => return None,
+        };
+        let n = 20_000_000usize;
+        // SAFETY: the CPU has the features checked above.
+        unsafe { black_box(run(black_box(n / 10))) };
+        let t0 = Instant::now();
+        unsafe { black_box(run(black_box(n))) };
+        Some((n * 12 * lanes * 2) as f64 / t0.elapsed().as_secs_f64() / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = k;
+        None
+    }
+}
+
+macro_rules! fma_loop {
+    ($name:ident, $feat:literal, $set1:ident, $fma:ident, $store:ident, $lanes:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(n: usize) -> f32 {
+            use std::arch::x86_64::*;
+            let (x, y) = ($set1(std::hint::black_box(0.999_f32)), $set1(std::hint::black_box(1e-7_f32)));
+            let mut acc = [$set1(1.0); 12];
+            for _ in 0..n {
+                for a in acc.iter_mut() {
+                    *a = $fma(*a, x, y);
+                }
+            }
+            let mut out = [0f32; $lanes];
+            let mut sum = acc[0];
+            for a in &acc[1..] {
+                sum = $fma(sum, x, *a);
+            }
+            $store(out.as_mut_ptr(), sum);
+            out.iter().sum()
+        }
+    };
+}
+fma_loop!(fma_loop_256, "avx2,fma", _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, 8);
+fma_loop!(fma_loop_512, "avx512f", _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps, 16);

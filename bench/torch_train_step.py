@@ -74,17 +74,22 @@ def step(net, opt, pos_1, pos_2, lmbda=0.0078125, scale=4.0):
 class Bench:
     """The model, optimiser and inputs, kept between requests."""
 
-    def __init__(self):
+    def __init__(self, device="cpu"):
         torch.manual_seed(0)
         np.random.seed(0)
-        self.net = Model()
+        self.device = torch.device(device)
+        self.net = Model().to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3, weight_decay=1e-6)
         self.inputs = {}
 
     def _input(self, key, bs):
         if (key, bs) not in self.inputs:
-            self.inputs[(key, bs)] = torch.randn(bs, 3, 32, 32)
+            self.inputs[(key, bs)] = torch.randn(bs, 3, 32, 32).to(self.device)
         return self.inputs[(key, bs)]
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def time(self, case, bs, steps, warmup):
         """`warmup` untimed then `steps` timed training steps ("train") or embedding batches."""
@@ -105,14 +110,16 @@ class Bench:
             raise ValueError(f"unknown case {case!r}")
         for _ in range(warmup):
             run()
+        self._sync()
         times = []
         for _ in range(steps):
             t = time.perf_counter()
             run()
+            self._sync()
             times.append(time.perf_counter() - t)
         med = float(np.median(times))
         return {"case": case, "batch": bs, "median_s": med, "images_per_s": bs / med, "times": times,
-                "threads": torch.get_num_threads(), "torch": torch.__version__}
+                "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(self.device)}
 
 
 def main():
@@ -122,12 +129,13 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--embed-batch", type=int, default=256)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda:N (the same device as mixbt's side)")
     ap.add_argument("--serve", action="store_true",
                     help="answer requests `train|embed BATCH STEPS WARMUP` (one per stdin line, `quit` ends) with a JSON line each")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench = Bench()
+    bench = Bench(args.device)
     if args.serve:
         for line in sys.stdin:
             words = line.split()

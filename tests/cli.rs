@@ -188,3 +188,24 @@ fn recipe_files_reproduce_a_run() {
     let (okk, _, err) = mixbt(&["pretrain", "--recipe", dir.path().join("none.json").to_str().unwrap()]);
     assert!(!okk && err.contains("none.json"), "{err}");
 }
+
+/// `scripts/gpu-check.sh`'s CPU half: the CPU against itself (parity exact), the bench and a
+/// short run, and the table — so that the script is ready, and cannot rot, before a GPU is lent.
+#[test]
+fn gpu_check_script_runs_on_the_cpu() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gpu-check.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["--bin", env!("CARGO_BIN_EXE_mixbt"), "--device", "cpu", "--data", "builtin", "--steps", "2", "--batch", "8", "--width", "0.125"])
+        .args(["--", "--width", "0.0625", "--batch-size", "16", "--train-subset", "64", "--test-subset", "40", "--bank-subset", "80"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("| (a) parity with the CPU: loss, largest gradient difference | rel 0.000e0, 0.000e0 (ok: true) |"), "{stdout}");
+    assert!(stdout.contains("| (b) training step, batch 8 |") && stdout.contains("| (c) 2 steps: k-NN top-1"), "{stdout}");
+    assert!(stdout.contains("kernel path of the CPU side: "), "{stdout}");
+    // A parity failure is an error: a tolerance no computation meets.
+    let (okk, _, err) = mixbt(&["bench", "parity", "--device", "cpu", "--against", "cpu", "--batch", "4", "--width", "0.0625", "--tol=-1"]);
+    assert!(!okk && err.contains("differ by more than"), "{err}");
+}

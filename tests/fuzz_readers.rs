@@ -76,7 +76,7 @@ fn mutate(base: &[u8], r: &mut SplitMix64) -> Vec<u8> {
         }
         3 => {
             // A size field turned huge: 8 bytes at a random (often early) offset.
-            let i = if r.next_u64() % 2 == 0 { pick(r, 16.min(v.len())) } else { pick(r, v.len()) };
+            let i = if r.next_u64().is_multiple_of(2) { pick(r, 16.min(v.len())) } else { pick(r, v.len()) };
             let huge = [u64::MAX, 1 << 40, 1 << 32, 0x7fff_ffff, 0].map(u64::to_le_bytes)[pick(r, 5)];
             for (k, b) in huge.iter().enumerate() {
                 if let Some(x) = v.get_mut(i + k) {

@@ -63,7 +63,9 @@ fn dist(a: [f32; 3], b: [f32; 3]) -> f32 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
 }
 
-/// Base orientation (radians) of each class's pattern.
+/// Base orientation (radians) of each class's pattern. These rounded values (≈ π/2, π/8, π/4,
+/// 3π/4) define the data set: exact constants would change every image, and every result.
+#[allow(clippy::approx_constant)]
 const CLASS_ANGLE: [f32; 10] = [0.0, 1.5708, 0.3927, 0.7854, 0.0, 0.0, 2.3562, 0.0, 0.0, 0.0];
 
 /// Smooth step from 0 to 1 over ±0.5 around 0 (anti-aliasing of a signed distance in pixels).

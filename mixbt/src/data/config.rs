@@ -162,7 +162,7 @@ fn open_local(cfg: &DataConfig, split: Split) -> Result<DynDataset> {
         }
         DatasetKind::ImageFolder | DatasetKind::TinyImagenet | DatasetKind::Imagenet => {
             let folder = image_folder_split(&dir()?, split)?;
-            Arc::new(ImageFolder::open(&folder, ImageFolderConfig { skip_corrupt: cfg.skip_corrupt, ..Default::default() })?)
+            Arc::new(ImageFolder::open(&folder, ImageFolderConfig { skip_corrupt: cfg.skip_corrupt })?)
         }
         DatasetKind::Parquet => {
             let cfg_p = ParquetConfig { skip_corrupt: cfg.skip_corrupt, ..Default::default() };

@@ -139,9 +139,9 @@ impl MixedBarlowTwins {
             }
         }
         if n < 2 {
-            return Err(Error::ZeroVariance(format!(
-                "Barlow Twins needs a batch of at least 2 (the std over the batch of 1 is undefined)"
-            )));
+            return Err(Error::ZeroVariance(
+                "Barlow Twins needs a batch of at least 2 (the std over the batch of 1 is undefined)".into(),
+            ));
         }
         Ok(n)
     }

@@ -564,9 +564,9 @@ impl Pretrainer {
                         pb.println(format!("epoch {}: k-NN top-1 {:.2}% top-5 {:.2}%", self.epoch, r.top1, r.top5));
                     }
                 }
-                if self.opts.out_dir.is_some() {
+                if let Some(d) = self.opts.out_dir.clone() {
                     self.save_checkpoint()?;
-                    self.history.write(self.opts.out_dir.as_ref().unwrap())?;
+                    self.history.write(&d)?;
                 }
             }
             let budget = match (self.opts.time_budget, self.recipe.time_budget_s.map(Duration::from_secs_f64)) {

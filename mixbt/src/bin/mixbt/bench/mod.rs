@@ -2,6 +2,7 @@
 //! torchvision are importable by `python3` (or `$MIXBT_PYTHON`), the same work timed in the same
 //! run, with the ratio.
 
+mod parity;
 mod timing;
 
 use std::path::PathBuf;
@@ -40,6 +41,21 @@ pub enum BenchCmd {
         /// Other cases, `m,k,n,At,Bt;…` (At/Bt: 1 = operand transposed in memory).
         #[arg(long)]
         cases: Option<String>,
+    },
+    /// One Mixed BT step (forward, loss, backward) on two devices from the same weights and batch:
+    /// loss and gradients compared (`--device cuda:0` against the CPU; `cpu` against itself is exact).
+    Parity {
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        #[arg(long, default_value = "cpu")]
+        against: String,
+        #[arg(long, default_value_t = 16, value_parser = crate::at_least_one)]
+        batch: usize,
+        #[arg(long, default_value_t = 0.25, value_parser = crate::positive)]
+        width: f64,
+        /// Largest relative difference accepted (loss components; each gradient against its largest value).
+        #[arg(long, default_value_t = 1e-3)]
+        tol: f64,
     },
     /// Time per pass (forward, input and weight gradient) of each ResNet-18 convolution with
     /// our CPU kernels, and GFLOP/s.
@@ -80,6 +96,13 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Conv { batch, runs } => bench_conv(batch, runs),
         BenchCmd::Data { data_dir, images, workers, runs, no_torch } => bench_data(&data_dir, images, workers, runs, no_torch),
         BenchCmd::Train(a) => bench_train(&a),
+        BenchCmd::Parity { device, against, batch, width, tol } => {
+            if parity::run(&parse_device(&device)?, &parse_device(&against)?, batch, width, tol)? {
+                Ok(())
+            } else {
+                Err(Error::msg(format!("parity: {device} and {against} differ by more than {tol} (see above)")))
+            }
+        }
     }
 }
 
@@ -104,9 +127,9 @@ impl BenchCase {
     }
 }
 
-/// The PyTorch worker, when this run can have one.
-fn torch_worker(a: &TrainArgs, cpu: bool) -> Result<Option<TorchWorker>> {
-    if a.no_torch || a.width != 1.0 || !cpu {
+/// The PyTorch worker (on the same device as ours), when this run can have one.
+fn torch_worker(a: &TrainArgs) -> Result<Option<TorchWorker>> {
+    if a.no_torch || a.width != 1.0 {
         return Ok(None);
     }
     let py = timing::python();
@@ -115,7 +138,8 @@ fn torch_worker(a: &TrainArgs, cpu: bool) -> Result<Option<TorchWorker>> {
         return Ok(None);
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    Ok(Some(TorchWorker::start(&timing::bench_dir().join("torch_train_step.py"), &["--threads".into(), threads.to_string()])?))
+    let args = ["--threads".to_string(), threads.to_string(), "--device".into(), a.device.clone()];
+    Ok(Some(TorchWorker::start(&timing::bench_dir().join("torch_train_step.py"), &args)?))
 }
 
 fn bench_train(a: &TrainArgs) -> Result<()> {
@@ -126,7 +150,7 @@ fn bench_train(a: &TrainArgs) -> Result<()> {
     }
     let mut trains = batches.iter().map(|&b| TrainBench::new(b, a.width, &dev)).collect::<Result<Vec<_>>>()?;
     let embed = EmbedBench::new(a.embed_batch, a.width, &dev)?;
-    let mut torch = torch_worker(a, dev.is_cpu())?;
+    let mut torch = torch_worker(a)?;
     let mut cases: Vec<BenchCase> =
         batches.iter().map(|&b| ("train", b)).chain([("embed", a.embed_batch)]).map(|(case, batch)| BenchCase { case, batch, ours: vec![], theirs: vec![] }).collect();
     for round in 0..a.rounds {

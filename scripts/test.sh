@@ -13,8 +13,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 cargo test --workspace
 # The CPU kernels again on their portable path (matrixmultiply, no AVX2 kernel), as on a CPU
-# without AVX2/FMA.
+# without AVX2/FMA, and with the AVX2 micro-kernel forced (on a CPU with AVX-512 the default is
+# the AVX-512 one; tests/ops.rs also switches between them itself and says which it could not run).
 MIXBT_GEMM_FALLBACK=1 cargo test -p mixbt --test ops
+MIXBT_GEMM_KERNEL=avx2 cargo test -p mixbt --test ops
 if [ "${MIXBT_SKIP_NOTEBOOKS:-0}" != "1" ]; then
     ./evcxr-prelude/run-notebooks.sh
 fi

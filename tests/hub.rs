@@ -298,3 +298,13 @@ fn references_that_escape_the_cache_are_refused_before_any_request() {
         assert!(hub::validate_name("ETag", bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_token_goes_to_the_hub_host_only() {
+    use mixbt::hub::download::same_host;
+    assert!(same_host("https://huggingface.co/org/m/resolve/main/x", "https://huggingface.co"));
+    assert!(same_host("http://127.0.0.1:8080/a", "http://127.0.0.1:8080"));
+    assert!(!same_host("http://127.0.0.1:9090/a", "http://127.0.0.1:8080"));
+    assert!(!same_host("https://cdn-lfs.hf.co/repos/ab/cd?X-Amz-Signature=1", "https://huggingface.co"));
+    assert!(!same_host("https://huggingface.co.evil.example/x", "https://huggingface.co"));
+}

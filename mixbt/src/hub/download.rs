@@ -128,7 +128,10 @@ pub fn download(r: &HubRef, cfg: &HubConfig) -> Result<PathBuf> {
 /// Stream the body into `tmp`, checking its length.
 fn fetch_body(what: &str, cfg: &HubConfig, m: &Metadata, tmp: &Path) -> Result<()> {
     let agent = http::agent(cfg, 5);
-    let resp = http::with_token(agent.get(&m.url), cfg).call().map_err(|e| http::error(what, cfg, e))?;
+    // The token goes to the Hub only, never to the CDN it redirects LFS files to (a presigned URL).
+    let req = agent.get(&m.url);
+    let req = if same_host(&m.url, &cfg.endpoint) { http::with_token(req, cfg) } else { req };
+    let resp = req.call().map_err(|e| http::error(what, cfg, e))?;
     let mut body = resp.into_reader();
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
     let pb = cfg.progress.then(|| {
@@ -170,6 +173,12 @@ fn fetch_body(what: &str, cfg: &HubConfig, m: &Metadata, tmp: &Path) -> Result<(
         return Err(Error::Hub(format!("{what}: the download broke off after {got} of {} bytes; nothing was cached", m.size)));
     }
     f.sync_all().map_err(|e| Error::io(tmp, e))
+}
+
+/// Whether `url` is on the host (and port) of `endpoint`.
+pub fn same_host(url: &str, endpoint: &str) -> bool {
+    let host = |u: &str| u.split("://").nth(1).map(|r| r.split('/').next().unwrap_or("").to_ascii_lowercase());
+    host(url).is_some() && host(url) == host(endpoint)
 }
 
 /// The file names of a repo at `r.revision` (the repo-info API).

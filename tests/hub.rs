@@ -174,6 +174,17 @@ fn hub_datasets_as_parquet() {
     assert_eq!(te.len(), 2);
     let err = mixbt::data::hub::open_hub_dataset_with("org/none", Split::Train, false, &c).err().unwrap().to_string();
     assert!(err.contains("404"), "{err}");
+    // Offline, with the server gone: the cached snapshot answers, and no request is made.
+    let n = s.requests().len();
+    drop(s);
+    let off = HubConfig { offline: true, endpoint: "http://127.0.0.1:9".into(), ..c.clone() };
+    assert_eq!(hub::list_files(RepoKind::Dataset, "uoft-cs/cifar10", "main", &off).unwrap().len(), 2, "the two parquet files were pulled");
+    let tr = mixbt::data::hub::open_hub_dataset_with("uoft-cs/cifar10", Split::Train, false, &off).unwrap();
+    assert_eq!(tr.len(), 5);
+    assert_eq!(mixbt::data::hub::open_hub_dataset_with("uoft-cs/cifar10", Split::Test, false, &off).unwrap().len(), 2);
+    let err = mixbt::data::hub::open_hub_dataset_with("org/other", Split::Train, false, &off).err().unwrap().to_string();
+    assert!(err.contains("HF_HUB_OFFLINE") && err.contains("no snapshot"), "{err}");
+    assert!(n > 0);
 }
 
 #[test]

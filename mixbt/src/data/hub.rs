@@ -23,7 +23,8 @@ pub fn open_hub_dataset_with(repo: &str, split: Split, skip_corrupt: bool, cfg: 
     }
     let chosen = parquet::select_split(&files, split);
     if chosen.is_empty() {
-        return Err(Error::Hub(format!("hf:{repo}: no parquet files for the {split:?} split among {}", files.join(", "))));
+        let offline = if cfg.offline { " (offline: only the files already in the cache count)" } else { "" };
+        return Err(Error::Hub(format!("hf:{repo}: no parquet files for the {split:?} split among {}{offline}", files.join(", "))));
     }
     let mut paths = vec![];
     for f in chosen {

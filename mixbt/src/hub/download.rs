@@ -38,6 +38,31 @@ pub fn cached(cfg: &HubConfig, r: &HubRef) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The files of `r.revision`'s snapshot in the cache (relative paths, sorted), for offline use;
+/// `None` when the cache has no snapshot of that revision.
+pub fn cached_files(cfg: &HubConfig, r: &HubRef) -> Option<Vec<String>> {
+    fn walk(d: &Path, rel: &str, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            // Snapshot entries are links to blobs (followed) or folders.
+            if e.path().is_dir() {
+                walk(&e.path(), &rel, out);
+            } else if e.path().is_file() {
+                out.push(rel);
+            }
+        }
+    }
+    let dir = repo_dir(cfg, r);
+    let commit = std::fs::read_to_string(dir.join("refs").join(&r.revision)).ok()?;
+    validate_name("commit in the cache", commit.trim()).ok()?;
+    let snap = dir.join("snapshots").join(commit.trim());
+    let mut out = vec![];
+    walk(&snap, "", &mut out);
+    out.sort();
+    Some(out)
+}
+
 fn header(resp: &ureq::Response, name: &str) -> Option<String> {
     resp.header(name).map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_string())
 }

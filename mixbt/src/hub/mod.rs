@@ -40,7 +40,9 @@ pub struct Released {
     pub linear_top1: Option<f64>,
     /// `small-model`, `imagenet-backbone` or `imagenet-linear-probe`.
     pub kind: String,
+    /// The Git LFS oid: a pull is verified against it (and, where unknown, against the ETag).
     pub sha256: Option<String>,
+    /// The approximate size the Hub page lists, in bytes (informational: not checked).
     #[serde(default)]
     pub size: Option<u64>,
     #[serde(default)]
@@ -313,12 +315,23 @@ pub fn resolve_checkpoint(arg: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// List the files of a Hub repo (at `revision`). Names that are not valid repository paths are
-/// an error (a hostile server could list `../x`).
+/// List the files of a Hub repo (at `revision`); offline, the files of its cached snapshot.
+/// Names that are not valid repository paths are an error (a hostile server could list `../x`).
 pub fn list_files(kind: RepoKind, repo: &str, revision: &str, cfg: &HubConfig) -> Result<Vec<String>> {
     let r = HubRef { kind, repo: repo.to_string(), revision: revision.to_string(), path: "x".into() };
     r.validate()?;
-    let files = download::list(&r, cfg)?;
+    // Offline means no network call at all: the files of the cached snapshot.
+    let files = if cfg.offline {
+        download::cached_files(cfg, &r).ok_or_else(|| {
+            Error::Hub(format!(
+                "hub:{}{repo}@{revision}: HF_HUB_OFFLINE is set and the cache {} holds no snapshot of it",
+                kind.prefix(),
+                cfg.cache_dir.display()
+            ))
+        })?
+    } else {
+        download::list(&r, cfg)?
+    };
     for f in &files {
         validate_repo_path(&format!("hub:{}{repo}: listed file", kind.prefix()), f)?;
     }

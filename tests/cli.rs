@@ -209,3 +209,56 @@ fn gpu_check_script_runs_on_the_cpu() {
     let (okk, _, err) = mixbt(&["bench", "parity", "--device", "cpu", "--against", "cpu", "--batch", "4", "--width", "0.0625", "--tol=-1"]);
     assert!(!okk && err.contains("differ by more than"), "{err}");
 }
+
+/// The ImageNet path end to end on an ImageNet-layout folder (`train/<wnid>/*.JPEG`,
+/// `val/<wnid>/*.JPEG`, 64–96 px): the `imagenet-r50-300ep-lreg1` preset (LARS, the λ_reg ramp,
+/// the two ImageNet views with blur and solarisation, Resize 256 + CenterCrop 224 evaluation),
+/// at width 1/8 and with a 64-64-64 projector through a recipe file: the preset's 8192-wide
+/// projector needs ~26 GiB for its d×d loss matrices on the CPU, which the run refuses up front.
+#[test]
+fn imagenet_path_end_to_end() {
+    use mixbt::image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("imagenet");
+    let mut seed = 7u32;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        seed >> 8
+    };
+    for (split, n) in [("train", 4), ("val", 2)] {
+        for wnid in ["n01440764", "n01443537", "n01484850"] {
+            let d = data.join(split).join(wnid);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                let (w, h) = (64 + next() % 33, 64 + next() % 33);
+                let base = [next() as u8, next() as u8, next() as u8];
+                let img = RgbImage::from_fn(w, h, |x, y| Rgb([base[0] ^ (x as u8), base[1] ^ (y as u8), base[2]]));
+                DynamicImage::ImageRgb8(img).save_with_format(d.join(format!("{wnid}_{i}.JPEG")), ImageFormat::Jpeg).unwrap();
+            }
+        }
+    }
+    let mut r = mixbt::train::presets::get("imagenet-r50-300ep-lreg1").unwrap();
+    r.encoder = r.encoder.with_width(0.125);
+    assert!(r.memory_estimate() > 20u128 << 30, "the 8192-wide projector's loss is the large part");
+    r.encoder.projector.sizes = vec![r.encoder.feature_dim(), 64, 64, 64];
+    r.batch_size = 4;
+    r.data.dir = Some(data.clone());
+    let recipe = dir.path().join("imagenet.json");
+    std::fs::write(&recipe, r.to_json().unwrap()).unwrap();
+    let run = dir.path().join("run");
+    let out = ok(&["pretrain", "--recipe", recipe.to_str().unwrap(), "--max-steps", "2", "--out", run.to_str().unwrap(), "--no-progress", "--skip-random-init-knn"]);
+    assert!(out.contains("k-NN top-1"), "{out}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["steps"], 2);
+    assert!(s["final_loss"].as_f64().unwrap().is_finite());
+    let csv = std::fs::read_to_string(run.join("history.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let lam = header.iter().position(|h| *h == "lambda_reg").unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    // 12 images / batch 4 = 3 steps per epoch; the ramp over 10 epochs: λ_reg = 1.0 · step / 30.
+    assert_eq!(rows[0][lam].parse::<f64>().unwrap(), 0.0);
+    assert_eq!(rows[1][lam].parse::<f64>().unwrap(), 1.0 / 30.0);
+    // The evaluation reads val/ (3 classes, 6 images).
+    let o = ok(&["knn", "--checkpoint", run.to_str().unwrap(), "--preset", "imagenet-r50-300ep-lreg1", "--data-dir", data.to_str().unwrap(), "--json"]);
+    assert!(o.contains("\"n_test\":6"), "{o}");
+}

@@ -180,7 +180,9 @@ impl Pretrainer {
     /// run) or for [`resume`](Self::resume).
     fn build(recipe: Recipe, opts: PretrainOptions, fresh: bool) -> Result<Self> {
         recipe.validate()?;
-        recipe.check_memory()?;
+        if opts.device.is_cpu() {
+            recipe.check_memory()?;
+        }
         opts.validate()?;
         let lock = match &opts.out_dir {
             Some(d) => {

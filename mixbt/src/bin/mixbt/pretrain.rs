@@ -111,7 +111,12 @@ impl PretrainArgs {
         }
         if let Some(w) = self.width {
             r.encoder = r.encoder.with_width(w);
-            r.check_memory().map_err(|e| Error::Config(format!("--width {w}: {e}")))?;
+            if self.common.device == "cpu" {
+                r.check_memory().map_err(|e| match e {
+                    Error::Field { field, msg } if field == "encoder.backbone.width" => Error::Config(format!("--width {w}: {msg}")),
+                    e => e,
+                })?;
+            }
         }
         r.data.train_subset = self.train_subset.or(r.data.train_subset);
         Ok(r)

@@ -222,6 +222,35 @@ fn cli_hub_commands_and_hub_checkpoints() {
     assert!(ok, "{err}");
     let (ok, _, err) = run(&["embed", "--checkpoint", "hub:tester/converted/nope.safetensors", "--images", imgs.to_str().unwrap(), "--out", f.to_str().unwrap()]);
     assert!(!ok && err.contains("404"), "{err}");
+    // A converted file that is neither released nor a run of ours: an "unknown run" card. A run
+    // of ours: the card takes data set, method, λ values, epochs and batch size from
+    // recipe.json, lists the k-NN result in a model-index, and names no local path.
+    let card = String::from_utf8(s.file("model", "tester/converted", "README.md").unwrap()).unwrap();
+    assert!(card.contains("(unknown run)"), "{card}");
+    let r = work.path().join("run");
+    let (ok, _, err) = run(&[
+        "pretrain", "--width", "0.0625", "--batch-size", "16", "--train-subset", "32", "--test-subset", "20", "--bank-subset", "40", "--epochs", "1",
+        "--lambda-reg", "2", "--out", r.to_str().unwrap(), "--no-progress", "--skip-random-init-knn",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["hub", "push", r.to_str().unwrap(), "--repo", "tester/run"]);
+    assert!(ok, "{out}{err}");
+    let card = String::from_utf8(s.file("model", "tester/run", "README.md").unwrap()).unwrap();
+    let knn = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(r.join("summary.json")).unwrap()).unwrap()["knn_top1"].as_f64().unwrap();
+    for want in [
+        "# Mixed Barlow Twins — resnet18 ×0.0625 on builtin (recipe `quickstart`)",
+        "| λ_BT / λ_reg | 0.0078125 / 2 |",
+        "| epochs | 1 |",
+        "| batch size | 16 |",
+        "datasets:\n- builtin\n",
+        "pipeline_tag: image-feature-extraction",
+        "model-index:\n- name: ",
+        &format!("      value: {knn}\n      name: \"k-NN top-1 (k=200, T=0.5), this run\""),
+    ] {
+        assert!(card.contains(want), "the card lacks {want:?}:\n{card}");
+    }
+    assert!(!card.contains("resnet18 (unknown)") && !card.contains("– / –"), "{card}");
+    assert!(!card.contains(&work.path().display().to_string()), "{card}");
 }
 
 #[test]

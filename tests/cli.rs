@@ -262,3 +262,35 @@ fn imagenet_path_end_to_end() {
     let o = ok(&["knn", "--checkpoint", run.to_str().unwrap(), "--preset", "imagenet-r50-300ep-lreg1", "--data-dir", data.to_str().unwrap(), "--json"]);
     assert!(o.contains("\"n_test\":6"), "{o}");
 }
+
+/// `mixbt eval` of the released-format probe on a validation folder (`<class>/*`, or a folder
+/// holding `val/`): the same numbers as the library's `eval::classify` with the ImageNet
+/// validation transform (Resize 256, CenterCrop 224).
+#[test]
+fn released_probe_evaluated_through_the_cli_and_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let val = dir.path().join("val");
+    for c in 0..10u8 {
+        let d = val.join(format!("n{c:08}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..2u8 {
+            image::RgbImage::from_fn(48 + 8 * i as u32, 64, |x, y| image::Rgb([c * 25, (x as u8) ^ i, y as u8])).save(d.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny_imagenet_probe.pth");
+    let cli = |data: &Path| -> mixbt::eval::Accuracy {
+        let out = ok(&["eval", "--checkpoint", probe.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--json", "--batch-size", "7"]);
+        assert!(out.contains("top-1") && out.contains("20 images of 10 classes"), "{out}");
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let (a, b) = (cli(&val), cli(dir.path()));
+    let clf = mixbt::ckpt::load_classifier(&probe, &candle_core::Device::Cpu).unwrap();
+    let ds: mixbt::data::DynDataset = std::sync::Arc::new(mixbt::data::ImageFolder::open(&val, Default::default()).unwrap());
+    let eval = mixbt::data::DataConfig::for_kind(mixbt::data::DatasetKind::Imagenet).eval;
+    let lib = mixbt::eval::classify(&clf, ds, &eval, 256, 1).unwrap();
+    assert_eq!(a, lib);
+    assert_eq!(b, lib);
+    assert_eq!(lib.n, 20);
+    let (okk, _, err) = mixbt(&["eval", "--checkpoint", "../tests/fixtures/tiny_r18_cifar.pth", "--data-dir", val.to_str().unwrap()]);
+    assert!(!okk && err.contains("fc.weight"), "{err}");
+}

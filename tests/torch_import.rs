@@ -165,3 +165,35 @@ fn shared_reference_checkpoint_reproduces_pytorch_features() {
     let max = z.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(max <= 1e-4, "projections: max abs difference {max}");
 }
+
+/// A released-format linear probe evaluated as released: backbone and `fc` from the DDP
+/// checkpoint, logits equal to PyTorch's (`scripts/make_probe_logits.py`) within 1e-4.
+#[test]
+fn released_probe_gives_pytorchs_logits() {
+    let r = json(&fixture("tiny_imagenet_probe_logits.json"));
+    let clf = ckpt::load_classifier(&fixture("tiny_imagenet_probe.pth"), &Device::Cpu).unwrap();
+    assert_eq!(clf.num_classes() as u64, r["classes"].as_u64().unwrap());
+    let size = r["size"].as_u64().unwrap() as usize;
+    let v = |k: &str| -> [f32; 3] {
+        let a: Vec<f32> = r[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        [a[0], a[1], a[2]]
+    };
+    let t = mixbt::data::Transform::normalize_only((v("normalize_mean"), v("normalize_std")));
+    let pix = r["pixels_hwc_u8"].as_array().unwrap();
+    let mut buf = vec![];
+    for p in pix {
+        let px: Vec<u8> = p.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u8).collect();
+        let mut b = vec![0f32; 3 * size * size];
+        t.to_tensor_into(&image::RgbImage::from_raw(size as u32, size as u32, px).unwrap(), &mut b);
+        buf.extend(b);
+    }
+    let x = Tensor::from_vec(buf, (pix.len(), 3, size, size), &Device::Cpu).unwrap();
+    let got: Vec<Vec<f32>> = clf.forward(&x).unwrap().to_vec2().unwrap();
+    let want = rows(&r["logits"]);
+    assert_eq!((got.len(), got[0].len()), (want.len(), want[0].len()));
+    let max = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max <= 1e-4, "logits differ from PyTorch's by {max}");
+    // A pre-training file (no fc) is not a classifier: a clear error naming the file.
+    let err = ckpt::load_classifier(&fixture("tiny_resnet50_backbone.pth"), &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("tiny_resnet50_backbone.pth") && err.contains("fc.weight"), "{err}");
+}

@@ -230,3 +230,26 @@ fn reword(e: Error, file: &Path) -> Error {
         e => e,
     }
 }
+
+/// Load a linear-probe checkpoint as released (`checkpoint_*.pth` of `evaluate_imagenet.py`:
+/// the backbone and its trained `fc`; or a converted `backbone+classifier` safetensors file) as a
+/// [`Classifier`](crate::model::Classifier). A file without `fc.weight`/`fc.bias` is an error.
+pub fn load_classifier(path: &Path, device: &Device) -> Result<crate::model::Classifier> {
+    let map = if path.extension().map(|e| e == "pth" || e == "pt").unwrap_or(false) {
+        torch::read_state_dict(path)?
+    } else {
+        read_safetensors(path, &Device::Cpu)?
+    };
+    let (w, b) = match (map.get("fc.weight"), map.get("fc.bias")) {
+        (Some(w), Some(b)) => (w.clone(), b.clone()),
+        _ => return Err(Error::format(path, "holds no classifier (`fc.weight`, `fc.bias`): a linear-probe checkpoint is needed; pre-training files have none")),
+    };
+    crate::params::check_finite(&[("fc.weight".to_string(), w.clone()), ("fc.bias".to_string(), b.clone())].into_iter().collect())
+        .map_err(|e| reword(e, path))?;
+    let (encoder, _, cfg) = encoder_from_map(&map, None, LoadMode::BackboneOnly, device).map_err(|e| reword(e, path))?;
+    if w.dims() != [b.dim(0)?, cfg.feature_dim()] {
+        return Err(Error::format(path, format!("`fc.weight` is {:?}, expected [{}, {}] for this backbone", w.dims(), b.dim(0)?, cfg.feature_dim())));
+    }
+    let fc = candle_nn::Linear::new(w.to_dtype(candle_core::DType::F32)?.to_device(device)?, Some(b.to_dtype(candle_core::DType::F32)?.to_device(device)?));
+    Ok(crate::model::Classifier { encoder, fc })
+}

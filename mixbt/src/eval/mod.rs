@@ -1,9 +1,11 @@
 //! Evaluation: weighted k-NN, linear probes, feature extraction.
 
+pub mod classify;
 pub mod features;
 pub mod knn;
 pub mod linear;
 
+pub use classify::{classify, Accuracy};
 pub use features::{extract, labelled_features, Features};
 pub use knn::{knn_accuracy, knn_eval, knn_predict, KnnConfig, KnnResult};
 pub use linear::{linear_probe, LinearProbeConfig, ProbeEpoch, ProbeOptimizer, ProbeResult};

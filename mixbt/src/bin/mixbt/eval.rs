@@ -76,6 +76,28 @@ pub struct EmbedArgs {
     batch_size: usize,
 }
 
+#[derive(Args)]
+pub struct ClassifyArgs {
+    /// A linear-probe checkpoint (`checkpoint_*.pth` of the original, or a converted one), or hub:<org>/<repo>/<path>.
+    #[arg(long)]
+    checkpoint: String,
+    /// Which validation transform and statistics (default imagenet: Resize 256, CenterCrop 224).
+    #[arg(long, default_value = "imagenet")]
+    dataset: String,
+    /// The validation folder (`<class>/*` in sorted class order), or a folder holding `val/`.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
+    batch_size: usize,
+    /// Decode threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    #[arg(long)]
+    json: bool,
+}
+
 /// The encoder of a checkpoint argument (path or `hub:` reference).
 fn load(checkpoint: &str, device: &str) -> Result<(Encoder, mixbt::model::EncoderConfig)> {
     let (enc, _, cfg) = mixbt::ckpt::load_encoder(&mixbt::hub::resolve_checkpoint(checkpoint)?, &parse_device(device)?)?;
@@ -133,5 +155,26 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     };
     let n = mixbt::eval::features::embed_folder(&enc, &a.images, &t, a.batch_size, &a.out)?;
     println!("wrote {n} feature rows [{n}, {}] to {}", cfg.feature_dim(), a.out.display());
+    Ok(())
+}
+
+/// Top-1/top-5 of a released linear probe on a validation folder, with the data set's
+/// evaluation transform (ImageNet: Resize 256, CenterCrop 224, ImageNet mean/std).
+pub fn classify(a: ClassifyArgs) -> Result<()> {
+    let clf = mixbt::ckpt::load_classifier(&mixbt::hub::resolve_checkpoint(&a.checkpoint)?, &parse_device(&a.device)?)?;
+    let mut cfg = DataConfig::for_kind(a.dataset.parse()?);
+    cfg.dir = Some(a.data_dir.clone());
+    // `--data-dir` may be the validation folder itself (its sub-folders the classes).
+    let ds = if a.data_dir.join("val").is_dir() || a.data_dir.join("test").is_dir() {
+        data::open(&cfg, Split::Test)?
+    } else {
+        std::sync::Arc::new(mixbt::data::ImageFolder::open(&a.data_dir, Default::default())?) as mixbt::data::DynDataset
+    };
+    let n_classes = ds.classes().len();
+    let acc = mixbt::eval::classify(&clf, ds, &cfg.eval, a.batch_size, workers(a.workers))?;
+    println!("top-1 {:.2}% top-5 {:.2}% on {} images of {n_classes} classes ({} outputs)", acc.top1, acc.top5, acc.n, clf.num_classes());
+    if a.json {
+        println!("{}", serde_json::to_string(&acc)?);
+    }
     Ok(())
 }

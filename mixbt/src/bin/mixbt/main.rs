@@ -53,6 +53,8 @@ enum Cmd {
     Linear(eval::LinearArgs),
     /// Write L2-normalised backbone features of a folder of images.
     Embed(eval::EmbedArgs),
+    /// Top-1/top-5 of a released linear probe (backbone + fc) on a validation folder.
+    Eval(eval::ClassifyArgs),
     /// Data-set tools.
     Data {
         #[command(subcommand)]
@@ -211,6 +213,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Knn(a) => eval::knn(a),
         Cmd::Linear(a) => eval::linear(a),
         Cmd::Embed(a) => eval::embed(a),
+        Cmd::Eval(a) => eval::classify(a),
         Cmd::Data { cmd } => data::run(cmd),
         Cmd::Hub { cmd } => hub::run(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),

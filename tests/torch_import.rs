@@ -99,6 +99,24 @@ fn imagenet_backbone_and_probe_checkpoints() {
     let out_ch = map["layer4.2.conv3.weight"].dims()[0];
     assert_eq!(out_ch, 128);
     assert_eq!(enc.embed(&x).unwrap().dims(), [2, out_ch]);
+    // A backbone is a backbone: no (placeholder) projector; forward_t's second output is the
+    // pooled feature itself, and d is the feature size.
+    assert!(cfg.projector.is_none() && enc.projector.is_none(), "{:?}", cfg.projector);
+    assert_eq!(cfg.out_dim(), out_ch);
+    let (f, z) = enc.forward_t(&x, false).unwrap();
+    assert_eq!(f.to_vec2::<f32>().unwrap(), z.to_vec2::<f32>().unwrap());
+    assert!(!store.names().iter().any(|n| n.contains("projector")));
+    // Converted, the config and the model card say so, and the file loads back as a backbone.
+    let out = tempfile::tempdir().unwrap();
+    let conv = mixbt::ckpt::convert::convert(&fixture("tiny_resnet50_backbone.pth"), "resnet50.pth", out.path()).unwrap();
+    assert_eq!(conv.contents, "backbone");
+    let config = json(&out.path().join("config.json"));
+    assert_eq!(config["encoder"]["projector"]["sizes"], serde_json::json!([]), "{config}");
+    let card = std::fs::read_to_string(out.path().join("README.md")).unwrap();
+    assert!(card.contains("| projector | none: a backbone"), "{card}");
+    let (enc2, _, cfg2) = ckpt::load_encoder(&out.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(cfg2.projector.is_none());
+    assert_eq!(enc2.embed(&x).unwrap().to_vec2::<f32>().unwrap(), enc.embed(&x).unwrap().to_vec2::<f32>().unwrap());
     // The linear-probe checkpoint: a dict with an argparse.Namespace, `model` with `module.` keys and fc.
     let probe = torch::read_state_dict(&fixture("tiny_imagenet_probe.pth")).unwrap();
     assert!(probe.contains_key("fc.weight") && probe.contains_key("conv1.weight"));

@@ -160,7 +160,8 @@ pub fn model_card(c: &Converted, summary: Option<&serde_json::Value>, recipe: Op
     s.push_str(&format!("Converted by [mixbt](https://github.com/mixbt/mixbt) from `{}`.\n\n", c.source));
     s.push_str("| | |\n|---|---|\n");
     s.push_str(&format!("| architecture | {} (width ×{}), stem `{}` |\n", e.backbone.arch.name(), e.backbone.width, e.backbone.stem.name()));
-    s.push_str(&format!("| feature size | {} |\n| projector | {:?} |\n", e.feature_dim(), e.projector.sizes));
+    let projector = if e.projector.is_none() { "none: a backbone (embeddings are its pooled features)".to_string() } else { format!("{:?}", e.projector.sizes) };
+    s.push_str(&format!("| feature size | {} |\n| projector | {projector} |\n", e.feature_dim()));
     s.push_str(&format!("| contents | {} |\n| parameter names | {} |\n", c.contents, match e.layout {
         KeyLayout::SmallCifar | KeyLayout::SmallPooled => "the original `model.py` `Model` (`f.*`, `g.*`)",
         _ => "torchvision (`backbone.*`), projector `projector.*`",

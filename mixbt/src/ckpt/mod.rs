@@ -119,12 +119,8 @@ pub fn infer_encoder_config(map: &BTreeMap<String, Tensor>) -> Result<crate::mod
         last_bias = map.contains_key(&format!("{pp}.{}.bias", 3 * i));
         i += 1;
     }
-    let projector = if sizes.len() >= 2 {
-        ProjectorConfig { sizes, last_bias }
-    } else {
-        // A bare backbone: a placeholder projector; loaders use BackboneOnly.
-        ProjectorConfig { sizes: vec![fdim, 8], last_bias: false }
-    };
+    // A projector only when the file has one; a bare backbone (or a probe's) has none.
+    let projector = if sizes.len() >= 2 { ProjectorConfig { sizes, last_bias } } else { ProjectorConfig::none() };
     let layout = if layout == KeyLayout::TorchVision { KeyLayout::ImageNet } else { layout };
     let l2_normalize = matches!(layout, KeyLayout::SmallCifar | KeyLayout::SmallPooled);
     Ok(EncoderConfig { backbone, projector, layout, l2_normalize })

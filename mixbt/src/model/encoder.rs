@@ -40,9 +40,13 @@ impl EncoderConfig {
     pub fn feature_dim(&self) -> usize {
         self.backbone.feature_dim()
     }
-    /// Projector output size `d`.
+    /// Output size `d` of the projector; without one, the pooled feature size.
     pub fn out_dim(&self) -> usize {
-        self.projector.out_dim()
+        if self.projector.is_none() {
+            self.feature_dim()
+        } else {
+            self.projector.out_dim()
+        }
     }
 
     /// The same encoder at another width multiplier: the backbone's channels scale, the
@@ -67,7 +71,7 @@ impl EncoderConfig {
         self.backbone.validate()?;
         self.projector.validate()?;
         let f = self.backbone.feature_dim();
-        if self.projector.sizes[0] != f {
+        if !self.projector.is_none() && self.projector.sizes[0] != f {
             return Err(crate::Error::field(
                 "projector.sizes[0]",
                 format!("is {}, but the backbone's feature size is {f} (set it to the backbone's feature size)", self.projector.sizes[0]),
@@ -81,7 +85,8 @@ impl EncoderConfig {
 #[derive(Debug, Clone)]
 pub struct Encoder {
     pub backbone: ResNet,
-    pub projector: Projector,
+    /// `None` for a bare backbone ([`ProjectorConfig::none`]).
+    pub projector: Option<Projector>,
     cfg: EncoderConfig,
     device: Device,
 }
@@ -90,7 +95,7 @@ pub struct Encoder {
 pub fn encoder(cfg: &EncoderConfig, vb: VarBuilder) -> crate::Result<Encoder> {
     cfg.validate()?;
     let backbone = resnet(&cfg.backbone, cfg.layout, vb.clone())?;
-    let projector = projector(&cfg.projector, vb.pp(cfg.layout.prefix("projector")))?;
+    let projector = if cfg.projector.is_none() { None } else { Some(projector(&cfg.projector, vb.pp(cfg.layout.prefix("projector")))?) };
     Ok(Encoder { backbone, projector, cfg: cfg.clone(), device: vb.device().clone() })
 }
 
@@ -105,10 +110,14 @@ impl Encoder {
         &self.cfg
     }
 
-    /// Raw `(pooled backbone feature [N, F], projector output [N, d])`.
+    /// Raw `(pooled backbone feature [N, F], projector output [N, d])`; without a projector the
+    /// second is the pooled feature too.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let f = self.backbone.forward_t(x, train)?;
-        let z = self.projector.forward_t(&f, train)?;
+        let z = match &self.projector {
+            Some(p) => p.forward_t(&f, train)?,
+            None => f.clone(),
+        };
         Ok((f, z))
     }
 

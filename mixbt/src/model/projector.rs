@@ -32,7 +32,16 @@ impl ProjectorConfig {
         }
         Ok(Self { sizes, last_bias: false })
     }
-    /// Output size `d` (0 for an empty config, which [`validate`](Self::validate) rejects).
+    /// No projector: an encoder that is a bare backbone (a torchvision `resnet50.pth`, a linear
+    /// probe's backbone). Its embeddings are the pooled features.
+    pub fn none() -> Self {
+        Self { sizes: vec![], last_bias: false }
+    }
+    /// Whether this is [`none`](Self::none).
+    pub fn is_none(&self) -> bool {
+        self.sizes.is_empty()
+    }
+    /// Output size `d` (0 without a projector: see [`EncoderConfig::out_dim`](super::EncoderConfig::out_dim)).
     pub fn out_dim(&self) -> usize {
         self.sizes.last().copied().unwrap_or(0)
     }
@@ -51,9 +60,12 @@ impl ProjectorConfig {
         n
     }
 
-    /// An [`Error::Field`](crate::Error::Field) naming `projector.sizes` unless it has an input
-    /// and an output size, none of them zero.
+    /// An [`Error::Field`](crate::Error::Field) naming `projector.sizes` unless it is
+    /// [`none`](Self::none) or has an input and an output size, none of them zero.
     pub fn validate(&self) -> crate::Result<()> {
+        if self.is_none() {
+            return Ok(());
+        }
         if self.sizes.len() < 2 {
             return Err(crate::Error::field("projector.sizes", format!("needs at least an input and an output size, got {:?}", self.sizes)));
         }

@@ -217,26 +217,9 @@ fn gpu_check_script_runs_on_the_cpu() {
 /// projector needs ~26 GiB for its d×d loss matrices on the CPU, which the run refuses up front.
 #[test]
 fn imagenet_path_end_to_end() {
-    use mixbt::image::{DynamicImage, ImageFormat, Rgb, RgbImage};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("imagenet");
-    let mut seed = 7u32;
-    let mut next = || {
-        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        seed >> 8
-    };
-    for (split, n) in [("train", 4), ("val", 2)] {
-        for wnid in ["n01440764", "n01443537", "n01484850"] {
-            let d = data.join(split).join(wnid);
-            std::fs::create_dir_all(&d).unwrap();
-            for i in 0..n {
-                let (w, h) = (64 + next() % 33, 64 + next() % 33);
-                let base = [next() as u8, next() as u8, next() as u8];
-                let img = RgbImage::from_fn(w, h, |x, y| Rgb([base[0] ^ (x as u8), base[1] ^ (y as u8), base[2]]));
-                DynamicImage::ImageRgb8(img).save_with_format(d.join(format!("{wnid}_{i}.JPEG")), ImageFormat::Jpeg).unwrap();
-            }
-        }
-    }
+    imagenet_folder(&data);
     let mut r = mixbt::train::presets::get("imagenet-r50-300ep-lreg1").unwrap();
     r.encoder = r.encoder.with_width(0.125);
     assert!(r.memory_estimate() > 20u128 << 30, "the 8192-wide projector's loss is the large part");
@@ -293,4 +276,58 @@ fn released_probe_evaluated_through_the_cli_and_the_library() {
     assert_eq!(lib.n, 20);
     let (okk, _, err) = mixbt(&["eval", "--checkpoint", "../tests/fixtures/tiny_r18_cifar.pth", "--data-dir", val.to_str().unwrap()]);
     assert!(!okk && err.contains("fc.weight"), "{err}");
+}
+
+/// An ImageNet-layout folder: `train/<wnid>/*.JPEG` (4 per class) and `val/<wnid>/*.JPEG` (2),
+/// three classes, images of 64–96 px.
+fn imagenet_folder(data: &Path) {
+    use mixbt::image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+    let mut seed = 7u32;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        seed >> 8
+    };
+    for (split, n) in [("train", 4), ("val", 2)] {
+        for wnid in ["n01440764", "n01443537", "n01484850"] {
+            let d = data.join(split).join(wnid);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                let (w, h) = (64 + next() % 33, 64 + next() % 33);
+                let base = [next() as u8, next() as u8, next() as u8];
+                let img = RgbImage::from_fn(w, h, |x, y| Rgb([base[0] ^ (x as u8), base[1] ^ (y as u8), base[2]]));
+                DynamicImage::ImageRgb8(img).save_with_format(d.join(format!("{wnid}_{i}.JPEG")), ImageFormat::Jpeg).unwrap();
+            }
+        }
+    }
+}
+
+/// evaluate_imagenet.py's linear protocol (SGD 0.3, cosine, RandomResizedCrop 224 + flip /
+/// Resize 256 + CenterCrop 224, eval-mode backbone, best top-1 and top-5) gives the same numbers
+/// through the CLI and the library, on the ImageNet-layout fixture and the bare ResNet-50 fixture.
+#[test]
+fn imagenet_linear_protocol_cli_equals_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("imagenet");
+    imagenet_folder(&data);
+    let backbone = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny_resnet50_backbone.pth");
+    let out = ok(&[
+        "linear", "--checkpoint", backbone.to_str().unwrap(), "--preset", "imagenet-r50-300ep-lreg1", "--data-dir", data.to_str().unwrap(),
+        "--imagenet-protocol", "--epochs", "3", "--batch-size", "4", "--seed", "5", "--json",
+    ]);
+    let cli: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let (enc, _, _) = mixbt::ckpt::load_encoder(&backbone, &candle_core::Device::Cpu).unwrap();
+    let mut r = mixbt::train::presets::get("imagenet-r50-300ep-lreg1").unwrap();
+    r.data.dir = Some(data.clone());
+    let train = mixbt::data::open(&r.data, mixbt::data::Split::Train).unwrap();
+    let test = mixbt::data::open(&r.data, mixbt::data::Split::Test).unwrap();
+    assert_eq!((train.len(), test.len()), (12, 6));
+    let cfg = mixbt::eval::LinearProbeConfig { epochs: 3, batch_size: 4, seed: 5, augment: true, ..mixbt::eval::LinearProbeConfig::imagenet() };
+    let (tt, et) = mixbt::eval::LinearProbeConfig::imagenet_transforms();
+    let lib = mixbt::eval::linear_probe(&enc, train, test, &tt, &et, &cfg, |_| {}).unwrap();
+    assert_eq!(lib.epochs.len(), 3);
+    assert!((lib.epochs[0].lr - 0.3).abs() < 1e-12, "SGD 0.3 with a cosine over the epochs: {:?}", lib.epochs[0]);
+    for (k, v) in [("best_top1", lib.best_top1), ("best_top5", lib.best_top5), ("last_top1", lib.last_top1), ("last_top5", lib.last_top5)] {
+        assert_eq!(cli[k].as_f64().unwrap(), v, "{k}: CLI {cli} vs library {lib:?}");
+    }
+    assert_eq!(lib.best_top5, lib.epochs.iter().map(|e| e.test_top5).fold(0.0, f64::max));
 }

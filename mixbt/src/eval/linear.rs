@@ -55,7 +55,8 @@ impl LinearProbeConfig {
             workers: 0,
         }
     }
-    /// evaluate_imagenet.py defaults (100 epochs, global batch 256, SGD 0.3).
+    /// evaluate_imagenet.py defaults (100 epochs, global batch 256, SGD 0.3, frozen eval-mode
+    /// backbone); its transforms are [`imagenet_transforms`](Self::imagenet_transforms).
     pub fn imagenet() -> Self {
         Self {
             epochs: 100,
@@ -67,6 +68,12 @@ impl LinearProbeConfig {
 }
 
 impl LinearProbeConfig {
+    /// `evaluate_imagenet.py`'s (train, evaluation) transforms: RandomResizedCrop(224) + flip;
+    /// Resize(256) + CenterCrop(224); ImageNet statistics.
+    pub fn imagenet_transforms() -> (Transform, Transform) {
+        (Transform::imagenet_probe_train(), Transform::imagenet_eval())
+    }
+
     /// An [`Error::Field`] unless epochs and batch size are at least 1 and the learning rates
     /// positive and finite.
     pub fn validate(&self) -> Result<()> {
@@ -109,6 +116,8 @@ pub struct ProbeEpoch {
 pub struct ProbeResult {
     pub epochs: Vec<ProbeEpoch>,
     pub best_top1: f64,
+    /// Best test top-5 over the epochs (`evaluate_imagenet.py`'s `best_acc.top5`: a max of its own).
+    pub best_top5: f64,
     pub last_top1: f64,
     pub last_top5: f64,
 }
@@ -183,7 +192,7 @@ pub fn linear_probe(
         None
     };
     let mut epochs = vec![];
-    let mut best: f64 = 0.0;
+    let (mut best, mut best5): (f64, f64) = (0.0, 0.0);
     for epoch in 0..cfg.epochs {
         let lr = sched(epoch);
         for g in 0..opt.num_groups() {
@@ -229,12 +238,14 @@ pub fn linear_probe(
             test_top5: 100.0 * t5 as f64 / n,
         };
         best = best.max(e.test_top1);
+        best5 = best5.max(e.test_top5);
         on_epoch(&e);
         epochs.push(e);
     }
     let last = epochs.last().copied();
     Ok(ProbeResult {
         best_top1: best,
+        best_top5: best5,
         last_top1: last.map(|e| e.test_top1).unwrap_or(0.0),
         last_top5: last.map(|e| e.test_top5).unwrap_or(0.0),
         epochs,

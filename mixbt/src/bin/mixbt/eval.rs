@@ -43,7 +43,8 @@ pub struct LinearArgs {
     /// Reproduce linear.py's quirk: the frozen backbone's BN in train mode while probing.
     #[arg(long)]
     bn_train_quirk: bool,
-    /// The ImageNet protocol (SGD 0.3, cosine) instead of linear.py's Adam.
+    /// evaluate_imagenet.py's protocol (SGD 0.3 momentum 0.9 wd 1e-6, cosine; RandomResizedCrop 224 +
+    /// flip for training, Resize 256 + CenterCrop 224 for evaluation) instead of linear.py's Adam.
     #[arg(long)]
     imagenet_protocol: bool,
     #[arg(long)]
@@ -128,12 +129,15 @@ pub fn linear(a: LinearArgs) -> Result<()> {
     cfg.bn_train_mode_quirk = a.bn_train_quirk;
     cfg.seed = a.common.seed.unwrap_or(0);
     cfg.workers = workers(a.common.workers);
-    let res = linear_probe(&enc, train, test, &r.data.view_a, &r.data.eval, &cfg, |e| {
+    // The ImageNet protocol has its own transforms; linear.py trains on the pre-training view.
+    let (train_t, eval_t) = if a.imagenet_protocol { LinearProbeConfig::imagenet_transforms() } else { (r.data.view_a.clone(), r.data.eval.clone()) };
+    let res = linear_probe(&enc, train, test, &train_t, &eval_t, &cfg, |e| {
         eprintln!("epoch {:>3}: loss {:.4} train {:.2}% test top-1 {:.2}% top-5 {:.2}% (lr {:.2e})", e.epoch, e.train_loss, e.train_top1, e.test_top1, e.test_top5, e.lr)
     })?;
-    println!("linear probe: best top-1 {:.2}%, last top-1 {:.2}% (top-5 {:.2}%)", res.best_top1, res.last_top1, res.last_top5);
+    println!("linear probe: best top-1 {:.2}% (best top-5 {:.2}%), last top-1 {:.2}% (top-5 {:.2}%)", res.best_top1, res.best_top5, res.last_top1, res.last_top5);
     if a.json {
-        println!("{}", serde_json::json!({"best_top1": res.best_top1, "last_top1": res.last_top1, "last_top5": res.last_top5}));
+        let j = serde_json::json!({"best_top1": res.best_top1, "best_top5": res.best_top5, "last_top1": res.last_top1, "last_top5": res.last_top5});
+        println!("{j}");
     }
     Ok(())
 }

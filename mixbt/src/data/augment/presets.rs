@@ -105,6 +105,17 @@ impl Transform {
             norm::IMAGENET,
         )
     }
+    /// `evaluate_imagenet.py`'s training transform of the linear probe:
+    /// RandomResizedCrop(224) (bilinear, scale 0.08–1) → RandomHorizontalFlip.
+    pub fn imagenet_probe_train() -> Self {
+        Self::new(
+            vec![
+                Op::RandomResizedCrop { size: 224, scale: (0.08, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0), interp: Interp::Bilinear },
+                Op::RandomHorizontalFlip { p: 0.5 },
+            ],
+            norm::IMAGENET,
+        )
+    }
     /// ImageNet eval: Resize(256) → CenterCrop(224).
     pub fn imagenet_eval() -> Self {
         Self::new(vec![Op::Resize { size: 256, interp: Interp::Bilinear }, Op::CenterCrop { size: 224 }], norm::IMAGENET)

@@ -52,6 +52,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// The allocation counters are process-wide: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A reader under test: reads the file at the path; the result only has to be `Ok` or `Err`.
 type Reader = fn(&Path) -> bool;
 
@@ -141,6 +144,7 @@ fn image(seed: u8, side: u32) -> RgbImage {
 
 #[test]
 fn readers_survive_mutated_inputs() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut report = vec![];
@@ -212,6 +216,7 @@ fn readers_survive_mutated_inputs() {
 /// footers that made it allocate over 200 MB for 2 KB (cases 96974 and 285248).
 #[test]
 fn found_parquet_inputs_are_clear_errors() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/fuzz");
     for case in [57, 96974, 285248] {
         let p = dir.join(format!("parquet-seed6-case{case}.parquet"));

@@ -45,8 +45,9 @@ fn perr(path: &Path, e: PolarsError) -> Error {
 /// fit the sizes its column chunk declares, and each chunk a bounded multiple of the file. A
 /// corrupt or crafted file (a footer declaring millions of row groups, a page claiming
 /// gigabytes) is an error here instead of an allocation of what it claims in polars (whose own
-/// footer decoder trusts the declared lengths).
-fn check_pages(path: &Path, bytes: &[u8]) -> Result<()> {
+/// footer decoder trusts the declared lengths). Returns the footer's `huggingface` key-value
+/// metadata (the class names), so that nothing decodes the footer a third time.
+fn check_pages(path: &Path, bytes: &[u8]) -> Result<Option<String>> {
     use polars_parquet_format::thrift::protocol::TCompactInputProtocol;
     use polars_parquet_format::{FileMetaData, PageHeader};
     let bad = |m: String| Error::format(path, format!("corrupt parquet file: {m}"));
@@ -93,17 +94,12 @@ fn check_pages(path: &Path, bytes: &[u8]) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(md.key_value_metadata.unwrap_or_default().into_iter().find(|kv| kv.key == "huggingface").and_then(|kv| kv.value))
 }
 
 /// Class names from the `huggingface` key-value metadata (`ClassLabel` names), when present.
-fn hf_class_names(path: &Path, label_col: &str) -> Option<Vec<String>> {
-    let f = std::fs::File::open(path).ok()?;
-    let mut r = ParquetReader::new(f);
-    let md = crate::io::guard(path, "parquet file", || r.get_metadata().cloned().map_err(|e| perr(path, e))).ok()?;
-    let kv = md.key_value_metadata.as_ref()?;
-    let hf = kv.iter().find(|k| k.key == "huggingface")?.value.as_ref()?;
-    let v: serde_json::Value = serde_json::from_str(hf).ok()?;
+fn hf_class_names(hf: Option<&str>, label_col: &str) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(hf?).ok()?;
     let names = v.pointer(&format!("/info/features/{label_col}/names"))?.as_array()?;
     Some(names.iter().filter_map(|n| n.as_str().map(String::from)).collect())
 }
@@ -117,12 +113,16 @@ impl ParquetDataset {
         let mut images = vec![];
         let mut labels: Option<Vec<usize>> = None;
         let mut label_name: Option<String> = None;
+        let mut first_hf: Option<String> = None;
         for (k, path) in files.iter().enumerate() {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            let df = crate::io::guard(path, "parquet file", || {
-                check_pages(path, &bytes)?;
-                ParquetReader::new(std::io::Cursor::new(&bytes[..])).finish().map_err(|e| perr(path, e))
+            let (hf, df) = crate::io::guard(path, "parquet file", || {
+                let hf = check_pages(path, &bytes)?;
+                Ok((hf, ParquetReader::new(std::io::Cursor::new(&bytes[..])).finish().map_err(|e| perr(path, e))?))
             })?;
+            if k == 0 {
+                first_hf = hf.clone();
+            }
             let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
             // Image column: named, or the first struct with a `bytes` field.
             let img_col = match &cfg.image_column {
@@ -183,7 +183,7 @@ impl ParquetDataset {
                 let c = c.cast(&DataType::Int64).map_err(|e| perr(path, e))?;
                 // Labels index the class names: bounded by the names the file declares, else by
                 // MAX_CLASSES, before any name is allocated.
-                let names = hf_class_names(path, ln);
+                let names = hf_class_names(hf.as_deref(), ln);
                 let bound = names.as_ref().map(|n| n.len()).unwrap_or(MAX_CLASSES);
                 let l = labels.get_or_insert_with(Vec::new);
                 for (r, v) in c.i64().map_err(|e| perr(path, e))?.iter().enumerate() {
@@ -206,7 +206,7 @@ impl ParquetDataset {
         let classes = match (&labels, &label_name) {
             (Some(l), Some(ln)) => {
                 let n = l.iter().max().map(|m| m + 1).unwrap_or(0);
-                hf_class_names(&files[0], ln).filter(|c| c.len() >= n).unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect())
+                hf_class_names(first_hf.as_deref(), ln).filter(|c| c.len() >= n).unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect())
             }
             _ => vec![],
         };

@@ -348,3 +348,22 @@ fn the_token_goes_to_the_hub_host_only() {
     assert!(!same_host("https://cdn-lfs.hf.co/repos/ab/cd?X-Amz-Signature=1", "https://huggingface.co"));
     assert!(!same_host("https://huggingface.co.evil.example/x", "https://huggingface.co"));
 }
+
+/// The real Hub answers an LFS file with a 302 to its CDN (an absolute address) carrying
+/// X-Repo-Commit, X-Linked-Etag and X-Linked-Size: the pull follows it and caches the file by its
+/// sha256, in hf-hub's layout.
+#[test]
+fn pull_through_a_cdn_redirect() {
+    let s = server();
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    s.add_file("model", "org/m", "w.pth", bytes.clone());
+    s.set_faults(Faults { cdn: ["w.pth".to_string()].into(), ..Default::default() });
+    let cache = tempfile::tempdir().unwrap();
+    let p = hub::pull(&r("hub:org/m/w.pth"), &cfg(&s, cache.path(), false), None).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), bytes);
+    let blob = std::fs::canonicalize(&p).unwrap();
+    assert_eq!(blob.file_name().unwrap().to_string_lossy(), hub::sha256_file(&p).unwrap());
+    assert_eq!(hf_hub_cached(cache.path(), "org/m", "w.pth"), Some(p));
+    let reqs = s.requests();
+    assert!(reqs.iter().any(|q| q.contains("/cdn/")), "the body came from the CDN address: {reqs:?}");
+}

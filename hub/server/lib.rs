@@ -80,6 +80,9 @@ pub struct Faults {
     pub stall: HashSet<String>,
     /// Answer every request for the file with HTTP 500.
     pub error500: HashSet<String>,
+    /// Serve the (LFS) file as the Hub does: a 302 to an absolute CDN address (`/cdn/<etag>`)
+    /// carrying `X-Repo-Commit`, `X-Linked-Etag` and `X-Linked-Size`.
+    pub cdn: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -95,6 +98,8 @@ struct State {
     truncated: HashMap<String, (u16, Vec<(String, String)>, Vec<u8>, usize, bool)>,
     /// Port of the raw socket that serves truncated bodies and then closes the connection.
     raw_port: u16,
+    /// Bodies behind `/cdn/<etag>` (files redirected by the `cdn` fault).
+    cdn: HashMap<String, Arc<Vec<u8>>>,
 }
 
 /// Server settings.
@@ -635,12 +640,19 @@ fn route(req: &Request, method: &Method, path: &str, body: &[u8], state: &Arc<Mu
             .collect();
         return Data(json(200, serde_json::json!({"transfer": "basic", "objects": objects, "hash_algo": "sha256"})).with_header(header("Content-Type", "application/vnd.git-lfs+json")));
     }
+    // --- the CDN behind LFS redirects
+    if let Some(etag) = path.strip_prefix("cdn/") {
+        return match state.lock().unwrap().cdn.get(etag) {
+            Some(data) => Data(Response::from_data(data.as_ref().clone()).with_header(header("Content-Type", "application/octet-stream"))),
+            None => Data(error(404, "NotFound", "no such object")),
+        };
+    }
     // --- resolve
     if let Some((ty, id, rest)) = split_repo(path) {
         if let Some(r) = rest.strip_prefix("resolve/") {
             let (rev, file) = r.split_once('/').unwrap_or((r, ""));
             let (rev, file) = (urldecode(rev), urldecode(file));
-            let st = state.lock().unwrap();
+            let mut st = state.lock().unwrap();
             let Some(repo) = st.repos.get(&(ty.to_string(), id.clone())) else {
                 return Data(error(404, "RepoNotFound", &format!("Repository {id} not found")));
             };
@@ -651,6 +663,18 @@ fn route(req: &Request, method: &Method, path: &str, body: &[u8], state: &Arc<Mu
             let Some(entry) = files.get(&file) else { return Data(error(404, "EntryNotFound", &format!("{file} does not exist on {rev}"))) };
             if st.faults.error500.contains(&file) {
                 return Data(error(500, "InternalError", "injected server error"));
+            }
+            if st.faults.cdn.contains(&file) && entry.lfs {
+                let (etag, sha, data) = (entry.etag(), sha.clone(), entry.data.clone());
+                let location = format!("{base}/cdn/{etag}");
+                st.cdn.insert(etag.clone(), data.clone());
+                let r = Response::from_data(vec![])
+                    .with_status_code(302)
+                    .with_header(header("Location", &location))
+                    .with_header(header("X-Repo-Commit", &sha))
+                    .with_header(header("X-Linked-Etag", &format!("\"{etag}\"")))
+                    .with_header(header("X-Linked-Size", &data.len().to_string()));
+                return Data(r);
             }
             let etag = entry.etag();
             let total = entry.data.len();

@@ -28,13 +28,17 @@ pub fn repo_dir(cfg: &HubConfig, r: &HubRef) -> PathBuf {
     cfg.cache_dir.join(format!("{kind}--{}", r.repo.replace('/', "--")))
 }
 
-/// The cached file of `r`, if its revision's snapshot has it.
-pub fn cached(cfg: &HubConfig, r: &HubRef) -> Option<PathBuf> {
+/// The snapshot folder of `r.revision` in the cache (`refs/<revision>` names its commit).
+fn snapshot_dir(cfg: &HubConfig, r: &HubRef) -> Option<PathBuf> {
     let dir = repo_dir(cfg, r);
     let commit = std::fs::read_to_string(dir.join("refs").join(&r.revision)).ok()?;
-    let commit = commit.trim();
-    validate_name("commit in the cache", commit).ok()?;
-    let p = dir.join("snapshots").join(commit).join(&r.path);
+    validate_name("commit in the cache", commit.trim()).ok()?;
+    Some(dir.join("snapshots").join(commit.trim()))
+}
+
+/// The cached file of `r`, if its revision's snapshot has it.
+pub fn cached(cfg: &HubConfig, r: &HubRef) -> Option<PathBuf> {
+    let p = snapshot_dir(cfg, r)?.join(&r.path);
     p.exists().then_some(p)
 }
 
@@ -53,10 +57,7 @@ pub fn cached_files(cfg: &HubConfig, r: &HubRef) -> Option<Vec<String>> {
             }
         }
     }
-    let dir = repo_dir(cfg, r);
-    let commit = std::fs::read_to_string(dir.join("refs").join(&r.revision)).ok()?;
-    validate_name("commit in the cache", commit.trim()).ok()?;
-    let snap = dir.join("snapshots").join(commit.trim());
+    let snap = snapshot_dir(cfg, r)?;
     let mut out = vec![];
     walk(&snap, "", &mut out);
     out.sort();
@@ -76,26 +77,25 @@ fn metadata(r: &HubRef, cfg: &HubConfig) -> Result<Metadata> {
     for _ in 0..5 {
         let resp = http::with_token(agent.get(&url), cfg).set("Range", "bytes=0-0").call().map_err(|e| http::error(&what, cfg, e))?;
         let status = resp.status();
+        // The Hub's headers: the commit and the ETag (the LFS one, for LFS files).
+        let commit = || header(&resp, "x-repo-commit").ok_or_else(|| Error::Hub(format!("{what}: the Hub sent no X-Repo-Commit")));
+        let etag = || {
+            header(&resp, "x-linked-etag").or_else(|| header(&resp, "etag")).ok_or_else(|| Error::Hub(format!("{what}: the Hub sent no ETag")))
+        };
         if (300..400).contains(&status) {
             let loc = resp.header("Location").ok_or_else(|| Error::Hub(format!("{what}: redirect without a Location")))?.to_string();
             if loc.starts_with('/') {
                 url = format!("{}{loc}", cfg.endpoint);
                 continue;
             }
-            // An absolute redirect (the CDN): the Hub's headers are on this response.
-            let commit = header(&resp, "x-repo-commit").ok_or_else(|| Error::Hub(format!("{what}: the Hub sent no X-Repo-Commit")))?;
-            let etag = header(&resp, "x-linked-etag").or_else(|| header(&resp, "etag")).ok_or_else(|| Error::Hub(format!("{what}: the Hub sent no ETag")))?;
-            let size = header(&resp, "x-linked-size").and_then(|s| s.parse().ok());
-            let size = match size {
+            // An absolute redirect (the CDN): the size is the Hub's X-Linked-Size, else the CDN's.
+            let size = match header(&resp, "x-linked-size").and_then(|s| s.parse().ok()) {
                 Some(s) => s,
-                None => range_size(&what, &http::agent(cfg, 0).get(&loc).set("Range", "bytes=0-0").call().map_err(|e| http::error(&what, cfg, e))?)?,
+                None => range_size(&what, &agent.get(&loc).set("Range", "bytes=0-0").call().map_err(|e| http::error(&what, cfg, e))?)?,
             };
-            return checked(&what, Metadata { commit, etag, size, url: loc });
+            return checked(&what, Metadata { commit: commit()?, etag: etag()?, size, url: loc });
         }
-        let commit = header(&resp, "x-repo-commit").ok_or_else(|| Error::Hub(format!("{what}: the Hub sent no X-Repo-Commit")))?;
-        let etag = header(&resp, "x-linked-etag").or_else(|| header(&resp, "etag")).ok_or_else(|| Error::Hub(format!("{what}: the Hub sent no ETag")))?;
-        let size = range_size(&what, &resp)?;
-        return checked(&what, Metadata { commit, etag, size, url });
+        return checked(&what, Metadata { commit: commit()?, etag: etag()?, size: range_size(&what, &resp)?, url });
     }
     Err(Error::Hub(format!("{what}: too many redirects")))
 }

@@ -1,5 +1,6 @@
-//! The Hugging Face Hub client: the registry of released checkpoints, pulls through `hf-hub`
-//! (cache, revision, token, endpoint, offline use, progress, sha256 verification) and pushes
+//! The Hugging Face Hub client: the registry of released checkpoints, pulls into the cache
+//! layout of `hf-hub` and the Python client (revision, token, endpoint, offline use, progress,
+//! time-outs, sha256 verification; `download`) and pushes
 //! (repo creation, preupload, Git LFS batch upload, NDJSON commit — the Hub's documented HTTP
 //! protocol, which `hf-hub` 0.4 does not implement). It knows files, not models: converting
 //! checkpoints and writing model cards is `ckpt::convert`; Hub data sets are opened by `data`.
@@ -126,7 +127,6 @@ impl HubConfig {
         });
         Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, cache_dir, offline, progress: false, timeout }
     }
-
 }
 
 /// A repository id as the Hub allows it: `org/name` (or a bare `name`), each part of
@@ -318,8 +318,9 @@ pub fn resolve_checkpoint(arg: &str) -> Result<PathBuf> {
 /// List the files of a Hub repo (at `revision`); offline, the files of its cached snapshot.
 /// Names that are not valid repository paths are an error (a hostile server could list `../x`).
 pub fn list_files(kind: RepoKind, repo: &str, revision: &str, cfg: &HubConfig) -> Result<Vec<String>> {
-    let r = HubRef { kind, repo: repo.to_string(), revision: revision.to_string(), path: "x".into() };
-    r.validate()?;
+    validate_repo_id(repo)?;
+    validate_repo_path("revision", revision)?;
+    let r = HubRef { kind, repo: repo.to_string(), revision: revision.to_string(), path: String::new() };
     // Offline means no network call at all: the files of the cached snapshot.
     let files = if cfg.offline {
         download::cached_files(cfg, &r).ok_or_else(|| {

@@ -33,10 +33,10 @@ fn agent(cfg: &HubConfig) -> ureq::Agent {
 }
 
 fn auth(req: ureq::Request, cfg: &HubConfig) -> Result<ureq::Request> {
-    match &cfg.token {
-        Some(t) => Ok(req.set("Authorization", &format!("Bearer {t}"))),
-        None => Err(Error::Hub("pushing needs a token: set HF_TOKEN or pass --token".into())),
+    if cfg.token.is_none() {
+        return Err(Error::Hub("pushing needs a token: set HF_TOKEN or pass --token".into()));
     }
+    Ok(super::http::with_token(req, cfg))
 }
 
 fn call_err(cfg: &HubConfig, what: &str, e: ureq::Error) -> Error {

@@ -28,13 +28,13 @@ pub struct DataConfig {
     pub view_b: Transform,
     /// k-NN / probe evaluation transform.
     pub eval: Transform,
-    /// Use only this many pre-training images (evenly spread), for quick runs.
+    /// Use only this many pre-training images (a stratified sample: every class keeps its share).
     #[serde(default)]
     pub train_subset: Option<usize>,
-    /// Use only this many test images for k-NN.
+    /// Use only this many test images for k-NN (stratified).
     #[serde(default)]
     pub test_subset: Option<usize>,
-    /// Use only this many train images as the k-NN bank (default: the whole train split).
+    /// Use only this many train images as the k-NN bank (stratified; default: the whole train split).
     #[serde(default)]
     pub bank_subset: Option<usize>,
     /// Built-in data set settings.

@@ -111,12 +111,6 @@ impl PretrainArgs {
         }
         if let Some(w) = self.width {
             r.encoder = r.encoder.with_width(w);
-            if self.common.device == "cpu" {
-                r.check_memory().map_err(|e| match e {
-                    Error::Field { field, msg } if field == "encoder.backbone.width" => Error::Config(format!("--width {w}: {msg}")),
-                    e => e,
-                })?;
-            }
         }
         r.data.train_subset = self.train_subset.or(r.data.train_subset);
         Ok(r)
@@ -157,7 +151,11 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
         None => {
             let r = a.new_recipe()?;
             eprintln!("preset {}: {}", r.name, r.description);
-            Pretrainer::new(r, opts)?
+            // A width the machine cannot hold is the flag's fault: name it.
+            Pretrainer::new(r, opts).map_err(|e| match (e, a.width) {
+                (Error::Field { field, msg }, Some(w)) if field == "encoder.backbone.width" => Error::Config(format!("--width {w}: {msg}")),
+                (e, _) => e,
+            })?
         }
     };
     eprintln!(

@@ -108,14 +108,17 @@ fn schedule_for(recipe: &Recipe, spe: usize) -> Option<WarmupCosine> {
     }
 }
 
-/// The files a run writes into its run directory.
+/// The files whose presence means a run folder holds a previous run (a lone `recipe.json` is
+/// what a run that failed at its start left).
+const PREVIOUS_RUN: [&str; 6] = ["checkpoints", "model.safetensors", "model.json", "summary.json", "history.csv", "history.parquet"];
+/// Every file a run writes into its run folder (what `--overwrite` removes).
 const RUN_FILES: [&str; 8] = ["checkpoints", "model.safetensors", "model.json", "summary.json", "history.csv", "history.parquet", "plots", "recipe.json"];
 
 /// Check that the run directory `dir` holds no previous run (checkpoints, a model, a history or
 /// a summary; a lone `recipe.json` of a run that failed at its start does not count), or remove
 /// that run when `overwrite` is set. Other files are never touched.
 fn claim_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
-    let previous: Vec<&str> = RUN_FILES[..6].iter().copied().filter(|f| dir.join(f).exists()).collect();
+    let previous: Vec<&str> = PREVIOUS_RUN.iter().copied().filter(|f| dir.join(f).exists()).collect();
     if previous.is_empty() {
         return Ok(());
     }

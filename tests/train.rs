@@ -207,7 +207,7 @@ fn recipes_round_trip_through_files_and_decide_is_mixup_in_one_place() {
 }
 
 #[test]
-fn knn_eval_opens_the_recipe_data_once_and_matches_the_pretrainer() {
+fn knn_eval_is_the_bank_and_test_features_under_the_eval_transform() {
     let mut r = common::tiny_recipe(64, 1);
     r.data.bank_subset = Some(48);
     r.data.test_subset = Some(30);
@@ -216,8 +216,13 @@ fn knn_eval_opens_the_recipe_data_once_and_matches_the_pretrainer() {
     assert_eq!(mixbt::data::open(&r.data, mixbt::data::Split::Train).unwrap().len(), 64);
     assert_eq!(mixbt::data::open_bank(&r.data).unwrap().len(), 48);
     assert_eq!(mixbt::data::open(&r.data, mixbt::data::Split::Test).unwrap().len(), 30);
-    let a = t.knn().unwrap();
-    let b = mixbt::eval::knn_eval(t.encoder(), &r.data, &r.knn, 1).unwrap();
-    assert_eq!(a, b);
-    assert_eq!(a.n_test, 30);
+    // knn_eval, written out: the bank (bank_subset, not train_subset) and the test split, both
+    // embedded under the evaluation transform, then the weighted k-NN.
+    let feats = |ds| mixbt::eval::labelled_features(t.encoder(), ds, &r.data.eval, 256, 1).unwrap();
+    let bank = feats(mixbt::data::open_bank(&r.data).unwrap());
+    let test = feats(mixbt::data::open(&r.data, mixbt::data::Split::Test).unwrap());
+    assert_eq!((bank.labels.len(), test.labels.len()), (48, 30));
+    let want = knn_accuracy(&bank, &test, &r.knn).unwrap();
+    assert_eq!(mixbt::eval::knn_eval(t.encoder(), &r.data, &r.knn, 1).unwrap(), want);
+    assert_eq!(t.knn().unwrap(), want, "the pre-trainer's k-NN is knn_eval");
 }

@@ -1,5 +1,5 @@
 """Check that executed notebooks carry the rich outputs they promise: every notebook at least one
-inline SVG chart (image/svg+xml) and notebooks 01, 03 and 04 an HTML table; no error outputs
+inline SVG chart (image/svg+xml) and notebooks 01, 03, 04 and 06 an HTML table; no error outputs
 and nothing on stderr (evcxr reports an `Err` returned by a cell with `?` on stderr, not as an
 error output, so a silent failure would otherwise pass).
 
@@ -9,7 +9,7 @@ import sys
 
 import nbformat
 
-NEEDS_TABLE = ("01-", "03-", "04-")
+NEEDS_TABLE = ("01-", "03-", "04-", "06-")
 
 
 def main():

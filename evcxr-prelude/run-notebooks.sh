@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Execute every notebook headlessly in the real evcxr kernel and check their rich outputs.
-# Notebook 04 pulls from a local server that speaks the Hub's protocol (no internet needed).
+# Notebooks 04 and 06 pull from a local server that speaks the Hub's protocol (no internet needed).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -20,6 +20,8 @@ for _ in $(seq 50); do grep -q HF_ENDPOINT "$log" && break; sleep 0.2; done
 export HF_ENDPOINT="$(grep -o 'http://[0-9.:]*' "$log" | head -1)"
 export HF_HUB_CACHE="$root/target/notebook-hub-cache"
 export MIXBT_HUB_CHECKPOINT="hub:mixbt-ci/tiny-r18-cifar/checkpoints/tiny_r18_cifar.pth"
+# Notebook 06: the tiny copies of the seven transfer targets in their real formats.
+export MIXBT_TRANSFER_ROOT="$root/tests/fixtures/transfer"
 out="$root/target/notebooks-executed"
 "$venv/bin/python" "$root/evcxr-prelude/execute.py" "$out" "$root"/notebooks/*.ipynb
 "$venv/bin/python" "$root/evcxr-prelude/check_outputs.py" "$out"/*.ipynb

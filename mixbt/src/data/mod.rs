@@ -9,11 +9,14 @@ pub mod builtin;
 pub mod cifar;
 pub mod config;
 pub mod hub;
+pub mod idx;
 pub mod image_folder;
 pub mod loader;
+pub mod mat;
 pub mod parquet;
 pub mod stats;
 pub mod stl10;
+pub mod transfer;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -336,3 +336,97 @@ pub fn write_run_plots(dir: &std::path::Path, h: &History, random_init: Option<f
     }
     Ok(out)
 }
+
+/// A reference value drawn beside a transfer result (e.g. a number reported elsewhere),
+/// labelled in the legend with `source`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub target: String,
+    pub top1: f64,
+    pub source: String,
+}
+
+/// Transfer accuracies: per target, the best and the last test top-1 as bars (percent, 0–100:
+/// the targets differ in difficulty, so the bars start at zero), each labelled with its value;
+/// `references` add a grey bar per target where given.
+pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references: &[Reference]) -> Result<Svg> {
+    fonts();
+    let mut out = String::new();
+    {
+        let n = rows.len().max(1);
+        let width = (160 * n as u32).clamp(480, 1200);
+        let root = SVGBackend::with_string(&mut out, (width, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let (upper, lower) = root.split_vertically(410);
+        let mut chart = ChartBuilder::on(&upper)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            // A segmented 0..k has k + 1 segments.
+            .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..110.0)
+            .map_err(perr)?;
+        let labels: Vec<String> = rows.iter().map(|r| r.target.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc("test top-1 (%)")
+            .y_labels(11)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(perr)?;
+        let seg_px = chart.plotting_area().dim_in_pixel().0 as f64 / n as f64;
+        let has_ref = rows.iter().any(|r| references.iter().any(|x| x.target == r.target));
+        let kinds = if has_ref { 3 } else { 2 };
+        let bar_px = (seg_px * 0.8 / kinds as f64).max(2.0);
+        let grey = RGBColor(150, 150, 150);
+        let mut legend_drawn = [false; 3];
+        for (i, r) in rows.iter().enumerate() {
+            let reference = references.iter().find(|x| x.target == r.target);
+            let mut bars: Vec<(usize, f64, RGBColor, String)> = vec![(0, r.best_top1, color(0), "best top-1".into()), (1, r.last_top1, color(1), "last top-1".into())];
+            if let Some(x) = reference {
+                bars.push((2, x.top1, grey, x.source.clone()));
+            }
+            for (k, v, c, name) in bars {
+                let left = seg_px * 0.1 + k as f64 * bar_px;
+                let right = seg_px - left - bar_px;
+                let mut rect = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v.clamp(0.0, 110.0))], c.filled());
+                rect.set_margin(0, 0, left.round() as u32, right.max(0.0).round() as u32);
+                let series = chart.draw_series(std::iter::once(rect)).map_err(perr)?;
+                if !legend_drawn[k] {
+                    legend_drawn[k] = true;
+                    series.label(name).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+                }
+                // The value above the bar, centred on it.
+                let centre = seg_px * 0.1 + (k as f64 + 0.5) * bar_px - seg_px / 2.0;
+                let style = TextStyle::from(("sans-serif", 11).into_font()).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom));
+                chart
+                    .draw_series(std::iter::once(
+                        EmptyElement::at((SegmentValue::CenterOf(i), v.clamp(0.0, 110.0))) + Text::new(format!("{v:.1}"), (centre.round() as i32, -2), style),
+                    ))
+                    .map_err(perr)?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(perr)?;
+        lower
+            .draw(&Text::new(
+                "best = max test top-1 over the probe epochs (the original's number); last = final epoch",
+                (10, 8),
+                ("sans-serif", 12).into_font(),
+            ))
+            .map_err(perr)?;
+        root.present().map_err(perr)?;
+    }
+    Ok(Svg(out))
+}

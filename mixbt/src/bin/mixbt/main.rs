@@ -26,6 +26,7 @@ mod data;
 mod eval;
 mod hub;
 mod pretrain;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Cmd {
     Embed(eval::EmbedArgs),
     /// Top-1/top-5 of a released linear probe (backbone + fc) on a validation folder.
     Eval(eval::ClassifyArgs),
+    /// Linear transfer to DTD, MNIST, FashionMNIST, CUB, Flowers, traffic signs, Aircraft (evaluate_transfer.py).
+    Transfer(transfer::TransferArgs),
     /// Data-set tools.
     Data {
         #[command(subcommand)]
@@ -214,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Linear(a) => eval::linear(a),
         Cmd::Embed(a) => eval::embed(a),
         Cmd::Eval(a) => eval::classify(a),
+        Cmd::Transfer(a) => transfer::run(a),
         Cmd::Data { cmd } => data::run(cmd),
         Cmd::Hub { cmd } => hub::run(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),

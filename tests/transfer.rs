@@ -2,6 +2,8 @@
 //! with numpy, scipy and Pillow), the original's splits, malformed inputs, the RandomState(42)
 //! shuffle against numpy, the cached-feature probe against the uncached one, `mixbt transfer`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -405,4 +407,35 @@ fn transfer_command_end_to_end() {
     assert!(!ok && stderr.contains("transfer target dtd") && stderr.contains("test1.txt"), "{stderr}");
     let (ok, _, stderr) = mixbt_cli(&["transfer", "--checkpoint", model.to_str().unwrap(), "--targets", "imagenet9", "--out", out.to_str().unwrap()]);
     assert!(!ok && stderr.contains("unknown transfer target `imagenet9`"), "{stderr}");
+}
+
+/// A Hub copy (`mnist=hf:ylecun/mnist`) through the Hub client, served by the local Hub server:
+/// the known name keeps the original's statistics and its 10 outputs.
+#[test]
+fn hub_copy_as_a_target() {
+    let server = mixbt_hub_server::HubServer::start(mixbt_hub_server::ServerConfig { token: None, user: "t".into(), multipart_chunk: None }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let grey = |i: usize| image::RgbImage::from_fn(28, 28, |x, y| { let v = if (x as usize + y as usize + i) % 9 < 4 { 200 } else { 20 }; image::Rgb([v, v, v]) });
+    for (split, n) in [("train", 12), ("test", 5)] {
+        let imgs: Vec<(image::RgbImage, usize)> = (0..n).map(|i| (grey(i), i % 10)).collect();
+        let p = dir.path().join(format!("{split}.parquet"));
+        common::fixtures::write_hf_parquet(&p, "image", &imgs, None).unwrap();
+        server.add_file("dataset", "ylecun/mnist", &format!("mnist/{split}-00000-of-00001.parquet"), std::fs::read(&p).unwrap());
+    }
+    let (_, store, cfg) = tiny_encoder(Stem::Cifar);
+    let model = dir.path().join("m.safetensors");
+    mixbt::ckpt::save_model(&model, &store, &cfg, None, None).unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_mixbt"))
+        .args(["transfer", "--checkpoint", model.to_str().unwrap(), "--targets", "mnist=hf:ylecun/mnist", "--out", out.to_str().unwrap(), "--epochs", "2", "--json"])
+        .env("HF_ENDPOINT", server.url())
+        .env("HF_HUB_CACHE", dir.path().join("cache"))
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    let csv = std::fs::read_to_string(out.join("transfer.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().starts_with("mnist,10,12,5,"), "{csv}");
+    assert!(server.requests().iter().any(|r| r.contains("ylecun/mnist")), "the Hub client fetched the data set");
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Execute every notebook headlessly in the real evcxr kernel and check their rich outputs.
+# Execute every notebook (or the ones given as arguments) headlessly in the real evcxr kernel and check their rich outputs.
 # Notebooks 04 and 06 pull from a local server that speaks the Hub's protocol (no internet needed).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,5 +23,9 @@ export MIXBT_HUB_CHECKPOINT="hub:mixbt-ci/tiny-r18-cifar/checkpoints/tiny_r18_ci
 # Notebook 06: the tiny copies of the seven transfer targets in their real formats.
 export MIXBT_TRANSFER_ROOT="$root/tests/fixtures/transfer"
 out="$root/target/notebooks-executed"
-"$venv/bin/python" "$root/evcxr-prelude/execute.py" "$out" "$root"/notebooks/*.ipynb
-"$venv/bin/python" "$root/evcxr-prelude/check_outputs.py" "$out"/*.ipynb
+# Arguments: notebooks to run (default: all of them).
+if [ "$#" -gt 0 ]; then notebooks=("$@"); else notebooks=("$root"/notebooks/*.ipynb); fi
+"$venv/bin/python" "$root/evcxr-prelude/execute.py" "$out" "${notebooks[@]}"
+executed=()
+for nb in "${notebooks[@]}"; do executed+=("$out/$(basename "$nb")"); done
+"$venv/bin/python" "$root/evcxr-prelude/check_outputs.py" "${executed[@]}"

@@ -1,10 +1,10 @@
 //! The readers of untrusted bytes against random and mutated inputs, for a bounded time: a
-//! safetensors file, a PyTorch `.pth`, CIFAR and STL-10 binaries and a Hugging Face parquet file,
-//! each mutated from a small valid one (bytes flipped, cut, inserted; 8-byte words set to huge
-//! values) and as plain garbage. Every input must give `Ok` or a clear `Err`: no panic, and no
-//! allocation beyond a small multiple of the input's size (a counting global allocator measures
-//! the peak). Seeded, so a failure names the seed and case and replays exactly; the budget is
-//! `MIXBT_FUZZ_SECONDS` (default 4 per format).
+//! safetensors file, a PyTorch `.pth`, CIFAR and STL-10 binaries, a Hugging Face parquet file, a
+//! MAT file and a gzipped IDX file (the transfer targets), each mutated from a small valid one
+//! (bytes flipped, cut, inserted; 8-byte words set to huge values) and as plain garbage. Every
+//! input must give `Ok` or a clear `Err`: no panic, and no allocation beyond a small multiple of
+//! the input's size (a counting global allocator measures the peak). Seeded, so a failure names the
+//! seed and case and replays exactly; the budget is `MIXBT_FUZZ_SECONDS` (default 4 per format).
 
 mod common;
 
@@ -206,6 +206,15 @@ fn readers_survive_mutated_inputs() {
     let pq = std::fs::read(&pf).unwrap();
     let n = fuzz("parquet", &pq, &pf, |p| mixbt::data::ParquetDataset::open(p, Default::default()).is_ok(), 6, budget());
     report.push(("parquet", n));
+    // The transfer targets' binary formats: a compressed MATLAB file (Flowers-102's
+    // imagelabels.mat) and a gzipped IDX file (MNIST), from the fixtures.
+    let tfix = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/transfer");
+    let mat = std::fs::read(tfix.join("vgg_flower/imagelabels.mat")).unwrap();
+    let n = fuzz("mat", &mat, &d.join("l.mat"), |p| mixbt::data::mat::read_variable(p, "labels").is_ok(), 7, budget() / 2);
+    report.push(("mat", n));
+    let idx = std::fs::read(tfix.join("mnist/t10k-labels-idx1-ubyte.gz")).unwrap();
+    let n = fuzz("idx-gz", &idx, &d.join("l.idx.gz"), |p| mixbt::data::idx::read_idx(p, 1).is_ok(), 8, budget() / 2);
+    report.push(("idx-gz", n));
     eprintln!("fuzzed: {report:?}");
     for (name, n) in report {
         assert!(n >= 20, "{name}: only {n} cases in the time budget");

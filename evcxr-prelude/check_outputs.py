@@ -11,7 +11,9 @@ import nbformat
 
 NEEDS_TABLE = ("01-", "03-", "04-", "06-")
 # Notebooks with more than one chart to show: the least number of SVG charts.
-MIN_SVG = {"03-": 3, "06-": 2}
+MIN_SVG = {"02-": 6, "03-": 3, "06-": 2}
+# Notebooks that teach with formulas: the least number of LaTeX display formulas ($$ … $$).
+MIN_FORMULAS = {"02-": 6}
 
 
 def main():
@@ -34,6 +36,10 @@ def main():
         print(f"{name}: {svg} SVG charts, {html_tables} HTML tables, {png} PNG images, {errors} errors")
         if errors:
             problems.append(f"{name}: {errors} error or stderr outputs")
+        formulas = sum("".join(c.source).count("$$") // 2 for c in nb.cells if c.cell_type == "markdown")
+        need = next((n for p, n in MIN_FORMULAS.items() if name.startswith(p)), 0)
+        if formulas < need:
+            problems.append(f"{name}: {formulas} display formulas, expected at least {need}")
         least = next((n for p, n in MIN_SVG.items() if name.startswith(p)), 1)
         if svg < least:
             problems.append(f"{name}: {svg} SVG charts, expected at least {least}")

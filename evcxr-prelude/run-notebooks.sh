@@ -4,6 +4,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+# The committed notebooks must be what scripts/make_notebooks.py writes (their source).
+python3 "$root/scripts/make_notebooks.py" --check
 "$root/evcxr-prelude/install.sh"
 venv="$root/target/notebook-venv"
 # The local Hub, seeded with a small checkpoint in the original PyTorch format.

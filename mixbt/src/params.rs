@@ -265,3 +265,29 @@ pub fn check_finite(map: &BTreeMap<String, Tensor>) -> Result<()> {
     }
     Ok(())
 }
+
+/// A device by name: `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` feature).
+pub fn parse_device(s: &str) -> Result<Device> {
+    let s = s.trim();
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(n) = s.strip_prefix("cuda:").or_else(|| (s == "cuda").then_some("0")) {
+        let n: usize = n.parse().map_err(|_| crate::Error::Config(format!("bad device `{s}` (cpu or cuda:N)")))?;
+        if !cfg!(feature = "cuda") {
+            return Err(crate::Error::Config(format!(
+                "device `{s}`: this mixbt was built without CUDA (build with `--features cuda`; in a notebook, add features = [\"cuda\"] to the `:dep mixbt` line)"
+            )));
+        }
+        return Ok(Device::new_cuda(n)?);
+    }
+    Err(crate::Error::Config(format!("bad device `{s}` (cpu or cuda:N)")))
+}
+
+/// The device named by `MIXBT_DEVICE` (`cpu` when unset): what every notebook runs on.
+pub fn device_from_env() -> Result<Device> {
+    match std::env::var("MIXBT_DEVICE") {
+        Ok(s) if !s.trim().is_empty() => parse_device(&s),
+        _ => Ok(Device::Cpu),
+    }
+}

@@ -109,13 +109,17 @@ pub fn loss_chart(h: &History, smooth: usize) -> Result<Svg> {
         let v: Vec<f64> = h.rows.iter().map(f).collect();
         (0..v.len()).map(|i| (h.rows[i].step as f64, v[i.saturating_sub(w - 1)..=i].iter().sum::<f64>() / (i + 1 - i.saturating_sub(w - 1)) as f64)).collect()
     };
-    lines_svg(
-        "Mixed Barlow Twins loss",
+    Ok(lines_svg(
+        "Mixed Barlow Twins loss (the optimiser minimises total)",
         "step",
-        "loss (log)",
-        &[("total".into(), sm(&|r| r.loss)), ("loss_bt".into(), sm(&|r| r.loss_bt)), ("loss_reg".into(), sm(&|r| r.loss_reg))],
+        "loss (log scale)",
+        &[("total = loss_bt + loss_reg (minimised)".into(), sm(&|r| r.loss)), ("loss_bt".into(), sm(&|r| r.loss_bt)), ("loss_reg".into(), sm(&|r| r.loss_reg))],
         true,
-    )
+    )?
+    .caption(&format!(
+        "Running mean over {} steps, log scale. The optimiser minimises only the total; loss_bt (on-diagonal + λ_BT·off-diagonal) and loss_reg (λ_reg·λ_BT·(‖C^MA − C^MA_gt‖² + ‖C^MB − C^MB_gt‖²)) are its two parts.",
+        smooth.max(1)
+    )))
 }
 
 /// k-NN top-1/top-5 accuracy over the epochs where it was evaluated.
@@ -127,43 +131,148 @@ pub fn knn_chart(h: &History, random_init: Option<f64>) -> Result<Svg> {
         let last = h.rows.last().map(|r| r.step as f64).unwrap_or(1.0);
         series.push(("top-1 at random init".into(), vec![(0.0, ri), (last, ri)]));
     }
-    lines_svg("k-NN accuracy (k=200, T=0.5)", "step", "accuracy %", &series, false)
+    Ok(lines_svg("k-NN accuracy (k=200, T=0.5)", "step", "accuracy %", &series, false)?
+        .caption("Weighted k-NN of the backbone's features (bank: the train split, evaluated on the test split) at the steps where it ran; the flat line is the same network before training."))
+}
+
+/// The blue–white–red colour of `x` on the scale `lo..hi` (white at the middle).
+fn diverging(x: f64, lo: f64, hi: f64) -> RGBColor {
+    let t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
+    if t < 0.5 {
+        let s = t * 2.0;
+        RGBColor((255.0 * s) as u8, (255.0 * s) as u8, 255)
+    } else {
+        let s = (1.0 - t) * 2.0;
+        RGBColor(255, (255.0 * s) as u8, (255.0 * s) as u8)
+    }
 }
 
 /// A heat map of a matrix (e.g. the cross-correlation C), values clamped to [lo, hi] on a
-/// blue–white–red scale.
+/// blue–white–red scale, with a colour bar that reads the scale off; row 0 at the top.
 pub fn heatmap_svg(title: &str, m: &Tensor, lo: f64, hi: f64) -> Result<Svg> {
     fonts();
     let v: Vec<Vec<f32>> = m.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.to_vec2()?;
     let (r, c) = (v.len(), v.first().map(|x| x.len()).unwrap_or(0));
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (420, 440)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (500, 440)).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
+        let (left, right) = root.split_horizontally(420);
+        let mut chart = ChartBuilder::on(&left)
+            .caption(title, ("sans-serif", 15))
             .margin(8)
             .x_label_area_size(24)
             .y_label_area_size(32)
             .build_cartesian_2d(0..c, 0..r)
             .map_err(perr)?;
-        chart.configure_mesh().disable_mesh().label_style(("sans-serif", 10)).draw().map_err(perr)?;
-        let col = |x: f64| {
-            let t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
-            if t < 0.5 {
-                let s = t * 2.0;
-                RGBColor((255.0 * s) as u8, (255.0 * s) as u8, 255)
-            } else {
-                let s = (1.0 - t) * 2.0;
-                RGBColor(255, (255.0 * s) as u8, (255.0 * s) as u8)
-            }
-        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .label_style(("sans-serif", 10))
+            .y_label_formatter(&|y| format!("{}", r.saturating_sub(*y)))
+            .draw()
+            .map_err(perr)?;
         chart
             .draw_series(v.iter().enumerate().flat_map(|(i, row)| row.iter().enumerate().map(move |(j, x)| (i, j, *x))).map(|(i, j, x)| {
-                // Row 0 at the top.
-                Rectangle::new([(j, r - 1 - i), (j + 1, r - i)], col(x as f64).filled())
+                Rectangle::new([(j, r - 1 - i), (j + 1, r - i)], diverging(x as f64, lo, hi).filled())
             }))
             .map_err(perr)?;
+        // The colour bar: the scale from lo (bottom) to hi (top), with ticks.
+        let mut bar = ChartBuilder::on(&right)
+            .margin_top(40)
+            .margin_bottom(32)
+            .margin_right(30)
+            .y_label_area_size(36)
+            .build_cartesian_2d(0.0..1.0, lo..hi)
+            .map_err(perr)?;
+        bar.configure_mesh().disable_mesh().disable_x_axis().y_labels(5).label_style(("sans-serif", 10)).draw().map_err(perr)?;
+        let steps = 100;
+        bar.draw_series((0..steps).map(|k| {
+            let a = lo + (hi - lo) * k as f64 / steps as f64;
+            let b = lo + (hi - lo) * (k + 1) as f64 / steps as f64;
+            Rectangle::new([(0.0, a), (1.0, b)], diverging((a + b) / 2.0, lo, hi).filled())
+        }))
+        .map_err(perr)?;
+        root.present().map_err(perr)?;
+    }
+    Ok(Svg(out))
+}
+
+/// Values per category, one dot per seed (jittered sideways) and the mean as a bar-less marker
+/// joined by a line, with the mean's value printed; an optional horizontal reference line
+/// `(label, value)` (e.g. the Barlow Twins baseline). The y range fits the data, so differences
+/// of a point are visible. Categories are evenly spaced (λ values are not on a linear scale).
+pub fn spread_svg(title: &str, x_label: &str, y_label: &str, categories: &[String], values: &[Vec<f64>], reference: Option<(&str, f64)>) -> Result<Svg> {
+    fonts();
+    let n = categories.len().max(1);
+    let all: Vec<f64> = values.iter().flatten().copied().chain(reference.map(|r| r.1)).filter(|v| v.is_finite()).collect();
+    let (mut y0, mut y1) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.15).max(0.5);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (720, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..(n as f64 - 0.5), y0..y1)
+            .map_err(perr)?;
+        let cats = categories.to_vec();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 { cats.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+            })
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(perr)?;
+        if let Some((label, v)) = reference {
+            let grey = RGBColor(120, 120, 120);
+            chart
+                .draw_series(DashedLineSeries::new(vec![(-0.5, v), (n as f64 - 0.5, v)], 6, 4, grey.stroke_width(2)))
+                .map_err(perr)?
+                .label(format!("{label}: {v:.2}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2)));
+        }
+        let seeds = values.iter().map(|v| v.len()).max().unwrap_or(0);
+        let mut first = true;
+        for (i, ys) in values.iter().enumerate() {
+            let c = color(0);
+            let dots = ys.iter().enumerate().map(|(k, &y)| {
+                let dx = if seeds > 1 { (k as f64 - (seeds - 1) as f64 / 2.0) * 0.06 } else { 0.0 };
+                Circle::new((i as f64 + dx, y), 4, c.mix(0.55).filled())
+            });
+            let s = chart.draw_series(dots).map_err(perr)?;
+            if first && seeds > 1 {
+                s.label("one seed").legend(move |(x, y)| Circle::new((x + 10, y), 4, c.mix(0.55).filled()));
+            }
+            first = false;
+        }
+        let means: Vec<(f64, f64)> = values.iter().enumerate().filter(|(_, ys)| !ys.is_empty()).map(|(i, ys)| (i as f64, ys.iter().sum::<f64>() / ys.len() as f64)).collect();
+        let c1 = color(1);
+        chart
+            .draw_series(LineSeries::new(means.clone(), c1.stroke_width(2)).point_size(5))
+            .map_err(perr)?
+            .label(if seeds > 1 { "mean over seeds" } else { "value" })
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c1.stroke_width(2)));
+        chart
+            .draw_series(means.iter().map(|&(x, y)| {
+                let style = TextStyle::from(("sans-serif", 11).into_font()).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Left, plotters::style::text_anchor::VPos::Bottom));
+                EmptyElement::at((x, y)) + Text::new(format!("{y:.2}"), (8, -6), style)
+            }))
+            .map_err(perr)?;
+        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(perr)?;
         root.present().map_err(perr)?;
     }
     Ok(Svg(out))
@@ -183,7 +292,8 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Sv
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..n).into_segmented(), 0.0..ymax)
+            // A segmented 0..k has k + 1 segments.
+            .build_cartesian_2d((0..n.max(1) - 1).into_segmented(), 0.0..ymax)
             .map_err(perr)?;
         let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
         chart
@@ -204,9 +314,11 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Sv
                 r
             }))
             .map_err(perr)?;
+        // Each value centred just above its bar.
+        let anchor = plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom);
         chart
             .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                Text::new(format!("{v:.2}"), (SegmentValue::CenterOf(i), *v), ("sans-serif", 12).into_font())
+                EmptyElement::at((SegmentValue::CenterOf(i), *v)) + Text::new(format!("{v:.2}"), (0, -3), TextStyle::from(("sans-serif", 12).into_font()).pos(anchor))
             }))
             .map_err(perr)?;
         root.present().map_err(perr)?;

@@ -20,6 +20,42 @@ impl Svg {
     pub fn save(&self, path: &std::path::Path) -> crate::Result<()> {
         crate::io::atomic_write(path, self.0.as_bytes())
     }
+
+    /// The chart with a caption under it (what to look at), wrapped to the chart's width.
+    pub fn caption(self, text: &str) -> Svg {
+        let attr = |name: &str| -> Option<f64> {
+            let head = &self.0[..self.0.find('>')?];
+            let i = head.find(&format!(" {name}=\""))? + name.len() + 3;
+            head[i..].split('"').next()?.parse().ok()
+        };
+        let (Some(w), Some(h)) = (attr("width"), attr("height")) else { return self };
+        let per_line = ((w - 20.0) / 6.6).max(20.0) as usize;
+        let mut lines: Vec<String> = vec![];
+        for word in text.split_whitespace() {
+            match lines.last_mut() {
+                Some(l) if l.chars().count() + 1 + word.chars().count() <= per_line => {
+                    l.push(' ');
+                    l.push_str(word);
+                }
+                _ => lines.push(word.to_string()),
+            }
+        }
+        let total = h + 8.0 + 17.0 * lines.len() as f64;
+        let mut out = format!(
+            "<svg width=\"{w}\" height=\"{total}\" viewBox=\"0 0 {w} {total}\" xmlns=\"http://www.w3.org/2000/svg\">\n<rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{total}\" fill=\"#FFFFFF\"/>\n"
+        );
+        // The chart itself, nested (its own viewBox keeps its coordinates).
+        out.push_str(self.0.trim_start_matches(|c| c != '<').replacen("<svg ", "<svg x=\"0\" y=\"0\" ", 1).as_str());
+        for (k, l) in lines.iter().enumerate() {
+            out.push_str(&format!(
+                "\n<text x=\"10\" y=\"{}\" font-family=\"sans-serif\" font-size=\"12\" fill=\"#333333\">{}</text>",
+                h + 18.0 + 17.0 * k as f64,
+                esc(l)
+            ));
+        }
+        out.push_str("\n</svg>\n");
+        Svg(out)
+    }
 }
 
 /// A PNG image.

@@ -5,7 +5,9 @@ pub mod history;
 pub mod presets;
 pub mod pretrainer;
 pub mod recipe;
+pub mod sweep;
 
 pub use history::{History, StepStats};
 pub use pretrainer::{PretrainOptions, Pretrainer, Summary};
 pub use recipe::{DataConfig, LrSchedule, PaperResult, Recipe};
+pub use sweep::{sweep, sweep_with};

@@ -35,7 +35,7 @@ use clap::{Args, Parser, Subcommand};
 
 use mixbt::candle_core::Device;
 use mixbt::data::DataConfig;
-use mixbt::{Error, Result};
+use mixbt::Result;
 
 #[derive(Parser)]
 #[command(name = "mixbt", version, about = "Mixed Barlow Twins self-supervised learning (candle)")]
@@ -196,17 +196,7 @@ pub fn workers(n: usize) -> usize {
 
 /// `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device> {
-    if s == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    if let Some(n) = s.strip_prefix("cuda:").or_else(|| (s == "cuda").then_some("0")) {
-        let n: usize = n.parse().map_err(|_| Error::Config(format!("bad device `{s}` (cpu or cuda:N)")))?;
-        if !cfg!(feature = "cuda") {
-            return Err(Error::Config("this mixbt was built without CUDA; rebuild with `--features cuda` (see README)".into()));
-        }
-        return Ok(Device::new_cuda(n)?);
-    }
-    Err(Error::Config(format!("bad device `{s}` (cpu or cuda:N)")))
+    mixbt::params::parse_device(s)
 }
 
 fn run(cli: Cli) -> Result<()> {

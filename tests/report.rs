@@ -1,0 +1,115 @@
+//! Charts (colour bars, captions, spread plots) and the sweep API's parameter setting and
+//! spread summary. `MIXBT_CHART_DIR=<dir>` also writes the charts there to look at.
+
+use candle_core::{Device, Tensor};
+use mixbt::report::{heatmap_svg, spread_svg, Svg};
+use mixbt::train::sweep::{set_param, spread, spread_verdict, sweep_table, SweepRow};
+use mixbt::train::presets;
+
+fn keep(name: &str, svg: &Svg) {
+    if let Ok(dir) = std::env::var("MIXBT_CHART_DIR") {
+        svg.save(&std::path::Path::new(&dir).join(name)).unwrap();
+    }
+}
+
+#[test]
+fn heat_maps_have_a_colour_bar_and_captions_wrap() {
+    let m = Tensor::from_vec((0..36).map(|i| (i as f32 - 18.0) / 18.0).collect::<Vec<_>>(), (6, 6), &Device::Cpu).unwrap();
+    let svg = heatmap_svg("C", &m, -1.0, 1.0).unwrap();
+    // The bar's tick labels span the scale.
+    for tick in ["-1.0", "0.0", "1.0"] {
+        assert!(svg.0.contains(&format!(">\n{tick}\n<")) || svg.0.contains(&format!(">{tick}<")), "colour bar lacks the tick {tick}");
+    }
+    let long = "Blue is −1, white 0, red +1. ".repeat(8);
+    let c = svg.clone().caption(&long);
+    assert_eq!(c.0.matches("<svg").count(), 2, "the chart is nested in the captioned one");
+    assert_eq!(c.0.matches("</svg>").count(), 2);
+    let lines = c.0.matches("font-size=\"12\" fill=\"#333333\"").count();
+    assert!(lines >= 2, "a long caption wraps: {lines} lines");
+    assert!(c.0.starts_with("<svg width=\"500\" height=\""), "{}", &c.0[..80]);
+    assert!(!c.0.contains("−1, white 0, red +1. Blue is −1, white 0, red +1. Blue is −1, white 0, red +1. Blue is −1, white 0, red +1. Blue"));
+    keep("heatmap.svg", &c);
+}
+
+#[test]
+fn spread_chart_shows_seeds_means_and_the_baseline() {
+    let cats: Vec<String> = ["0", "0.1", "1", "4"].iter().map(|s| s.to_string()).collect();
+    let vals = vec![vec![40.0, 41.5, 39.0], vec![41.0, 42.0, 40.5], vec![42.5, 41.0, 43.0], vec![41.2, 40.8, 42.2]];
+    let svg = spread_svg("k-NN by λ_reg", "λ_reg", "top-1 (%)", &cats, &vals, Some(("Barlow Twins (λ_reg = 0)", 40.17))).unwrap();
+    for s in ["one seed", "mean over seeds", "Barlow Twins (λ_reg = 0): 40.17", "42.17", "0.1"] {
+        assert!(svg.0.contains(s), "spread chart lacks `{s}`");
+    }
+    // The y axis fits the data (no tick at 0 for values around 40).
+    assert!(!svg.0.contains(">\n0.0\n<") && !svg.0.contains(">0.0<"), "the y range should not start at zero");
+    keep("spread.svg", &svg);
+}
+
+#[test]
+fn sweep_parameters_and_spread() {
+    let mut r = presets::quickstart();
+    set_param(&mut r, "lambda_reg", 0.0).unwrap();
+    assert!(!r.is_mixup && r.loss.lambda_reg == 0.0, "λ_reg 0 is plain Barlow Twins");
+    set_param(&mut r, "lambda_reg", 2.0).unwrap();
+    assert!(r.is_mixup && r.loss.lambda_reg == 2.0);
+    set_param(&mut r, "d", 64.0).unwrap();
+    assert_eq!(*r.encoder.projector.sizes.last().unwrap(), 64);
+    set_param(&mut r, "loss.lambda_bt", 0.03125).unwrap();
+    assert_eq!(r.loss.lambda_bt, 0.03125);
+    set_param(&mut r, "batch_size", 32.0).unwrap();
+    assert_eq!(r.batch_size, 32);
+    set_param(&mut r, "encoder.backbone.width", 0.25).unwrap();
+    assert_eq!(r.encoder.backbone.width, 0.25);
+    let e = set_param(&mut r, "batch_size", 32.5).unwrap_err().to_string();
+    assert!(e.contains("batch_size") && e.contains("whole-number"), "{e}");
+    let e = set_param(&mut r, "loss.nope", 1.0).unwrap_err().to_string();
+    assert!(e.contains("loss.nope") && e.contains("not a recipe field"), "{e}");
+    let e = set_param(&mut r, "d", 0.0).unwrap_err().to_string();
+    assert!(e.contains("`d`"), "{e}");
+
+    let row = |value, seed, t1| SweepRow { value, seed, knn_top1: t1, knn_top5: 90.0, final_loss: 1.0, seconds: 1.0 };
+    let noisy = sweep_table("lambda_reg", &[row(0.0, 0, 40.0), row(0.0, 1, 44.0), row(4.0, 0, 41.0), row(4.0, 1, 42.0)]).unwrap();
+    assert_eq!(noisy.get_column_names().iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["param", "value", "seed", "knn_top1", "knn_top5", "final_loss", "seconds"]);
+    assert_eq!(spread(&noisy, "knn_top1").unwrap(), vec![(0.0, 42.0, 40.0, 44.0), (4.0, 41.5, 41.0, 42.0)]);
+    assert!(spread_verdict(&noisy, "knn_top1").unwrap().contains("within the seed-to-seed noise"));
+    let clear = sweep_table("lambda_reg", &[row(0.0, 0, 40.0), row(0.0, 1, 40.5), row(4.0, 0, 45.0), row(4.0, 1, 45.2)]).unwrap();
+    assert!(spread_verdict(&clear, "knn_top1").unwrap().contains("exceed the seed-to-seed noise"));
+    let one = sweep_table("lambda_reg", &[row(0.0, 0, 40.0), row(4.0, 0, 45.0)]).unwrap();
+    assert!(spread_verdict(&one, "knn_top1").unwrap().contains("One seed per value"));
+}
+
+/// The sweep itself on a tiny budget: one row per (value, seed), seeds give different runs,
+/// the same seed the same run.
+#[test]
+fn sweep_runs_every_value_and_seed() {
+    let mut r = presets::quickstart();
+    r.encoder.backbone.width = 0.0625;
+    r.encoder.projector = mixbt::model::ProjectorConfig::small_with_hidden(r.encoder.backbone.feature_dim(), 32, 32);
+    r.data.builtin = Some(mixbt::data::BuiltinConfig { seed: 0, train_size: 64, test_size: 40, size: 32 });
+    r.batch_size = 16;
+    r.epochs = 1;
+    r.knn.k = 10;
+    r.knn_every_epochs = 0;
+    let df = mixbt::train::sweep(&r, "lambda_reg", &[0.0, 4.0], &[0, 1]).unwrap();
+    assert_eq!(df.height(), 4);
+    let loss: Vec<f64> = df.column("final_loss").unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert_ne!(loss[0], loss[1], "two seeds, two runs");
+    let again = mixbt::train::sweep(&r, "lambda_reg", &[0.0], &[1]).unwrap();
+    assert_eq!(again.column("final_loss").unwrap().f64().unwrap().get(0), Some(loss[1]), "a seed repeats its run");
+    assert!(mixbt::train::sweep(&r, "lambda_reg", &[], &[0]).is_err());
+}
+
+/// `MIXBT_DEVICE` (the notebooks' device): cpu by default, CUDA only in a CUDA build, anything
+/// else a clear error.
+#[test]
+fn notebook_device_choice() {
+    assert!(matches!(mixbt::params::parse_device("cpu").unwrap(), Device::Cpu));
+    let e = mixbt::params::parse_device("tpu").unwrap_err().to_string();
+    assert!(e.contains("bad device `tpu`"), "{e}");
+    if !cfg!(feature = "cuda") {
+        let e = mixbt::params::parse_device("cuda:0").unwrap_err().to_string();
+        assert!(e.contains("without CUDA") && e.contains("features = [\"cuda\"]"), "{e}");
+    }
+    if std::env::var("MIXBT_DEVICE").is_err() {
+        assert!(matches!(mixbt::params::device_from_env().unwrap(), Device::Cpu));
+    }
+}

@@ -1,8 +1,11 @@
-//! Self-supervised losses.
+//! Self-supervised losses: Mixed Barlow Twins, and the baselines' NT-Xent, normalised MSE and
+//! whitening (`ssl`).
 
 pub mod barlow_twins;
+pub mod ssl;
 
 pub use barlow_twins::{
     cross_correlation, mix_batch, off_diagonal_sq_sum, perm_tensor, prepared, sample_mix, standardize,
     CrossCorrelations, LossParts, MixVariant, MixedBarlowTwins,
 };
+pub use ssl::{norm_mse, nt_xent, whiten};

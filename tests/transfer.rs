@@ -439,3 +439,36 @@ fn hub_copy_as_a_target() {
     assert!(csv.lines().nth(1).unwrap().starts_with("mnist,10,12,5,"), "{csv}");
     assert!(server.requests().iter().any(|r| r.contains("ylecun/mnist")), "the Hub client fetched the data set");
 }
+
+/// Flowers-102 as class folders (no imagelabels.mat): sorted classes, sorted files, the same
+/// RandomState(42) 80/20 split, one generator across the classes in turn.
+#[test]
+fn flowers_from_class_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vgg_flower");
+    let counts = [("b_rose", 6usize), ("a_daisy", 5), ("c_tulip", 1)];
+    for (name, n) in counts {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        for i in 0..n {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([i as u8, 0, 0])).save(dir.join(name).join(format!("{i:03}.jpg"))).unwrap();
+        }
+    }
+    let files = |split| -> Vec<String> {
+        mixbt::data::transfer::list_files("vgg_flower", &dir, split).unwrap().iter().map(|p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned()).collect()
+    };
+    // The split by hand: classes sorted (a_daisy 5, b_rose 6, c_tulip 1), one RandomState(42).
+    let mut rs = NumpyRandomState::new(42);
+    let (mut train, mut test) = (vec![], vec![]);
+    for (name, n) in [("a_daisy", 5usize), ("b_rose", 6), ("c_tulip", 1)] {
+        let mut idx: Vec<usize> = (0..n).collect();
+        rs.shuffle(&mut idx);
+        let cut = (0.8 * n as f64) as usize;
+        train.extend(idx[..cut].iter().map(|i| format!("{name}/{i:03}.jpg")));
+        test.extend(idx[cut..].iter().map(|i| format!("{name}/{i:03}.jpg")));
+    }
+    assert_eq!(files(Split::Train), train);
+    assert_eq!(files(Split::Test), test);
+    let ds = open_known("vgg_flower", &dir, Split::Test).unwrap();
+    assert_eq!(ds.classes(), ["a_daisy", "b_rose", "c_tulip"]);
+    assert_eq!((0..ds.len()).map(|i| ds.label(i).unwrap()).collect::<Vec<_>>(), vec![0, 1, 1, 2]);
+}

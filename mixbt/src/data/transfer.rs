@@ -6,7 +6,7 @@
 //! | `dtd` | `dtd/images/<class>/*.jpg`, `dtd/labels/{train,val,test}1.txt` | train1 + val1 / test1 |
 //! | `mnist`, `fashionmnist` | the four IDX files (gzipped or not) | train / t10k |
 //! | `cu_birds` | `images.txt`, `image_class_labels.txt`, `train_test_split.txt`, `images/` (or inside `CUB_200_2011/`) | the official split |
-//! | `vgg_flower` | `imagelabels.mat` and `jpg/image_NNNNN.jpg` (or the images beside it) | 80/20 per class, `RandomState(42)` |
+//! | `vgg_flower` | `imagelabels.mat` and `jpg/image_NNNNN.jpg` (or the images beside it); without the `.mat`, class folders | 80/20 per class, `RandomState(42)` |
 //! | `traffic_sign` | `FullIJCNN2013/00..42/*.ppm` (or the class folders directly) | 80/20 per class, `RandomState(42)` |
 //! | `aircraft` | `data/` (or `fgvc-aircraft-2013b/data/`): `images/*.jpg`, `images_variant_{trainval,test}.txt`, `variants.txt`, `images_box.txt` | trainval / test, images cropped to their box |
 //!
@@ -324,6 +324,11 @@ fn split_80_20(classes: Vec<(usize, Vec<PathBuf>)>, train: bool) -> (Vec<PathBuf
 /// order), classes in order of first appearance, each split 80/20 by `RandomState(42)`.
 fn flowers(dir: &Path, train: bool) -> Result<FileList> {
     let mat = dir.join("imagelabels.mat");
+    if !mat.exists() {
+        if let Some(list) = flowers_in_class_folders(dir, train)? {
+            return Ok(list);
+        }
+    }
     let labels = super::mat::read_variable(&mat, "labels")?;
     let images = if dir.join("jpg").is_dir() { dir.join("jpg") } else { dir.to_path_buf() };
     let mut order: Vec<usize> = vec![];
@@ -356,6 +361,34 @@ fn flowers(dir: &Path, train: bool) -> Result<FileList> {
         classes: (1..=max).map(|k| format!("flower {k}")).collect(),
         what: format!("Flowers-102 {} ({})", if train { "train 80%" } else { "test 20%" }, dir.display()),
     })
+}
+
+/// Flowers-102 re-organised into class folders (`<class>/*.jpg`, as some copies ship it, without
+/// `imagelabels.mat`): classes in sorted folder order, files sorted, the same `RandomState(42)`
+/// 80/20 split. `None` when `dir` has no sub-folders with images.
+fn flowers_in_class_folders(dir: &Path, train: bool) -> Result<Option<FileList>> {
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    subdirs.sort();
+    let mut classes = vec![];
+    let mut names = vec![];
+    for d in &subdirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+            .map_err(|e| Error::io(d, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str())))
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        files.sort();
+        classes.push((names.len(), files));
+        names.push(d.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    if classes.is_empty() {
+        return Ok(None);
+    }
+    let (files, labels) = split_80_20(classes, train);
+    Ok(Some(FileList { files, labels, boxes: None, classes: names, what: format!("Flowers-102 class folders {} ({})", if train { "train 80%" } else { "test 20%" }, dir.display()) }))
 }
 
 /// The German traffic-sign crops as `traffic_sign.py` reads them: class folders `00`..`42` of

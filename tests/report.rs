@@ -73,6 +73,12 @@ fn sweep_parameters_and_spread() {
     assert!(spread_verdict(&noisy, "knn_top1").unwrap().contains("within the seed-to-seed noise"));
     let clear = sweep_table("lambda_reg", &[row(0.0, 0, 40.0), row(0.0, 1, 40.5), row(4.0, 0, 45.0), row(4.0, 1, 45.2)]).unwrap();
     assert!(spread_verdict(&clear, "knn_top1").unwrap().contains("exceed the seed-to-seed noise"));
+    // Paired by seed: seed 1 is better everywhere, but λ 4 beats λ 0 on both seeds.
+    let paired = sweep_table("lambda_reg", &[row(0.0, 0, 40.0), row(0.0, 1, 44.0), row(4.0, 1, 44.5), row(4.0, 0, 40.25)]).unwrap();
+    assert_eq!(mixbt::train::sweep::by_value(&paired, "knn_top1").unwrap(), vec![(0.0, vec![40.0, 44.0]), (4.0, vec![40.25, 44.5])], "runs in seed order");
+    let v = mixbt::train::sweep::paired_verdict(&paired, "knn_top1", 0.0).unwrap();
+    assert!(v.contains("4: +0.38 (+0.25 … +0.50, better on every seed)"), "{v}");
+    assert!(mixbt::train::sweep::paired_verdict(&paired, "knn_top1", 2.0).is_err());
     let one = sweep_table("lambda_reg", &[row(0.0, 0, 40.0), row(4.0, 0, 45.0)]).unwrap();
     assert!(spread_verdict(&one, "knn_top1").unwrap().contains("One seed per value"));
 }

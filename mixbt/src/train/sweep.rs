@@ -111,28 +111,60 @@ pub fn sweep_table(param: &str, rows: &[SweepRow]) -> Result<DataFrame> {
     .map_err(|e| Error::msg(format!("sweep table: {e}")))
 }
 
-/// Per value: (value, mean, min, max) of `metric` over the seeds, in the order values first appear.
-pub fn spread(df: &DataFrame, metric: &str) -> Result<Vec<(f64, f64, f64, f64)>> {
+/// Per value, in the order values first appear: the value and `metric` of each of its runs (in
+/// seed order) — what a chart of the spread draws.
+pub fn by_value(df: &DataFrame, metric: &str) -> Result<Vec<(f64, Vec<f64>)>> {
     let col = |n: &str| -> Result<Vec<f64>> {
         let c = df.column(n).map_err(|e| Error::msg(format!("sweep table: {e}")))?;
         let c = c.cast(&DataType::Float64).map_err(|e| Error::msg(format!("sweep table: {e}")))?;
         Ok(c.f64().map_err(|e| Error::msg(format!("sweep table: {e}")))?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
     };
-    let (values, m) = (col("value")?, col(metric)?);
-    let mut out: Vec<(f64, Vec<f64>)> = vec![];
-    for (v, y) in values.into_iter().zip(m) {
+    let (values, seeds, m) = (col("value")?, col("seed")?, col(metric)?);
+    let mut out: Vec<(f64, Vec<(f64, f64)>)> = vec![];
+    for ((v, s), y) in values.into_iter().zip(seeds).zip(m) {
         match out.iter_mut().find(|(x, _)| *x == v) {
-            Some((_, ys)) => ys.push(y),
-            None => out.push((v, vec![y])),
+            Some((_, ys)) => ys.push((s, y)),
+            None => out.push((v, vec![(s, y)])),
         }
     }
     Ok(out
+        .into_iter()
+        .map(|(v, mut ys)| {
+            ys.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (v, ys.into_iter().map(|(_, y)| y).collect())
+        })
+        .collect())
+}
+
+/// Per value: (value, mean, min, max) of `metric` over the seeds, in the order values first appear.
+pub fn spread(df: &DataFrame, metric: &str) -> Result<Vec<(f64, f64, f64, f64)>> {
+    Ok(by_value(df, metric)?
         .into_iter()
         .map(|(v, ys)| {
             let mean = ys.iter().sum::<f64>() / ys.len() as f64;
             (v, mean, ys.iter().cloned().fold(f64::INFINITY, f64::min), ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
         })
         .collect())
+}
+
+/// One sentence comparing each value with `baseline` seed by seed (the same seed gives the same
+/// initialisation and data order, so most of the seed-to-seed noise cancels): the mean paired
+/// difference of `metric` and its range, and whether every seed agrees on its sign.
+pub fn paired_verdict(df: &DataFrame, metric: &str, baseline: f64) -> Result<String> {
+    let groups = by_value(df, metric)?;
+    let base = groups.iter().find(|g| g.0 == baseline).ok_or_else(|| Error::Config(format!("the sweep has no runs with value {baseline}")))?.1.clone();
+    let mut parts = vec![];
+    for (v, ys) in groups.iter().filter(|g| g.0 != baseline) {
+        let d: Vec<f64> = ys.iter().zip(&base).map(|(y, b)| y - b).collect();
+        if d.is_empty() {
+            continue;
+        }
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        let (lo, hi) = (d.iter().cloned().fold(f64::INFINITY, f64::min), d.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+        let sign = if lo > 0.0 { ", better on every seed" } else if hi < 0.0 { ", worse on every seed" } else { ", the seeds disagree" };
+        parts.push(format!("{v}: {mean:+.2} ({lo:+.2} … {hi:+.2}{sign})"));
+    }
+    Ok(format!("Paired by seed against {baseline} (same initialisation and data order): {}.", parts.join("; ")))
 }
 
 /// One sentence on whether the differences between the values' means exceed the spread over

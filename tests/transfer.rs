@@ -173,11 +173,13 @@ fn mat_files_compressed_and_plain() {
     assert_eq!(b.values[0], 77.0);
     let missing = mixbt::data::mat::read_variable(&fixtures().join("labels_uint8.mat"), "nope").unwrap_err().to_string();
     assert!(missing.contains("labels_uint8.mat") && missing.contains("no numeric variable `nope`") && missing.contains("labels"), "{missing}");
-    // Every truncation of both files is an error, never a panic.
+    // No truncation panics; every cut that loses part of the variable's data (more than the
+    // trailing 8-byte padding) is an error.
     for f in [fixtures().join("labels_uint8.mat"), root().join("vgg_flower/imagelabels.mat")] {
         let bytes = std::fs::read(&f).unwrap();
         for cut in 0..bytes.len() {
-            let _ = mixbt::data::mat::parse_variable(&bytes[..cut], "labels");
+            let r = mixbt::data::mat::parse_variable(&bytes[..cut], "labels");
+            assert!(cut + 8 > bytes.len() || r.is_err(), "{}: a cut at {cut} of {} bytes read as {r:?}", f.display(), bytes.len());
         }
         assert!(mixbt::data::mat::parse_variable(&bytes[..100], "labels").unwrap_err().contains("header"));
     }
@@ -315,10 +317,12 @@ fn cached_probe_equals_uncached_probe() {
     // DTD has 47 outputs although the fixture has 3 classes.
     assert_eq!(target.outputs, 47);
     assert_eq!(target.classes(), 3);
-    // The BN quirk takes the slow path and changes the numbers' source, not the bookkeeping.
+    // The BN quirk takes the slow path with batch statistics: the training features, hence the
+    // training loss, are not the eval-mode ones.
     let quirk = LinearProbeConfig { bn_train_mode_quirk: true, outputs: Some(47), ..probe };
     let q = linear_probe(&enc, target.train.clone(), target.test.clone(), &target.transform, &target.transform, &quirk, |_| {}).unwrap();
     assert_eq!(q.epochs.len(), 4);
+    assert_ne!(q.epochs[0].train_loss, cached.epochs[0].train_loss, "BN in train mode must change the training features");
 }
 
 #[test]

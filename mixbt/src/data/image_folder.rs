@@ -29,7 +29,8 @@ pub struct ImageFolder {
     skipped: SkipCounter,
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether `p` has one of [`IMG_EXTENSIONS`] (any case).
+pub(crate) fn is_image(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).map(|e| IMG_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())).unwrap_or(false)
 }
 

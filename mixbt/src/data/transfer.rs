@@ -66,35 +66,38 @@ pub fn open_known(name: &str, dir: &Path, split: Split) -> Result<DynDataset> {
         return Err(Error::format(dir, format!("no such folder (the {name} target)")));
     }
     let train = split == Split::Train;
+    if let Some(list) = file_target(name, dir, train)? {
+        return Ok(Arc::new(list));
+    }
     Ok(match name {
-        "dtd" => Arc::new(dtd(dir, train)?),
         "mnist" => Arc::new(super::idx::IdxImages::open(&idx_dir(dir, "MNIST"), split, (0..10).map(|d| d.to_string()).collect())?),
         "fashionmnist" => Arc::new(super::idx::IdxImages::open(&idx_dir(dir, "FashionMNIST"), split, FASHION.iter().map(|s| s.to_string()).collect())?),
-        "cu_birds" => Arc::new(cub(dir, train)?),
-        "vgg_flower" => Arc::new(flowers(dir, train)?),
-        "traffic_sign" => Arc::new(traffic_signs(dir, train)?),
-        "aircraft" => Arc::new(aircraft(dir, train)?),
         other => return Err(Error::Config(format!("unknown transfer target `{other}` (known: {})", TARGETS.join(", ")))),
     })
 }
 
-/// The image files of an image-file target (`dtd`, `cu_birds`, `vgg_flower`, `traffic_sign`,
-/// `aircraft`) in data-set order: what the reader would decode, for checks and listings.
+/// The image-file targets (`dtd`, `cu_birds`, `vgg_flower`, `traffic_sign`, `aircraft`);
+/// `None` for any other name.
+fn file_target(name: &str, dir: &Path, train: bool) -> Result<Option<FileList>> {
+    Ok(Some(match name {
+        "dtd" => dtd(dir, train)?,
+        "cu_birds" => cub(dir, train)?,
+        "vgg_flower" => flowers(dir, train)?,
+        "traffic_sign" => traffic_signs(dir, train)?,
+        "aircraft" => aircraft(dir, train)?,
+        _ => return Ok(None),
+    }))
+}
+
+/// The image files of an image-file target in data-set order: what the reader would decode,
+/// for checks and listings.
 pub fn list_files(name: &str, dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
     let train = match split {
         Split::Train => true,
         Split::Test => false,
         s => return Err(Error::Config(format!("transfer targets have train and test splits, not {s:?}"))),
     };
-    let list = match name {
-        "dtd" => dtd(dir, train)?,
-        "cu_birds" => cub(dir, train)?,
-        "vgg_flower" => flowers(dir, train)?,
-        "traffic_sign" => traffic_signs(dir, train)?,
-        "aircraft" => aircraft(dir, train)?,
-        other => return Err(Error::Config(format!("`{other}` is not an image-file target"))),
-    };
-    Ok(list.files)
+    file_target(name, dir, train)?.map(|l| l.files).ok_or_else(|| Error::Config(format!("`{name}` is not an image-file target")))
 }
 
 const FASHION: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
@@ -375,7 +378,7 @@ fn flowers_in_class_folders(dir: &Path, train: bool) -> Result<Option<FileList>>
         let mut files: Vec<PathBuf> = std::fs::read_dir(d)
             .map_err(|e| Error::io(d, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str())))
+            .filter(|p| p.is_file() && super::image_folder::is_image(p))
             .collect();
         if files.is_empty() {
             continue;

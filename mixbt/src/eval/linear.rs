@@ -172,7 +172,8 @@ fn topk_correct(logits: &Tensor, labels: &[usize]) -> Result<(usize, usize)> {
     Ok((t1, t5))
 }
 
-fn labels_of(v: Vec<Option<usize>>, what: &str) -> Result<Vec<usize>> {
+/// The labels of a labelled split; an error naming `what` when an image has none.
+pub(crate) fn labels_of(v: Vec<Option<usize>>, what: &str) -> Result<Vec<usize>> {
     v.into_iter().map(|l| l.ok_or_else(|| Error::Config(format!("{what} is unlabelled; a probe needs labels")))).collect()
 }
 
@@ -347,7 +348,8 @@ pub fn linear_probe(
     if num_classes == 0 {
         return Err(Error::Config("linear probe needs labelled data".into()));
     }
-    let cfg = LinearProbeConfig { outputs: Some(cfg.outputs.unwrap_or(num_classes)), ..cfg.clone() };
+    let outputs = cfg.outputs.unwrap_or(num_classes);
+    let cfg = LinearProbeConfig { outputs: Some(outputs), ..cfg.clone() };
     // Test features (eval transform, eval mode), computed once.
     let (test_f, test_l) = super::features::extract(enc, test.clone(), eval_transform, 256, cfg.workers, false)?;
     let test_l = labels_of(test_l, &test.describe())?;
@@ -355,7 +357,6 @@ pub fn linear_probe(
         let (f, l) = super::features::extract(enc, train.clone(), eval_transform, 256, cfg.workers, false)?;
         return probe_features(&f, &labels_of(l, &train.describe())?, &test_f, &test_l, &cfg, on_epoch);
     }
-    let outputs = cfg.outputs.unwrap_or(num_classes);
     check_labels(&test_l, outputs, &test.describe())?;
     let mut head = Head::new(enc.config().feature_dim(), outputs, &cfg, &device)?;
     let transform = if cfg.augment { train_transform } else { eval_transform };

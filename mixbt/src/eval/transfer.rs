@@ -13,12 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::features::extract;
-use super::linear::{linear_probe, probe_features, LinearProbeConfig, ProbeEpoch, ProbeResult};
+use super::linear::{labels_of, linear_probe, probe_features, LinearProbeConfig, ProbeEpoch, ProbeResult};
 use crate::data::transfer::TargetSpec;
 use crate::data::{stats, DynDataset, Split, Transform};
 use crate::model::{Encoder, Stem};
@@ -109,19 +109,15 @@ pub struct TransferFeatures {
     pub test_labels: Vec<usize>,
 }
 
-fn labelled(v: Vec<Option<usize>>, what: &str) -> Result<Vec<usize>> {
-    v.into_iter().map(|l| l.ok_or_else(|| Error::Config(format!("{what} has unlabelled images; transfer needs labels")))).collect()
-}
-
 /// Embed every image of both splits once.
 pub fn transfer_features(enc: &Encoder, target: &TransferTarget, cfg: &TransferConfig) -> Result<TransferFeatures> {
     let (train, tl) = extract(enc, target.train.clone(), &target.transform, cfg.embed_batch.max(1), cfg.probe.workers, false)?;
     let (test, vl) = extract(enc, target.test.clone(), &target.transform, cfg.embed_batch.max(1), cfg.probe.workers, false)?;
     Ok(TransferFeatures {
         train: train.to_dtype(DType::F32)?,
-        train_labels: labelled(tl, &target.train.describe())?,
+        train_labels: labels_of(tl, &target.train.describe())?,
         test: test.to_dtype(DType::F32)?,
-        test_labels: labelled(vl, &target.test.describe())?,
+        test_labels: labels_of(vl, &target.test.describe())?,
     })
 }
 
@@ -232,9 +228,4 @@ pub fn transfer(enc: &Encoder, targets: &[TargetSpec], data_root: Option<&Path>,
         report.rows.push(row);
     }
     Ok(report)
-}
-
-/// The device the features live on (CPU copies for notebooks).
-pub fn features_to_cpu(f: &TransferFeatures) -> Result<TransferFeatures> {
-    Ok(TransferFeatures { train: f.train.to_device(&Device::Cpu)?, test: f.test.to_device(&Device::Cpu)?, ..f.clone() })
 }

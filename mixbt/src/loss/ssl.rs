@@ -4,13 +4,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, D};
 
+use crate::model::l2_normalize as normalize_rows;
 use crate::{Error, Result};
-
-/// Rows scaled to unit L2 norm (`F.normalize(x, dim=1)`, eps 1e-12).
-fn normalize_rows(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
-    Ok(x.broadcast_div(&norm)?)
-}
 
 fn check_pair(a: &Tensor, b: &Tensor, what: &str) -> Result<(usize, usize)> {
     let (n, d) = a.dims2().map_err(|_| Error::Config(format!("{what}: expected [N, D] embeddings, got {:?}", a.dims())))?;

@@ -33,7 +33,6 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use mixbt::candle_core::Device;
 use mixbt::data::DataConfig;
 use mixbt::Result;
 
@@ -194,10 +193,7 @@ pub fn workers(n: usize) -> usize {
     n
 }
 
-/// `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    mixbt::params::parse_device(s)
-}
+pub use mixbt::params::parse_device;
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {

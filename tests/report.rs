@@ -48,13 +48,22 @@ fn spread_chart_shows_seeds_means_and_the_baseline() {
 fn sweep_parameters_and_spread() {
     let mut r = presets::quickstart();
     set_param(&mut r, "lambda_reg", 0.0).unwrap();
-    assert!(!r.is_mixup && r.loss.lambda_reg == 0.0, "λ_reg 0 is plain Barlow Twins");
+    let bt = r.barlow_twins().unwrap();
+    assert!(!bt.is_mixup && bt.loss.lambda_reg == 0.0, "λ_reg 0 is plain Barlow Twins");
     set_param(&mut r, "lambda_reg", 2.0).unwrap();
-    assert!(r.is_mixup && r.loss.lambda_reg == 2.0);
+    let bt = r.barlow_twins().unwrap();
+    assert!(bt.is_mixup && bt.loss.lambda_reg == 2.0);
     set_param(&mut r, "d", 64.0).unwrap();
     assert_eq!(*r.encoder.projector.sizes.last().unwrap(), 64);
     set_param(&mut r, "loss.lambda_bt", 0.03125).unwrap();
-    assert_eq!(r.loss.lambda_bt, 0.03125);
+    assert_eq!(r.barlow_twins().unwrap().loss.lambda_bt, 0.03125);
+    set_param(&mut r, "method.loss.lambda_bt", 0.0625).unwrap();
+    assert_eq!(r.barlow_twins().unwrap().loss.lambda_bt, 0.0625);
+    // A method without λ_reg says so.
+    let mut s = presets::get("quickstart-simclr").unwrap();
+    assert!(set_param(&mut s, "lambda_reg", 1.0).unwrap_err().to_string().contains("simclr has no λ_reg"));
+    set_param(&mut s, "method.tau", 0.2).unwrap();
+    assert!(matches!(s.method, mixbt::method::MethodConfig::Simclr(ref c) if c.tau == 0.2));
     set_param(&mut r, "batch_size", 32.0).unwrap();
     assert_eq!(r.batch_size, 32);
     set_param(&mut r, "encoder.backbone.width", 0.25).unwrap();

@@ -10,7 +10,7 @@
 //! use mixbt::prelude::*;
 //! let mut trainer = Pretrainer::new(presets::quickstart(), PretrainOptions::default())?;
 //! let stats = trainer.step()?;            // one step: views A, B and the mixed batch
-//! println!("loss {:.3} (bt {:.3}, reg {:.4}), alpha {:.2}", stats.loss, stats.loss_bt, stats.loss_reg, stats.alpha);
+//! println!("loss {:.3} (bt {:.3}, reg {:.4}), alpha {:.2}", stats.loss, stats.metric("loss_bt"), stats.metric("loss_reg"), stats.metric("alpha"));
 //! let summary = trainer.fit()?;           // the rest of the recipe, with k-NN
 //! # Ok::<(), mixbt::Error>(())
 //! ```
@@ -31,10 +31,11 @@
 //! | 6 | [`loss`] | the (Mixed) Barlow Twins loss as plain functions |
 //! | 7 | [`data`] | readers, [`DataConfig`](data::DataConfig) and [`data::open`], augmentations, loader |
 //! | 8 | [`optim`] | optimisers and schedules |
-//! | 9 | [`ckpt`] | model and checkpoint files, the `.pth` import, conversion and model cards |
-//! | 10 | [`eval`] | features, k-NN ([`eval::knn_eval`]), linear probes |
-//! | 11 | [`train`] | recipes and presets, the [`Pretrainer`](train::Pretrainer), history, checkpoints |
-//! | 12 | [`report`] | tables and charts for notebooks and `--plots` |
+//! | 9 | [`method`] | the self-supervised methods as plug-ins: Barlow Twins (plain, mixed), SimCLR, BYOL, W-MSE |
+//! | 10 | [`ckpt`] | model and checkpoint files, the `.pth` import, conversion and model cards |
+//! | 11 | [`eval`] | features, k-NN ([`eval::knn_eval`]), linear probes |
+//! | 12 | [`train`] | recipes and presets, the [`Pretrainer`](train::Pretrainer), history, checkpoints |
+//! | 13 | [`report`] | tables and charts for notebooks and `--plots` |
 //!
 //! Benchmarks are not part of the library: they live in the `mixbt` binary (`mixbt bench`).
 
@@ -57,6 +58,8 @@ pub mod loss;
 pub mod data;
 
 pub mod optim;
+
+pub mod method;
 
 pub mod ckpt;
 

@@ -112,15 +112,25 @@ fn run_facts(c: &Converted, recipe: Option<&serde_json::Value>) -> RunFacts {
     let Some(r) = recipe else {
         return RunFacts { title: format!("{} (unknown run)", c.encoder.backbone.arch.name()), dataset: "unknown".into(), method: "unknown".into(), lambda_bt: None, lambda_reg: None, epochs: None, batch: None };
     };
+    let mut r = r.clone();
+    super::migrate_recipe_json(&mut r);
     let dataset = r["data"]["hub_dataset"].as_str().or(r["data"]["kind"].as_str()).unwrap_or("unknown").to_string();
-    let mixed = r["is_mixup"].as_bool().unwrap_or(true);
-    let method = if mixed { "Mixed Barlow Twins" } else { "Barlow Twins" };
+    let m = &r["method"];
+    let mixed = m["is_mixup"].as_bool().unwrap_or(true);
+    let method = match m["kind"].as_str() {
+        Some("simclr") => "SimCLR",
+        Some("byol") => "BYOL",
+        Some("wmse") => "W-MSE",
+        _ if mixed => "Mixed Barlow Twins",
+        _ => "Barlow Twins",
+    };
+    let bt = m["kind"].as_str() == Some("barlow-twins");
     RunFacts {
         title: format!("{method} — {} ×{} on {dataset} (recipe `{}`)", c.encoder.backbone.arch.name(), c.encoder.backbone.width, r["name"].as_str().unwrap_or("?")),
         dataset,
         method: method.into(),
-        lambda_bt: r["loss"]["lambda_bt"].as_f64(),
-        lambda_reg: r["loss"]["lambda_reg"].as_f64().map(|l| if mixed { l } else { 0.0 }),
+        lambda_bt: m["loss"]["lambda_bt"].as_f64().filter(|_| bt),
+        lambda_reg: m["loss"]["lambda_reg"].as_f64().filter(|_| bt).map(|l| if mixed { l } else { 0.0 }),
         epochs: r["epochs"].as_f64(),
         batch: r["batch_size"].as_f64(),
     }

@@ -120,7 +120,9 @@ pub fn infer_encoder_config(map: &BTreeMap<String, Tensor>) -> Result<crate::mod
         i += 1;
     }
     // A projector only when the file has one; a bare backbone (or a probe's) has none.
-    let projector = if sizes.len() >= 2 { ProjectorConfig { sizes, last_bias } } else { ProjectorConfig::none() };
+    // Hidden biases (the `ssl-sota` heads of SimCLR, BYOL and W-MSE runs) show on the first Linear.
+    let hidden_bias = sizes.len() > 2 && map.contains_key(&format!("{pp}.0.bias"));
+    let projector = if sizes.len() >= 2 { ProjectorConfig { sizes, last_bias, hidden_bias } } else { ProjectorConfig::none() };
     let layout = if layout == KeyLayout::TorchVision { KeyLayout::ImageNet } else { layout };
     let l2_normalize = matches!(layout, KeyLayout::SmallCifar | KeyLayout::SmallPooled);
     Ok(EncoderConfig { backbone, projector, layout, l2_normalize })
@@ -248,4 +250,21 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<crate::model::Cla
     }
     let fc = candle_nn::Linear::new(w.to_dtype(candle_core::DType::F32)?.to_device(device)?, Some(b.to_dtype(candle_core::DType::F32)?.to_device(device)?));
     Ok(crate::model::Classifier { encoder, fc })
+}
+
+/// Bring a recipe's JSON written before methods were plug-ins (top-level `loss`, `is_mixup`,
+/// `lambda_reg_warmup_epochs`) to the current form (`method: {kind: barlow-twins, …}`); a
+/// current one is left as it is. Every reader of recipes and checkpoints calls it (`train::migrate_json`; here so that the model cards can read old runs too).
+pub fn migrate_recipe_json(v: &mut serde_json::Value) {
+    let Some(obj) = v.as_object_mut() else { return };
+    if obj.contains_key("method") || !obj.contains_key("loss") {
+        return;
+    }
+    let loss = obj.remove("loss").unwrap_or_default();
+    let is_mixup = obj.remove("is_mixup").unwrap_or(serde_json::Value::Bool(true));
+    let ramp = obj.remove("lambda_reg_warmup_epochs").unwrap_or_default();
+    obj.insert(
+        "method".into(),
+        serde_json::json!({ "kind": "barlow-twins", "loss": loss, "is_mixup": is_mixup, "lambda_reg_warmup_epochs": ramp }),
+    );
 }

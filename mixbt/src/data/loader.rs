@@ -48,6 +48,16 @@ pub struct PairBatch {
     pub indices: Vec<usize>,
 }
 
+/// `N` augmented views of the same images (the pre-trainer's batches; the method says how many).
+#[derive(Debug, Clone)]
+pub struct ViewsBatch {
+    /// One `[B, 3, H, W]` tensor per view.
+    pub views: Vec<Tensor>,
+    pub labels: Vec<Option<usize>>,
+    /// Data-set indices of the images.
+    pub indices: Vec<usize>,
+}
+
 /// One view per image (evaluation, probes).
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -85,11 +95,13 @@ fn sample_seed(seed: u64, epoch: u64, k: u64, v: u64) -> u64 {
 }
 
 impl Loader {
-    /// A loader yielding `transforms.len()` views per image (1 or 2; for pairs pass the same
-    /// transform twice, or the two ImageNet views).
+    /// A loader yielding `transforms.len()` views per image (one for evaluation, two for a pair —
+    /// the same transform twice, or the two ImageNet views — or more for a method that asks for
+    /// them). View `v` of sample `k` is drawn with its own key `(seed, epoch, k, v)`, so the
+    /// first two views do not depend on how many follow.
     pub fn new(ds: DynDataset, transforms: Vec<Transform>, cfg: LoaderConfig, device: &Device) -> Result<Self> {
-        if transforms.is_empty() || transforms.len() > 2 {
-            return Err(Error::Config("a loader needs one or two transforms".into()));
+        if transforms.is_empty() {
+            return Err(Error::Config("a loader needs at least one transform".into()));
         }
         if cfg.batch_size == 0 {
             return Err(Error::Config("batch size must be positive".into()));
@@ -190,7 +202,7 @@ impl Loader {
                         let im = t.augment(&img, &mut rng);
                         let (h, w) = (im.height() as usize, im.width() as usize);
                         if v > 0 && (h, w) != hw {
-                            return Err(Error::Config("the two views have different sizes".into()));
+                            return Err(Error::Config(format!("view {v} is {h}×{w}, view 0 {}×{}: the views' transforms must give one size", hw.0, hw.1)));
                         }
                         hw = (h, w);
                         let mut buf = vec![0f32; 3 * h * w];
@@ -280,6 +292,17 @@ impl Loader {
         PairEpoch { rx: self.stream(epoch, first), loader: self.clone() }
     }
 
+    /// The batches of `epoch` with all the loader's views, from batch `first` on, prepared in
+    /// the background.
+    pub fn views_epoch(&self, epoch: u64, first: usize) -> ViewsEpoch {
+        ViewsEpoch { rx: self.stream(epoch, first), loader: self.clone() }
+    }
+
+    /// Views per image.
+    pub fn num_views(&self) -> usize {
+        self.transforms.len()
+    }
+
     /// The single-view batches of `epoch`, from batch `first` on.
     pub fn epoch(&self, epoch: u64, first: usize) -> SingleEpoch {
         SingleEpoch { rx: self.stream(epoch, first), loader: self.clone() }
@@ -308,6 +331,23 @@ impl Iterator for PairEpoch {
             let view_b = ts.pop().unwrap();
             let view_a = ts.pop().unwrap();
             Ok(PairBatch { view_a, view_b, labels, indices })
+        }))
+    }
+}
+
+/// Iterator over the N-view batches of one epoch.
+pub struct ViewsEpoch {
+    rx: Receiver<Result<HostBatch>>,
+    loader: Loader,
+}
+
+impl Iterator for ViewsEpoch {
+    type Item = Result<ViewsBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let hb = self.rx.recv().ok()?;
+        Some(hb.and_then(|hb| {
+            let (views, labels, indices) = self.loader.to_tensors(hb)?;
+            Ok(ViewsBatch { views, labels, indices })
         }))
     }
 }

@@ -30,7 +30,7 @@ pub use builtin::{BuiltinConfig, BuiltinShapes};
 pub use cifar::{Cifar10, Cifar100, CifarLabel};
 pub use config::{open, open_bank, DataConfig};
 pub use image_folder::{ImageFolder, ImageFolderConfig};
-pub use loader::{Batch, Loader, LoaderConfig, PairBatch, PairEpoch, SingleEpoch};
+pub use loader::{Batch, Loader, LoaderConfig, PairBatch, PairEpoch, SingleEpoch, ViewsBatch, ViewsEpoch};
 pub use parquet::{ParquetConfig, ParquetDataset};
 pub use stl10::{Stl10, Stl10Split};
 

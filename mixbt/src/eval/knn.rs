@@ -1,13 +1,14 @@
 //! Weighted k-NN on L2-normalised backbone features, exactly as `main.py`'s `test()`:
 //! cosine similarity to the whole bank, the k most similar, weights `exp(sim / T)`, class score =
-//! sum of weights per label, top-1/top-5 from the ranked scores.
+//! sum of weights per label, top-1/top-5 from the ranked scores. And `ssl-sota`'s `eval_knn`
+//! ([`knn_majority`]): Euclidean distance on the raw features, k = 5, majority vote.
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::features::{labelled_features, Features};
 use crate::data::{self, DataConfig};
-use crate::model::Encoder;
+use crate::model::{l2_normalize, Encoder};
 use crate::{Error, Result};
 
 /// k-NN settings (the original's argparse defaults).
@@ -17,11 +18,18 @@ pub struct KnnConfig {
     pub temperature: f64,
     /// Test rows per similarity block.
     pub batch_size: usize,
+    /// k of `ssl-sota`'s majority-vote k-NN ([`knn_majority`]).
+    #[serde(default = "five")]
+    pub majority_k: usize,
+}
+
+fn five() -> usize {
+    5
 }
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        Self { k: 200, temperature: 0.5, batch_size: 256 }
+        Self { k: 200, temperature: 0.5, batch_size: 256, majority_k: 5 }
     }
 }
 
@@ -37,6 +45,9 @@ impl KnnConfig {
         }
         if self.batch_size == 0 {
             return Err(Error::field("knn.batch_size", "must be at least 1"));
+        }
+        if self.majority_k == 0 {
+            return Err(Error::field("knn.majority_k", "must be at least 1"));
         }
         Ok(())
     }
@@ -99,6 +110,78 @@ pub fn knn_accuracy(bank: &Features, test: &Features, cfg: &KnnConfig) -> Result
         t5 += p.iter().take(5).any(|&q| q == y) as usize;
     }
     Ok(KnnResult { top1: 100.0 * t1 as f64 / n.max(1) as f64, top5: 100.0 * t5 as f64 / n.max(1) as f64, n_test: n })
+}
+
+/// `ssl-sota`'s `eval_knn(x_train, y_train, x_test, y_test, k)`: Euclidean distances
+/// (`torch.cdist`) from each test row to the bank's raw features, the `k` nearest, and the most
+/// frequent label among them (ties: the smallest label, as `unique(return_counts=True)` then
+/// `argmax`). Top-1 is that vote; top-5 counts a test row when its label is among the
+/// neighbours' labels ranked by votes (the first five; with k = 5 any neighbour's label).
+pub fn knn_majority(bank: &Features, test: &Features, k: usize, block: usize) -> Result<KnnResult> {
+    let c = bank.num_classes;
+    if c == 0 || k == 0 {
+        return Err(Error::Config("k-NN needs a labelled bank and k ≥ 1".into()));
+    }
+    let n = bank.features.dim(0)?;
+    let k = k.min(n);
+    let bank_f = bank.features.to_dtype(DType::F32)?;
+    let bank_t = bank_f.t()?.contiguous()?;
+    let bank_sq: Vec<f32> = bank_f.sqr()?.sum(1)?.to_device(&Device::Cpu)?.to_vec1()?;
+    let test_f = test.features.to_dtype(DType::F32)?;
+    let m = test_f.dim(0)?;
+    let (mut t1, mut t5) = (0usize, 0usize);
+    let mut start = 0;
+    while start < m {
+        let len = block.max(1).min(m - start);
+        let q = test_f.narrow(0, start, len)?;
+        let q_sq: Vec<f32> = q.sqr()?.sum(1)?.to_device(&Device::Cpu)?.to_vec1()?;
+        let dot: Vec<f32> = q.matmul(&bank_t)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+        for r in 0..len {
+            // ‖q − b‖² = ‖q‖² + ‖b‖² − 2·q·b (what cdist's matmul path computes), clamped at 0.
+            let d: Vec<f32> = (0..n).map(|j| (q_sq[r] + bank_sq[j] - 2.0 * dot[r * n + j]).max(0.0)).collect();
+            let mut idx: Vec<u32> = (0..n as u32).collect();
+            if k < n {
+                idx.select_nth_unstable_by(k - 1, |&a, &b| d[a as usize].total_cmp(&d[b as usize]));
+                idx.truncate(k);
+            }
+            let mut votes = vec![0usize; c];
+            for &j in &idx {
+                votes[bank.labels[j as usize]] += 1;
+            }
+            let mut rank: Vec<usize> = (0..c).filter(|&l| votes[l] > 0).collect();
+            rank.sort_by(|&a, &b| votes[b].cmp(&votes[a]).then(a.cmp(&b)));
+            let y = test.labels[start + r];
+            t1 += (rank[0] == y) as usize;
+            t5 += rank.iter().take(5).any(|&l| l == y) as usize;
+        }
+        start += len;
+    }
+    Ok(KnnResult { top1: 100.0 * t1 as f64 / m.max(1) as f64, top5: 100.0 * t5 as f64 / m.max(1) as f64, n_test: m })
+}
+
+/// [`knn_eval`] and `ssl-sota`'s majority-vote k-NN (k = `cfg.majority_k`, Euclidean on the raw
+/// pooled features) from one embedding pass: the weighted k-NN uses the same features
+/// L2-normalised, so its result is [`knn_eval`]'s to the last digit.
+pub fn knn_eval_all(enc: &Encoder, data: &DataConfig, cfg: &KnnConfig, workers: usize) -> Result<(KnnResult, KnnResult)> {
+    cfg.validate()?;
+    let bs = cfg.batch_size.max(64);
+    let bank = raw_features(enc, data::open_bank(data)?, &data.eval, bs, workers)?;
+    let test = raw_features(enc, data::open(data, data::Split::Test)?, &data.eval, bs, workers)?;
+    let norm = |f: &Features| -> Result<Features> { Ok(Features { features: l2_normalize(&f.features)?, ..f.clone() }) };
+    let weighted = knn_accuracy(&norm(&bank)?, &norm(&test)?, cfg)?;
+    let majority = knn_majority(&bank, &test, cfg.majority_k, cfg.batch_size)?;
+    Ok((weighted, majority))
+}
+
+fn raw_features(enc: &Encoder, ds: crate::data::DynDataset, t: &crate::data::Transform, bs: usize, workers: usize) -> Result<Features> {
+    let num_classes = ds.classes().len();
+    let what = ds.describe();
+    let (features, labels) = super::features::extract(enc, ds, t, bs, workers, false)?;
+    let labels = labels
+        .into_iter()
+        .map(|l| l.ok_or_else(|| Error::Config(format!("{what} is unlabelled; k-NN needs labels"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Features { features: features.to_dtype(DType::F32)?, labels, num_classes })
 }
 
 /// The k-NN evaluation of a backbone on the data of `data` (as `main.py`'s `test()`): the bank is

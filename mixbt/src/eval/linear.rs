@@ -64,6 +64,13 @@ fn yes() -> bool {
 }
 
 impl LinearProbeConfig {
+    /// `ssl-sota`'s `eval_sgd` (the baselines' final classifier): `nn.Linear` on frozen
+    /// embeddings without augmentation, Adam 1e-2 → 1e-6 (ExponentialLR), wd 5e-6, 500 epochs,
+    /// batch 1000; top-1 and top-5.
+    pub fn ssl_sota() -> Self {
+        Self { epochs: 500, batch_size: 1000, augment: false, ..Self::small() }
+    }
+
     /// linear.py defaults (200 epochs, batch 512, Adam 1e-2 → 1e-6, wd 5e-6, with augmentation).
     pub fn small() -> Self {
         Self {

@@ -8,4 +8,4 @@ pub use barlow_twins::{
     cross_correlation, mix_batch, off_diagonal_sq_sum, perm_tensor, prepared, sample_mix, standardize,
     CrossCorrelations, LossParts, MixVariant, MixedBarlowTwins,
 };
-pub use ssl::{norm_mse, nt_xent, whiten};
+pub use ssl::{norm_mse, nt_xent, nt_xent_directions, whiten};

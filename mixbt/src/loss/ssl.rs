@@ -20,6 +20,13 @@ fn check_pair(a: &Tensor, b: &Tensor, what: &str) -> Result<(usize, usize)> {
 /// positive) and against the other samples of view A (itself masked with −10⁹), cross-entropy,
 /// and the same from view B; the two directions averaged. A scalar.
 pub fn nt_xent(z_a: &Tensor, z_b: &Tensor, tau: f64) -> Result<Tensor> {
+    let (ab, ba) = nt_xent_directions(z_a, z_b, tau)?;
+    Ok(((ab + ba)? / 2.0)?)
+}
+
+/// The two cross-entropies [`nt_xent`] averages: view A's rows against `[B | A]`, and view B's
+/// rows against `[A | B]` (SimCLR's loss components).
+pub fn nt_xent_directions(z_a: &Tensor, z_b: &Tensor, tau: f64) -> Result<(Tensor, Tensor)> {
     let (n, _) = check_pair(z_a, z_b, "nt_xent")?;
     if !(tau > 0.0 && tau.is_finite()) {
         return Err(Error::field("tau", format!("must be positive and finite, got {tau}")));
@@ -32,8 +39,7 @@ pub fn nt_xent(z_a: &Tensor, z_b: &Tensor, tau: f64) -> Result<Tensor> {
     let l10 = (b.matmul(&a.t()?)? / tau)?;
     let target = Tensor::arange(0u32, n as u32, a.device())?;
     let ce = |logits: Tensor| -> Result<Tensor> { Ok(candle_nn::loss::cross_entropy(&logits, &target)?) };
-    let loss = (ce(Tensor::cat(&[&l01, &l00], 1)?)? + ce(Tensor::cat(&[&l10, &l11], 1)?)?)?;
-    Ok((loss / 2.0)?)
+    Ok((ce(Tensor::cat(&[&l01, &l00], 1)?)?, ce(Tensor::cat(&[&l10, &l11], 1)?)?))
 }
 
 /// `2 − 2·cos(p, z)` averaged over the batch (`ssl-sota`'s `norm_mse_loss`; BYOL and W-MSE).

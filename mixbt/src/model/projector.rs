@@ -11,8 +11,12 @@ use super::layers::{batch_norm, linear, BatchNorm, BatchNormConfig};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectorConfig {
     pub sizes: Vec<usize>,
-    /// Bias on the last Linear (small datasets: yes; ImageNet: no). Hidden Linears have none.
+    /// Bias on the last Linear (small datasets: yes; ImageNet: no).
     pub last_bias: bool,
+    /// Bias on the hidden Linears: none in the Barlow Twins projectors, `nn.Linear`'s default in
+    /// `ssl-sota`'s heads (SimCLR, BYOL, W-MSE) and BYOL's predictor.
+    #[serde(default)]
+    pub hidden_bias: bool,
 }
 
 impl ProjectorConfig {
@@ -22,7 +26,12 @@ impl ProjectorConfig {
     }
     /// As [`ProjectorConfig::small`] with another hidden width (tiny test models).
     pub fn small_with_hidden(in_dim: usize, hidden: usize, d: usize) -> Self {
-        Self { sizes: vec![in_dim, hidden, d], last_bias: true }
+        Self { sizes: vec![in_dim, hidden, d], last_bias: true, hidden_bias: false }
+    }
+    /// `ssl-sota`'s `get_head` (and BYOL's predictor): Linear(in, hidden) → BN1d → ReLU →
+    /// Linear(hidden, emb), both Linears with bias.
+    pub fn head(in_dim: usize, hidden: usize, emb: usize) -> Self {
+        Self { sizes: vec![in_dim, hidden, emb], last_bias: true, hidden_bias: true }
     }
     /// `main_imagenet.py`'s projector from a spec like `"8192-8192-8192"`.
     pub fn imagenet(in_dim: usize, spec: &str) -> crate::Result<Self> {
@@ -30,12 +39,12 @@ impl ProjectorConfig {
         for p in spec.split('-') {
             sizes.push(p.trim().parse().map_err(|_| crate::Error::Config(format!("bad projector spec `{spec}`")))?);
         }
-        Ok(Self { sizes, last_bias: false })
+        Ok(Self { sizes, last_bias: false, hidden_bias: false })
     }
     /// No projector: an encoder that is a bare backbone (a torchvision `resnet50.pth`, a linear
     /// probe's backbone). Its embeddings are the pooled features.
     pub fn none() -> Self {
-        Self { sizes: vec![], last_bias: false }
+        Self { sizes: vec![], last_bias: false, hidden_bias: false }
     }
     /// Whether this is [`none`](Self::none).
     pub fn is_none(&self) -> bool {
@@ -53,7 +62,8 @@ impl ProjectorConfig {
             return 0;
         }
         let mut n: u128 = s.windows(2).map(|w| w[0] * w[1]).sum();
-        n += s[1..s.len().saturating_sub(1).max(1)].iter().map(|&h| 2 * h).sum::<u128>();
+        let per_hidden = if self.hidden_bias { 3 } else { 2 };
+        n += s[1..s.len().saturating_sub(1).max(1)].iter().map(|&h| per_hidden * h).sum::<u128>();
         if self.last_bias {
             n += s.last().copied().unwrap_or(0);
         }
@@ -89,7 +99,7 @@ pub fn projector(cfg: &ProjectorConfig, vb: VarBuilder) -> crate::Result<Project
     let n = cfg.sizes.len();
     let mut hidden = vec![];
     for i in 0..n - 2 {
-        let l = linear(cfg.sizes[i], cfg.sizes[i + 1], false, vb.pp(projector_linear_index(i).to_string()))?;
+        let l = linear(cfg.sizes[i], cfg.sizes[i + 1], cfg.hidden_bias, vb.pp(projector_linear_index(i).to_string()))?;
         let b = batch_norm(cfg.sizes[i + 1], BatchNormConfig::default(), vb.pp(projector_bn_index(i).to_string()))?;
         hidden.push((l, b));
     }

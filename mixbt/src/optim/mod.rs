@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use adam::{Adam, AdamConfig};
 pub use lars::{Lars, LarsConfig};
-pub use schedule::{CosineAnnealing, ExponentialLr, LambdaRamp, MultiStepLr, WarmupCosine};
+pub use schedule::{CosineAnnealing, ExponentialLr, LambdaRamp, MultiStepLr, WarmupCosine, WarmupMultiStep};
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::Result;

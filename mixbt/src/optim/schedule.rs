@@ -49,6 +49,40 @@ impl WarmupCosine {
     }
 }
 
+/// `ssl-sota`'s `train.py`: the lr is set to `lr·(i + 1)/warmup_steps` for the first
+/// `warmup_steps` iterations, and `MultiStepLR([epochs − 50, epochs − 25], gamma)` is stepped
+/// after every epoch (`milestones_from_end` = `[50, 25]`).
+///
+/// As coded, two things follow that this reproduces: a milestone ≤ 0 (fewer than 50 or 25
+/// epochs) is never reached, and a milestone reached before the warm-up ends is lost, because
+/// the warm-up overwrites the group's lr afterwards (MultiStepLR multiplies the lr it finds).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WarmupMultiStep {
+    pub steps_per_epoch: usize,
+    pub epochs: usize,
+    pub warmup_steps: usize,
+    pub milestones_from_end: [usize; 2],
+    pub gamma: f64,
+}
+
+impl WarmupMultiStep {
+    /// The multiplier for 0-based training step `step` (multiply by the recipe's lr).
+    pub fn factor(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        // Scheduler steps taken before this training step.
+        let epoch = step / self.steps_per_epoch.max(1);
+        let hits = self
+            .milestones_from_end
+            .iter()
+            .filter_map(|&k| self.epochs.checked_sub(k))
+            .filter(|&m| m >= 1 && m <= epoch && m * self.steps_per_epoch >= self.warmup_steps)
+            .count();
+        self.gamma.powi(hits as i32)
+    }
+}
+
 /// `adjust_mixup_scale` of `main_imagenet.py`: λ_reg ramps linearly over the first
 /// `warmup_epochs` epochs (`λ·step/warmup_steps`), then stays.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

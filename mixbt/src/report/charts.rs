@@ -101,23 +101,30 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[(String, V
     Ok(Svg(out))
 }
 
-/// Loss components (loss_bt, loss_reg, total) over the steps of a history, smoothed with a
-/// running mean over `smooth` steps.
+/// The loss the optimiser minimises and the method's components of it (every metric whose name
+/// starts with `loss_`: Mixed Barlow Twins' `loss_bt` and `loss_reg`, SimCLR's and BYOL's two
+/// directions, W-MSE's iterations) over the steps of a history, smoothed with a running mean
+/// over `smooth` steps. Works for any method: nothing here knows one.
 pub fn loss_chart(h: &History, smooth: usize) -> Result<Svg> {
     let sm = |f: &dyn Fn(&crate::train::StepStats) -> f64| -> Vec<(f64, f64)> {
         let w = smooth.max(1);
         let v: Vec<f64> = h.rows.iter().map(f).collect();
         (0..v.len()).map(|i| (h.rows[i].step as f64, v[i.saturating_sub(w - 1)..=i].iter().sum::<f64>() / (i + 1 - i.saturating_sub(w - 1)) as f64)).collect()
     };
-    Ok(lines_svg(
-        "Mixed Barlow Twins loss (the optimiser minimises total)",
-        "step",
-        "loss (log scale)",
-        &[("total = loss_bt + loss_reg (minimised)".into(), sm(&|r| r.loss)), ("loss_bt".into(), sm(&|r| r.loss_bt)), ("loss_reg".into(), sm(&|r| r.loss_reg))],
-        true,
-    )?
-    .caption(&format!(
-        "Running mean over {} steps, log scale. The optimiser minimises only the total; loss_bt (on-diagonal + λ_BT·off-diagonal) and loss_reg (λ_reg·λ_BT·(‖C^MA − C^MA_gt‖² + ‖C^MB − C^MB_gt‖²)) are its two parts.",
+    let components: Vec<String> = h.metric_names().into_iter().filter(|n| n.starts_with("loss_")).collect();
+    let mut series = vec![("loss (minimised)".to_string(), sm(&|r| r.loss))];
+    let mut drawn = vec![];
+    for c in &components {
+        let s = sm(&|r| r.metric(c));
+        // A component that stays at 0 (plain Barlow Twins' loss_reg) has no place on a log scale.
+        if s.iter().any(|&(_, v)| v > 0.0) {
+            series.push((c.clone(), s));
+            drawn.push(c.as_str());
+        }
+    }
+    let parts = if drawn.is_empty() { "no components reported".to_string() } else { format!("its components as the method reports them: {}", drawn.join(", ")) };
+    Ok(lines_svg("Training loss (the optimiser minimises loss)", "step", "loss (log scale)", &series, true)?.caption(&format!(
+        "Running mean over {} steps, log scale. The optimiser minimises only `loss`; the other lines are {parts}.",
         smooth.max(1)
     )))
 }

@@ -1,15 +1,23 @@
 //! Training checkpoints: a folder `checkpoints/step-00000123/` holding `model.safetensors`,
-//! `optimizer.safetensors` and `state.json` (recipe, step, epoch, optimiser scalars, RNG keys,
+//! `optimizer.safetensors`, the method's `method.safetensors` (when it has tensors of its own)
+//! and `state.json` (recipe, step, epoch, optimiser scalars, RNG keys,
 //! history). The folder is written under a temporary name and renamed, then `checkpoints/latest`
 //! is replaced atomically: a crash never leaves a half-written checkpoint.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
 
 use serde::{Deserialize, Serialize};
 
 use super::history::History;
 use super::recipe::Recipe;
 pub use crate::ckpt::{resolve, LATEST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
+
+/// The method's own tensors (BYOL's predictor and target network, SimCLR's `bn_last`), when it
+/// has any.
+pub const METHOD_FILE: &str = "method.safetensors";
 use crate::eval::KnnResult;
 use crate::io::{atomic_write, write_safetensors};
 use crate::optim::Optimizer;
@@ -27,7 +35,13 @@ pub struct CheckpointState {
     /// Epoch in progress (0-based) and batches of it done.
     pub epoch: usize,
     pub batch_in_epoch: usize,
+    /// Barlow Twins' λ_reg override (also inside `method_state`; kept for readers of version 1).
+    #[serde(default)]
     pub lambda_reg_override: Option<f64>,
+    /// The method's scalars ([`Method::state_json`](crate::method::Method::state_json)); `null`
+    /// in checkpoints written before methods were plug-ins.
+    #[serde(default)]
+    pub method_state: serde_json::Value,
     pub optimizer: serde_json::Value,
     pub rng: serde_json::Value,
     pub knn_random_init: Option<KnnResult>,
@@ -39,12 +53,26 @@ impl CheckpointState {
     pub fn read(dir: &Path) -> Result<Self> {
         let p = dir.join(STATE_FILE);
         let s = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        serde_json::from_str(&s).map_err(|e| Error::format(&p, format!("not a mixbt checkpoint state: {e}")))
+        let parse = || -> std::result::Result<Self, serde_json::Error> {
+            let mut v: serde_json::Value = serde_json::from_str(&s)?;
+            if let Some(r) = v.get_mut("recipe") {
+                super::recipe::migrate_json(r);
+            }
+            serde_json::from_value(v)
+        };
+        parse().map_err(|e| Error::format(&p, format!("not a mixbt checkpoint state: {e}")))
     }
 }
 
 /// Write a checkpoint under `run_dir/checkpoints/` and keep the newest `keep`.
-pub fn save(run_dir: &Path, store: &ParamStore, opt: &dyn Optimizer, state: &CheckpointState, keep: usize) -> Result<PathBuf> {
+pub fn save(
+    run_dir: &Path,
+    store: &ParamStore,
+    opt: &dyn Optimizer,
+    method_tensors: &BTreeMap<String, Tensor>,
+    state: &CheckpointState,
+    keep: usize,
+) -> Result<PathBuf> {
     let root = run_dir.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
     let name = format!("step-{:08}", state.step);
@@ -55,6 +83,9 @@ pub fn save(run_dir: &Path, store: &ParamStore, opt: &dyn Optimizer, state: &Che
     let write = || -> Result<()> {
         store.save_safetensors(&tmp.join(MODEL_FILE), None)?;
         write_safetensors(&tmp.join(OPTIMIZER_FILE), &opt.state_tensors(), None)?;
+        if !method_tensors.is_empty() {
+            write_safetensors(&tmp.join(METHOD_FILE), method_tensors, None)?;
+        }
         atomic_write(&tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?.as_bytes())?;
         if dst.exists() {
             std::fs::remove_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;

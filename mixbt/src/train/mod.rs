@@ -7,7 +7,7 @@ pub mod pretrainer;
 pub mod recipe;
 pub mod sweep;
 
-pub use history::{History, StepStats};
+pub use history::{History, Metrics, StepStats};
 pub use pretrainer::{PretrainOptions, Pretrainer, Summary};
-pub use recipe::{DataConfig, LrSchedule, PaperResult, Recipe};
+pub use recipe::{migrate_json, DataConfig, LrSchedule, PaperResult, Recipe, StepSchedule};
 pub use sweep::{sweep, sweep_with};

@@ -1,13 +1,18 @@
-//! The paper's recipes as data (reference §4, §8), plus CPU presets.
+//! The paper's recipes as data (reference §4, §7, §8), plus CPU presets.
 //!
 //! Small data sets follow `scripts-pretrain-resnet{18,50}/*.sh` with the settings the released
 //! checkpoint names encode (d = 1024, batch 256); ImageNet follows `main_imagenet.py` (ResNet-50,
 //! LARS, batch 1024, projector 8192-8192-8192, 10-epoch λ_reg ramp). Plain Barlow Twins is any
-//! recipe with λ_reg = 0 ([`Recipe::set_lambda_reg`]; CLI: `--lambda-reg 0`).
+//! recipe with λ_reg = 0 ([`Recipe::set_lambda_reg`]; CLI: `--lambda-reg 0` or `--method bt`).
+//! The baselines' presets (`simclr-*`, `byol-*`, `wmse-*`) follow `ssl-sota/scripts-pretrain`
+//! ([`ssl_sota`]); `quickstart-<method>` runs each method on `quickstart`'s data and budget
+//! ([`with_method`]).
 
-use crate::data::{BuiltinConfig, DataConfig, DatasetKind};
+use crate::data::{BuiltinConfig, DataConfig, DatasetKind, Transform};
+use crate::data::augment::norm;
 use crate::eval::KnnConfig;
 use crate::loss::{MixVariant, MixedBarlowTwins};
+use crate::method::{BarlowTwinsConfig, ByolConfig, MethodConfig, SimclrConfig, WmseConfig};
 use crate::model::{Arch, EncoderConfig, ProjectorConfig, Stem};
 use crate::optim::{AdamConfig, LarsConfig, OptimizerConfig};
 use crate::{Error, Result};
@@ -38,9 +43,11 @@ fn small(arch: Arch, kind: DatasetKind, lambda_bt: f64, lambda_reg: f64, epochs:
             arch.name()
         ),
         encoder: EncoderConfig::small(arch, stem, 1024, 1.0),
-        loss: MixedBarlowTwins { lambda_bt, lambda_reg, variant: MixVariant::Small, l2_normalize: true },
-        is_mixup: true,
-        lambda_reg_warmup_epochs: None,
+        method: MethodConfig::BarlowTwins(BarlowTwinsConfig {
+            loss: MixedBarlowTwins { lambda_bt, lambda_reg, variant: MixVariant::Small, l2_normalize: true },
+            is_mixup: true,
+            lambda_reg_warmup_epochs: None,
+        }),
         optimizer: OptimizerConfig::Adam(AdamConfig { lr: 0.01, weight_decay: 1e-6, ..Default::default() }),
         schedule: LrSchedule::WarmupCosine { warmup_epochs: 10, epoch_offset: true },
         batch_size: 256,
@@ -52,7 +59,7 @@ fn small(arch: Arch, kind: DatasetKind, lambda_bt: f64, lambda_reg: f64, epochs:
         knn_every_epochs: 5,
         paper: Some(PaperResult { knn_top1: Some(knn), linear_top1: Some(lin), checkpoint: Some(ckpt.into()) }),
     };
-    r.set_lambda_reg(lambda_reg);
+    r.set_lambda_reg(lambda_reg).expect("Barlow Twins");
     r
 }
 
@@ -64,9 +71,11 @@ fn imagenet(lambda_reg: f64, epochs: usize, lin: f64, ckpt: &str) -> Recipe {
             "Mixed Barlow Twins on ImageNet (main_imagenet.py): ResNet-50, projector 8192-8192-8192, lambda_BT 0.0051, lambda_reg {lambda_reg} (10-epoch ramp), LARS (0.2 / 0.0048, wd 1e-6), batch 1024, {epochs} epochs"
         ),
         encoder: EncoderConfig::imagenet("8192-8192-8192", 1.0).expect("valid spec"),
-        loss: MixedBarlowTwins { lambda_bt: LAMBDA_BT_IMAGENET, lambda_reg, variant: MixVariant::ImageNet, l2_normalize: false },
-        is_mixup: true,
-        lambda_reg_warmup_epochs: Some(10),
+        method: MethodConfig::BarlowTwins(BarlowTwinsConfig {
+            loss: MixedBarlowTwins { lambda_bt: LAMBDA_BT_IMAGENET, lambda_reg, variant: MixVariant::ImageNet, l2_normalize: false },
+            is_mixup: true,
+            lambda_reg_warmup_epochs: Some(10),
+        }),
         optimizer: OptimizerConfig::Lars(LarsConfig::default()),
         schedule: LrSchedule::WarmupCosine { warmup_epochs: 10, epoch_offset: false },
         batch_size: 1024,
@@ -79,7 +88,7 @@ fn imagenet(lambda_reg: f64, epochs: usize, lin: f64, ckpt: &str) -> Recipe {
         paper: Some(PaperResult { knn_top1: None, linear_top1: Some(lin), checkpoint: Some(ckpt.into()) }),
     };
     // λ_reg = 0 (the first row of the ablation) is plain Barlow Twins, without the mixed pass.
-    r.set_lambda_reg(lambda_reg);
+    r.set_lambda_reg(lambda_reg).expect("Barlow Twins");
     r
 }
 
@@ -93,9 +102,7 @@ pub fn quickstart() -> Recipe {
         name: "quickstart".into(),
         description: "Mixed Barlow Twins on the built-in shapes (6,000 train / 1,000 test, 32x32): ResNet-18 at width 1/8, d 512, lambda_BT 1/128, lambda_reg 4, Adam 3e-3 (x batch/256) with 1 warm-up epoch and cosine, batch 64, 3 epochs; about 5 minutes on 2 CPU cores".into(),
         encoder: enc,
-        loss: MixedBarlowTwins { lambda_bt: LAMBDA_BT_SMALL, lambda_reg: 4.0, variant: MixVariant::Small, l2_normalize: true },
-        is_mixup: true,
-        lambda_reg_warmup_epochs: None,
+        method: MethodConfig::BarlowTwins(BarlowTwinsConfig::default()),
         optimizer: OptimizerConfig::Adam(AdamConfig { lr: 3e-3, weight_decay: 1e-6, ..Default::default() }),
         schedule: LrSchedule::WarmupCosine { warmup_epochs: 1, epoch_offset: false },
         batch_size: 64,
@@ -120,9 +127,7 @@ pub fn cifar10_cpu() -> Recipe {
         name: "cifar10-cpu".into(),
         description: "Mixed Barlow Twins on real CIFAR-10 (image folder train/<class>, test/<class>) within 20 minutes on 2 CPU cores: ResNet-18 at width 1/8, d 512, lambda_BT 1/128, lambda_reg 4, Adam 3e-3 (x batch/256) with 1 warm-up epoch and cosine, batch 64, 2 epochs of 25,600 images (time budget 17.5 min); k-NN bank = the 50,000 train images, 2,000 test images".into(),
         encoder: enc,
-        loss: MixedBarlowTwins { lambda_bt: LAMBDA_BT_SMALL, lambda_reg: 4.0, variant: MixVariant::Small, l2_normalize: true },
-        is_mixup: true,
-        lambda_reg_warmup_epochs: None,
+        method: MethodConfig::BarlowTwins(BarlowTwinsConfig::default()),
         optimizer: OptimizerConfig::Adam(AdamConfig { lr: 3e-3, weight_decay: 1e-6, ..Default::default() }),
         schedule: LrSchedule::WarmupCosine { warmup_epochs: 1, epoch_offset: false },
         batch_size: 64,
@@ -136,12 +141,146 @@ pub fn cifar10_cpu() -> Recipe {
     }
 }
 
+/// The `ssl-sota` recipe of `method` on `kind` (reference §7; `scripts-pretrain/<method>/<data>.sh`
+/// over `cfg.py`'s defaults): ResNet-50 (`conv1` 3×3 stride 1, max-pool kept except on CIFAR),
+/// head `Linear(2048, 1024) → BN1d → ReLU → Linear(1024, emb)` with biases, `aug_transform`
+/// (CIFAR-100 with its own statistics), Adam with L2 1e-6, 500 warm-up iterations and
+/// `MultiStepLR([epochs − 50, epochs − 25], 0.2)`; k-NN every 20 epochs (BYOL's scripts: 5).
+/// `None` for a pair the scripts do not have.
+pub fn ssl_sota(method: &str, kind: DatasetKind) -> Option<Recipe> {
+    let (dname, stem, crop, stats) = match kind {
+        DatasetKind::Cifar10 => ("cifar10", Stem::Cifar, 32, norm::CIFAR),
+        DatasetKind::Cifar100 => ("cifar100", Stem::Cifar, 32, norm::CIFAR100_SSL),
+        DatasetKind::Stl10 => ("stl10", Stem::Small64, 64, norm::STL),
+        DatasetKind::TinyImagenet => ("tiny-imagenet", Stem::Small64, 64, norm::TINY),
+        _ => return None,
+    };
+    let small64 = matches!(kind, DatasetKind::Stl10 | DatasetKind::TinyImagenet);
+    // (method config, epochs, lr, emb, batch, eval_every, script)
+    let (m, epochs, lr, emb, batch, every, note) = match method {
+        "simclr" => (MethodConfig::Simclr(SimclrConfig::default()), 1000, 3e-3, 64, 384, 20, "--epoch 1000 --lr 3e-3 --emb 64 (bs 384 by default)"),
+        "byol" => {
+            let bs = if kind == DatasetKind::TinyImagenet { 320 } else { 384 };
+            (MethodConfig::Byol(ByolConfig::default()), 1000, 3e-3, 64, bs, 5, "--epoch 1000 --lr 3e-3 --emb 64 --eval_every 5 (tinyimagenet: --bs 320)")
+        }
+        "wmse" if small64 => (
+            MethodConfig::Wmse(WmseConfig { w_size: 256, ..Default::default() }),
+            1000,
+            2e-3,
+            128,
+            256,
+            20,
+            "--epoch 1000 --lr 2e-3 --emb 128 --w_size 256 --bs 256 --w_eps 1e-2",
+        ),
+        // The CIFAR-100 script passes no --epoch: cfg.py's default of 200.
+        "wmse" => (
+            MethodConfig::Wmse(WmseConfig { w_size: 128, ..Default::default() }),
+            if kind == DatasetKind::Cifar100 { 200 } else { 1000 },
+            3e-3,
+            64,
+            256,
+            20,
+            if kind == DatasetKind::Cifar100 { "--lr 3e-3 --emb 64 --w_size 128 --bs 256 --w_eps 1e-2, no --epoch: 200 epochs" } else { "--epoch 1000 --lr 3e-3 --emb 64 --w_size 128 --bs 256 --w_eps 1e-2" },
+        ),
+        _ => return None,
+    };
+    let mut encoder = EncoderConfig::small(Arch::R50, stem, emb, 1.0);
+    encoder.projector = ProjectorConfig::head(encoder.feature_dim(), 1024, emb);
+    let mut data = DataConfig::for_kind(kind);
+    let t = Transform::ssl_sota(crop, stats);
+    data.view_a = t.clone();
+    data.view_b = t;
+    if kind == DatasetKind::Cifar100 {
+        data.eval = Transform::normalize_only(norm::CIFAR100_SSL);
+    }
+    Some(Recipe {
+        name: format!("{method}-{dname}"),
+        description: format!(
+            "{} baseline on {dname} as ssl-sota/scripts-pretrain ({note}): ResNet-50, head 2048-1024-{emb}, Adam (wd 1e-6), 500 warm-up iterations, MultiStepLR([epochs-50, epochs-25], 0.2), batch {batch}, {epochs} epochs",
+            match method { "simclr" => "SimCLR", "byol" => "BYOL", _ => "W-MSE" }
+        ),
+        encoder,
+        method: m,
+        optimizer: OptimizerConfig::Adam(AdamConfig { lr, weight_decay: 1e-6, ..Default::default() }),
+        schedule: LrSchedule::WarmupMultiStep { warmup_steps: 500, milestones_from_end: [50, 25], gamma: 0.2 },
+        batch_size: batch,
+        epochs,
+        max_steps: None,
+        time_budget_s: None,
+        data,
+        knn: KnnConfig::default(),
+        knn_every_epochs: every,
+        paper: None,
+    })
+}
+
+/// `recipe` with another method (`mixbt`, `bt`, `simclr`, `byol`, `wmse`), everything else kept:
+/// data, encoder backbone, optimiser, schedule, batch, budget. Between `mixbt` and `bt` only the
+/// mixed pass changes (λ_reg 0 ↔ the recipe's λ_reg, or 4 when it had none). The baselines get
+/// `ssl-sota`'s head (hidden 1024 with biases, emb 64) on the recipe's backbone and their
+/// defaults; W-MSE's `w_size` becomes the largest of 128, 64, … that divides the batch and leaves
+/// at least two samples per embedding dimension (emb shrinks to half of it when needed).
+pub fn with_method(mut recipe: Recipe, method: &str) -> Result<Recipe> {
+    let m = MethodConfig::for_name(method)?;
+    if recipe.method.name() == method {
+        return Ok(recipe);
+    }
+    match (&mut recipe.method, m) {
+        (MethodConfig::BarlowTwins(c), MethodConfig::BarlowTwins(_)) => {
+            let l = if method == "bt" { 0.0 } else if c.loss.lambda_reg != 0.0 { c.loss.lambda_reg } else { MixedBarlowTwins::default().lambda_reg };
+            c.set_lambda_reg(l);
+        }
+        (_, MethodConfig::BarlowTwins(_)) => {
+            return Err(Error::Config(format!(
+                "--method {method} on the {} recipe `{}`: start from a Barlow Twins preset (e.g. quickstart or r18-cifar10) instead",
+                recipe.method.name(),
+                recipe.name
+            )))
+        }
+        (_, m) => {
+            let f = recipe.encoder.feature_dim();
+            let mut emb = 64;
+            let m = match m {
+                MethodConfig::Wmse(mut w) => {
+                    let mut ws = 128;
+                    while ws > 2 && recipe.batch_size % ws != 0 {
+                        ws /= 2;
+                    }
+                    w.w_size = ws;
+                    emb = emb.min((ws / 2).max(1));
+                    MethodConfig::Wmse(w)
+                }
+                m => m,
+            };
+            recipe.encoder.projector = ProjectorConfig::head(f, 1024, emb);
+            recipe.method = m;
+        }
+    }
+    recipe.description = format!("{} [--method {method}]", recipe.description);
+    recipe.paper = None;
+    Ok(recipe)
+}
+
+/// `quickstart-<method>`: `quickstart` with another method (same data, backbone, optimiser,
+/// schedule, batch and epochs; [`with_method`]), so that the five are comparable.
+pub fn quickstart_with(method: &str) -> Result<Recipe> {
+    let mut r = with_method(quickstart(), method)?;
+    r.name = format!("quickstart-{method}");
+    r.description = format!("quickstart with {method}: {}", METHOD_LINES.iter().find(|(n, _)| *n == method).map(|(_, l)| *l).unwrap_or(""));
+    Ok(r)
+}
+
+use crate::method::METHODS as METHOD_LINES;
+
 /// Every preset, in a stable order.
 pub fn all() -> Vec<Recipe> {
     use Arch::*;
     use DatasetKind::*;
-    let mut v = vec![
-        quickstart(),
+    let mut v = vec![quickstart()];
+    for m in ["bt", "simclr", "byol", "wmse"] {
+        v.push(quickstart_with(m).expect("a known method"));
+    }
+    v.extend([
         cifar10_cpu(),
         small(R18, Cifar10, LAMBDA_BT_SMALL, 4.0, 2000, 90.52, 92.58, "4wdhbpcf_0.0078125_1024_256_cifar10_model.pth"),
         small(R18, Cifar100, LAMBDA_BT_SMALL, 4.0, 2000, 61.25, 69.31, "76kk7scz_0.0078125_1024_256_cifar100_model.pth"),
@@ -151,7 +290,7 @@ pub fn all() -> Vec<Recipe> {
         small(R50, Cifar100, LAMBDA_BT_SMALL, 4.0, 1000, 64.32, 72.51, "z6ngefw7_0.0078125_1024_256_cifar100_model.pth"),
         small(R50, TinyImagenet, LAMBDA_BT_TINY, 4.0, 2000, 42.21, 51.84, "kxlkigsv_0.0009765_1024_256_tiny_imagenet_model.pth"),
         small(R50, Stl10, LAMBDA_BT_SMALL, 2.0, 2000, 87.79, 91.70, "pbknx38b_0.0078125_1024_256_stl10_model.pth"),
-    ];
+    ]);
     for (l, lin, ck) in [
         (0.0, 71.3, "3on0l4wl_0.0000_8192_1024_imagenet_resnet50.pth"),
         (0.0025, 70.9, "l418b9zw_0.0025_8192_1024_imagenet_resnet50.pth"),
@@ -163,6 +302,11 @@ pub fn all() -> Vec<Recipe> {
         v.push(imagenet(l, 300, lin, ck));
     }
     v.push(imagenet(2.0, 1000, 74.06, "4wpu8wmd_resnet50.pth"));
+    for m in ["simclr", "byol", "wmse"] {
+        for k in [Cifar10, Cifar100, Stl10, TinyImagenet] {
+            v.extend(ssl_sota(m, k));
+        }
+    }
     v
 }
 

@@ -1,25 +1,28 @@
-//! The step-wise pre-trainer: `step()` runs one optimisation step (three forward passes: view A,
-//! view B and the mixed batch), `epoch()` a whole epoch, `fit()` the recipe with periodic k-NN,
-//! checkpoints and the run directory. Between calls a notebook can inspect or change anything
-//! (the encoder, `set_lambda_reg`, the history).
+//! The step-wise pre-trainer of every method: `step()` runs one optimisation step (the method's
+//! forward passes over its views, its loss, the optimiser, the method's after-step work),
+//! `epoch()` a whole epoch, `fit()` the recipe with periodic k-NN, checkpoints and the run
+//! directory. Between calls a notebook can inspect or change anything (the encoder, the method,
+//! `set_lambda_reg`, the history). Nothing here knows a method: they are plug-ins
+//! ([`crate::method`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, CheckpointState};
-use super::history::{History, StepStats};
-use super::recipe::{LrSchedule, Recipe};
-use crate::data::{self, Loader, LoaderConfig, PairEpoch};
-use crate::eval::{knn_eval, KnnResult};
+use super::history::{History, Metrics, StepStats};
+use super::recipe::{Recipe, StepSchedule};
+use crate::data::{self, Loader, LoaderConfig, ViewsEpoch};
+use crate::eval::{knn_eval_all, KnnResult};
 use crate::io::{atomic_write, read_safetensors, DirLock};
-use crate::loss::{mix_batch, sample_mix, LossParts};
+use crate::loss::LossParts;
+use crate::method::{BarlowTwins, Method, StepContext};
 use crate::model::{encoder, Encoder};
-use crate::optim::{Adam, Lars, LambdaRamp, Optimizer, OptimizerConfig, Sgd, WarmupCosine};
+use crate::optim::{Adam, Lars, Optimizer, OptimizerConfig, Sgd};
 use crate::params::ParamStore;
 use crate::{Error, Result};
 
@@ -87,25 +90,25 @@ pub struct Summary {
     pub knn_top5: f64,
     pub knn_top1_random_init: f64,
     pub knn_top5_random_init: f64,
+    /// `ssl-sota`'s k-NN (k = `knn.majority_k`, 5; Euclidean, majority vote) of the final network.
+    #[serde(default = "nan")]
+    pub knn5_top1: f64,
+    #[serde(default = "nan")]
+    pub knn5_top5: f64,
+    /// The method (`mixbt`, `bt`, `simclr`, `byol`, `wmse`).
+    #[serde(default = "mixbt")]
+    pub method: String,
     pub final_loss: f64,
     pub wall_seconds: f64,
     pub images_per_s: f64,
     pub checkpoint: Option<String>,
 }
 
-/// The learning-rate schedule of `recipe` with `spe` steps per epoch.
-fn schedule_for(recipe: &Recipe, spe: usize) -> Option<WarmupCosine> {
-    match recipe.schedule {
-        LrSchedule::WarmupCosine { warmup_epochs, epoch_offset } => Some(WarmupCosine {
-            batch_size: recipe.batch_size,
-            steps_per_epoch: spe,
-            epochs: recipe.epochs,
-            warmup_epochs,
-            end_factor: 0.001,
-            step_offset: if epoch_offset { spe } else { 0 },
-        }),
-        LrSchedule::Constant => None,
-    }
+fn nan() -> f64 {
+    f64::NAN
+}
+fn mixbt() -> String {
+    "mixbt".into()
 }
 
 /// The files whose presence means a run folder holds a previous run (a lone `recipe.json` is
@@ -144,31 +147,28 @@ fn claim_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64((seed ^ 0x5eed_0f_a1fa).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
-}
-
-/// Step-wise Mixed Barlow Twins pre-training.
+/// Step-wise self-supervised pre-training with the recipe's method.
 pub struct Pretrainer {
     recipe: Recipe,
     opts: PretrainOptions,
     store: ParamStore,
     encoder: Encoder,
+    method: Box<dyn Method>,
     opt: Box<dyn Optimizer>,
     loader: Loader,
-    iter: Option<PairEpoch>,
+    iter: Option<ViewsEpoch>,
     /// Steps done (0-based index of the next step).
     step: usize,
     /// Epoch in progress (0-based).
     epoch: usize,
     /// Batches of the current epoch done.
     batch_in_epoch: usize,
-    lambda_reg_override: Option<f64>,
     history: History,
     knn_random_init: Option<KnnResult>,
     last_knn: Option<KnnResult>,
-    schedule: Option<WarmupCosine>,
-    last_parts: Option<LossParts>,
+    /// The final network's majority-vote k-NN (`ssl-sota`'s, k = 5), after `fit`.
+    last_knn_majority: Option<KnnResult>,
+    schedule: StepSchedule,
     /// The run directory's lock, held while this trainer lives.
     _lock: Option<DirLock>,
 }
@@ -199,6 +199,7 @@ impl Pretrainer {
         };
         let store = ParamStore::new(opts.seed, DType::F32, &opts.device);
         let enc = encoder(&recipe.encoder, store.var_builder())?;
+        let method = recipe.method.build(&enc, &store, opts.seed)?;
         let train = data::open(&recipe.data, recipe.data.pretrain_split)?;
         let lc = LoaderConfig {
             batch_size: recipe.batch_size,
@@ -208,30 +209,36 @@ impl Pretrainer {
             workers: opts.workers,
             prefetch: 2,
         };
-        let loader = Loader::new(train, vec![recipe.data.view_a.clone(), recipe.data.view_b.clone()], lc, &opts.device)?;
+        // View A, view B, and view B's transform again for any further view.
+        let transforms: Vec<_> =
+            (0..method.views()).map(|v| if v == 0 { recipe.data.view_a.clone() } else { recipe.data.view_b.clone() }).collect();
+        let loader = Loader::new(train, transforms, lc, &opts.device)?;
+        // The encoder's parameters, then the method's own (none for Barlow Twins).
+        let mut params = store.trainable();
+        params.extend(method.params());
         let opt: Box<dyn Optimizer> = match &recipe.optimizer {
-            OptimizerConfig::Adam(c) => Box::new(Adam::single(store.trainable(), *c)),
-            OptimizerConfig::Lars(c) => Box::new(Lars::new(store.trainable(), *c)),
-            OptimizerConfig::Sgd(c) => Box::new(Sgd::single(store.trainable(), *c)),
+            OptimizerConfig::Adam(c) => Box::new(Adam::single(params, *c)),
+            OptimizerConfig::Lars(c) => Box::new(Lars::new(params, *c)),
+            OptimizerConfig::Sgd(c) => Box::new(Sgd::single(params, *c)),
         };
-        let schedule = schedule_for(&recipe, loader.batches_per_epoch());
+        let schedule = recipe.step_schedule(loader.batches_per_epoch());
         Ok(Self {
             recipe,
             opts,
             store,
             encoder: enc,
+            method,
             opt,
             loader,
             iter: None,
             step: 0,
             epoch: 0,
             batch_in_epoch: 0,
-            lambda_reg_override: None,
             history: History::default(),
             knn_random_init: None,
             last_knn: None,
+            last_knn_majority: None,
             schedule,
-            last_parts: None,
             _lock: lock,
         })
     }
@@ -250,10 +257,21 @@ impl Pretrainer {
         me.store.load_safetensors(&dir.join(checkpoint::MODEL_FILE))?;
         let ot = read_safetensors(&dir.join(checkpoint::OPTIMIZER_FILE), &me.opts.device)?;
         me.opt.load_state(&ot, &state.optimizer).map_err(|e| Error::format(&dir, e.to_string()))?;
+        // The method's tensors (none for Barlow Twins, whose checkpoints have no such file).
+        let mpath = dir.join(checkpoint::METHOD_FILE);
+        let mt = if mpath.exists() { read_safetensors(&mpath, &me.opts.device)? } else { BTreeMap::new() };
+        me.method.load_state_tensors(&mt).map_err(|e| Error::format(&mpath, e.to_string()))?;
+        if state.method_state.is_null() {
+            // Written before methods were plug-ins: the λ_reg override was the only method state.
+            if let Some(bt) = me.method.as_any_mut().downcast_mut::<BarlowTwins>() {
+                bt.set_lambda_reg(state.lambda_reg_override);
+            }
+        } else {
+            me.method.load_state_json(&state.method_state)?;
+        }
         me.step = state.step;
         me.epoch = state.epoch;
         me.batch_in_epoch = state.batch_in_epoch;
-        me.lambda_reg_override = state.lambda_reg_override;
         me.history = state.history;
         me.knn_random_init = state.knn_random_init;
         me.last_knn = state.last_knn;
@@ -289,9 +307,25 @@ impl Pretrainer {
     pub fn steps_per_epoch(&self) -> usize {
         self.loader.batches_per_epoch()
     }
-    /// Loss components of the last step (tensors still attached to the graph's values).
+    /// The method (downcast with `as_any()` to reach its own API, e.g. BYOL's target network).
+    pub fn method(&self) -> &dyn Method {
+        self.method.as_ref()
+    }
+    pub fn method_mut(&mut self) -> &mut dyn Method {
+        self.method.as_mut()
+    }
+    /// The method as its concrete type, when it is `T`.
+    pub fn method_as<T: 'static>(&self) -> Option<&T> {
+        self.method.as_any().downcast_ref::<T>()
+    }
+    /// Barlow Twins' loss components of the last step (tensors still attached to the graph's
+    /// values); `None` for the other methods.
     pub fn last_parts(&self) -> Option<&LossParts> {
-        self.last_parts.as_ref()
+        self.method_as::<BarlowTwins>().and_then(|b| b.last_parts())
+    }
+    /// The final network's majority-vote k-NN (`ssl-sota`'s, k = 5), once `fit` has run.
+    pub fn last_knn_majority(&self) -> Option<KnnResult> {
+        self.last_knn_majority
     }
     pub fn knn_random_init(&self) -> Option<KnnResult> {
         self.knn_random_init
@@ -314,7 +348,7 @@ impl Pretrainer {
                 )));
             }
             self.recipe.epochs = e;
-            self.schedule = schedule_for(&self.recipe, self.steps_per_epoch());
+            self.schedule = self.recipe.step_schedule(self.steps_per_epoch());
         }
         if let Some(m) = max_steps {
             if m < self.step {
@@ -326,24 +360,26 @@ impl Pretrainer {
     }
 
     /// Override λ_reg from the next step on (`None` returns to the recipe's value and ramp).
-    pub fn set_lambda_reg(&mut self, v: Option<f64>) {
-        self.lambda_reg_override = v;
+    /// (Mixed) Barlow Twins only: an error for the other methods.
+    pub fn set_lambda_reg(&mut self, v: Option<f64>) -> Result<()> {
+        let name = self.recipe.method.name();
+        let bt = self
+            .method
+            .as_any_mut()
+            .downcast_mut::<BarlowTwins>()
+            .ok_or_else(|| Error::Config(format!("{name} has no λ_reg (only bt and mixbt have)")))?;
+        bt.set_lambda_reg(v);
+        Ok(())
     }
 
-    /// λ_reg in force at the next step.
+    /// λ_reg in force at the next step (NaN for a method without one).
     pub fn lambda_reg(&self) -> f64 {
-        if let Some(v) = self.lambda_reg_override {
-            return v;
-        }
-        match self.recipe.lambda_reg_warmup_epochs {
-            Some(w) => LambdaRamp { steps_per_epoch: self.steps_per_epoch(), warmup_epochs: w }.value(self.recipe.loss.lambda_reg, self.step),
-            None => self.recipe.loss.lambda_reg,
-        }
+        self.method_as::<BarlowTwins>().map(|b| b.lambda_reg(self.step, self.steps_per_epoch())).unwrap_or(f64::NAN)
     }
 
     /// The learning rate of each group at 0-based step `step`.
     pub fn lrs_at(&self, step: usize) -> Vec<f64> {
-        let f = self.schedule.map(|s| s.factor(step)).unwrap_or(1.0);
+        let f = self.schedule.factor(step);
         self.recipe.optimizer.base_lrs().into_iter().map(|lr| f * lr).collect()
     }
 
@@ -357,16 +393,13 @@ impl Pretrainer {
         self.step >= self.total_steps()
     }
 
-    fn next_batch(&mut self) -> Result<(Tensor, Tensor)> {
+    fn next_batch(&mut self) -> Result<Vec<Tensor>> {
         loop {
             if self.iter.is_none() {
-                self.iter = Some(self.loader.pair_epoch(self.epoch as u64, self.batch_in_epoch));
+                self.iter = Some(self.loader.views_epoch(self.epoch as u64, self.batch_in_epoch));
             }
             match self.iter.as_mut().unwrap().next() {
-                Some(b) => {
-                    let b = b?;
-                    return Ok((b.view_a, b.view_b));
-                }
+                Some(b) => return Ok(b?.views),
                 None => {
                     self.iter = None;
                     self.epoch += 1;
@@ -378,8 +411,8 @@ impl Pretrainer {
 
     /// One optimisation step on the next batch of the loader.
     pub fn step(&mut self) -> Result<StepStats> {
-        let (a, b) = self.next_batch()?;
-        let s = self.step_on(&a, &b)?;
+        let views = self.next_batch()?;
+        let s = self.step_views(&views)?;
         self.batch_in_epoch += 1;
         if self.batch_in_epoch == self.steps_per_epoch() {
             self.iter = None;
@@ -389,64 +422,62 @@ impl Pretrainer {
         Ok(s)
     }
 
-    /// One optimisation step on explicit views `[N, 3, H, W]` (does not advance the loader).
+    /// One optimisation step on explicit views `[N, 3, H, W]` (does not advance the loader); a
+    /// two-view method's step.
     pub fn step_on(&mut self, view_a: &Tensor, view_b: &Tensor) -> Result<StepStats> {
+        self.step_views(&[view_a.clone(), view_b.clone()])
+    }
+
+    /// One optimisation step on explicit views, as many as the method takes.
+    pub fn step_views(&mut self, views: &[Tensor]) -> Result<StepStats> {
         let t0 = Instant::now();
         let lrs = self.lrs_at(self.step);
         for (g, lr) in lrs.iter().enumerate() {
             self.opt.set_lr(g, *lr);
         }
-        let lambda_reg = self.lambda_reg();
-        let loss = crate::loss::MixedBarlowTwins { lambda_reg, ..self.recipe.loss };
-        let prof = crate::ops::profile::scope("step.forward+loss");
-        let (_, h_a) = self.encoder.forward_t(view_a, true)?;
-        let (_, h_b) = self.encoder.forward_t(view_b, true)?;
-        let n = view_a.dim(0)?;
-        let mixed = self.recipe.is_mixup;
-        let (parts, alpha) = if mixed {
-            let (perm, alpha) = sample_mix(&mut step_rng(self.opts.seed, self.step), n);
-            let x_m = mix_batch(view_a, view_b, &perm, alpha)?;
-            let (_, h_m) = self.encoder.forward_t(&x_m, true)?;
-            (loss.compute(&h_a, &h_b, &h_m, &perm, alpha), alpha)
-        } else {
-            (loss.compute_bt(&h_a, &h_b), f64::NAN)
+        let ctx = StepContext {
+            encoder: &self.encoder,
+            seed: self.opts.seed,
+            step: self.step,
+            epoch: self.epoch,
+            epochs: self.recipe.epochs,
+            steps_per_epoch: self.loader.batches_per_epoch(),
         };
-        let parts = parts.map_err(|e| self.stop_error(e))?;
+        let prof = crate::ops::profile::scope("step.forward+loss");
+        let out = self.method.forward(&ctx, views).map_err(|e| self.stop_error(e))?;
         drop(prof);
         let prof = crate::ops::profile::scope("step.backward");
-        let grads = parts.total.backward()?;
+        let grads = out.loss.backward()?;
         drop(prof);
         let prof = crate::ops::profile::scope("step.optimizer");
         self.opt.step(&grads)?;
         drop(prof);
-        let vals: Vec<f64> = Tensor::stack(
-            &[&parts.on_diag, &parts.off_diag, &parts.loss_bt, &parts.reg_ma, &parts.reg_mb, &parts.loss_reg, &parts.total],
-            0,
-        )?
-        .to_dtype(DType::F64)?
-        .to_vec1()?;
+        self.method.after_step(&ctx)?;
+        let mut ts: Vec<&Tensor> = out.metrics.iter().map(|(_, t)| t).collect();
+        ts.push(&out.loss);
+        let vals: Vec<f64> = Tensor::stack(&ts, 0)?.to_dtype(DType::F64)?.to_vec1()?;
+        let mut metrics = Metrics::default();
+        for ((name, _), v) in out.metrics.iter().zip(&vals) {
+            metrics.push(name, *v);
+        }
+        for (name, v) in &out.values {
+            metrics.push(name, *v);
+        }
+        let n = views.first().map(|v| v.dim(0)).transpose()?.unwrap_or(0);
         let secs = t0.elapsed().as_secs_f64();
         self.step += 1;
         let stats = StepStats {
             step: self.step,
             epoch: self.epoch + 1,
-            on_diag: vals[0],
-            off_diag: vals[1],
-            loss_bt: vals[2],
-            reg_ma: vals[3],
-            reg_mb: vals[4],
-            loss_reg: vals[5],
-            loss: vals[6],
+            loss: vals[vals.len() - 1],
             lr: lrs[0],
-            alpha,
-            lambda_reg,
             images_per_s: n as f64 / secs,
             seconds: secs,
             knn_top1: None,
             knn_top5: None,
+            metrics,
         };
-        self.history.push(stats);
-        self.last_parts = Some(parts);
+        self.history.push(stats.clone());
         Ok(stats)
     }
 
@@ -483,7 +514,13 @@ impl Pretrainer {
     /// Weighted k-NN of the current backbone: bank = train split, test = test split, both
     /// under the eval transform.
     pub fn knn(&self) -> Result<KnnResult> {
-        knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers)
+        Ok(self.knn_all()?.0)
+    }
+
+    /// The weighted k-NN (`main.py`: k = 200, T = 0.5) and `ssl-sota`'s majority vote (k = 5,
+    /// Euclidean, raw features) of the current backbone, from one embedding pass.
+    pub fn knn_all(&self) -> Result<(KnnResult, KnnResult)> {
+        knn_eval_all(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers)
     }
 
     /// Save a checkpoint into the run directory (atomic); returns its folder.
@@ -496,14 +533,15 @@ impl Pretrainer {
             step: self.step,
             epoch: self.epoch,
             batch_in_epoch: self.batch_in_epoch,
-            lambda_reg_override: self.lambda_reg_override,
+            lambda_reg_override: self.method_as::<BarlowTwins>().and_then(|b| b.lambda_reg_override()),
+            method_state: self.method.state_json(),
             optimizer: self.opt.state_scalars(),
             rng: serde_json::json!({"kind": "keyed-chacha8", "seed": self.opts.seed, "note": "every draw is keyed by (seed, epoch, sample, view) or (seed, step); no stream state"}),
             knn_random_init: self.knn_random_init,
             last_knn: self.last_knn,
             history: self.history.clone(),
         };
-        checkpoint::save(out, &self.store, self.opt.as_ref(), &state, self.opts.keep_checkpoints)
+        checkpoint::save(out, &self.store, self.opt.as_ref(), &self.method.state_tensors(), &state, self.opts.keep_checkpoints)
     }
 
     /// Run the recipe to the end (or the step / time budget): k-NN of the random network first,
@@ -551,7 +589,7 @@ impl Pretrainer {
             let s = self.step()?;
             if let Some(pb) = &pb {
                 pb.set_position(self.step as u64);
-                pb.set_message(format!("epoch {} loss {:.3} (bt {:.3} reg {:.4}) {:.0} img/s", s.epoch, s.loss, s.loss_bt, s.loss_reg, s.images_per_s));
+                pb.set_message(format!("epoch {} loss {:.3}{} {:.0} img/s", s.epoch, s.loss, s.metrics.components_text(), s.images_per_s));
             }
             let epoch_end = self.batch_in_epoch == 0;
             if let Some(every) = self.opts.checkpoint_every {
@@ -591,9 +629,10 @@ impl Pretrainer {
                 eprintln!("time budget reached after {} steps", self.step);
             }
         }
-        let r = self.knn()?;
+        let (r, r5) = self.knn_all()?;
         self.history.set_knn(r.top1, r.top5);
         self.last_knn = Some(r);
+        self.last_knn_majority = Some(r5);
         let mut ckpt = None;
         if let Some(d) = self.opts.out_dir.clone() {
             ckpt = Some(self.save_checkpoint()?.display().to_string());
@@ -616,6 +655,9 @@ impl Pretrainer {
             knn_top5: r.top5,
             knn_top1_random_init: ri.top1,
             knn_top5_random_init: ri.top5,
+            knn5_top1: r5.top1,
+            knn5_top5: r5.top5,
+            method: self.recipe.method.name().into(),
             final_loss: rows.last().map(|r| r.loss).unwrap_or(f64::NAN),
             wall_seconds: t0.elapsed().as_secs_f64(),
             images_per_s: ips,

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 pub use crate::data::DataConfig;
 use crate::{Error, Result};
 use crate::eval::KnnConfig;
-use crate::loss::MixedBarlowTwins;
+use crate::method::{BarlowTwinsConfig, MethodConfig};
 use crate::model::EncoderConfig;
-use crate::optim::OptimizerConfig;
+use crate::optim::{OptimizerConfig, WarmupCosine, WarmupMultiStep};
 
 /// How the learning rate evolves.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -18,8 +18,31 @@ pub enum LrSchedule {
     /// The original warm-up (10 epochs) + cosine to 0.1 % with `base = batch/256`;
     /// `epoch_offset` is `main.py`'s one-epoch step offset.
     WarmupCosine { warmup_epochs: usize, epoch_offset: bool },
+    /// `ssl-sota`'s: a linear warm-up over the first `warmup_steps` iterations, then
+    /// `MultiStepLR([epochs − m for m in milestones_from_end], gamma)` stepped per epoch
+    /// (see [`WarmupMultiStep`]).
+    WarmupMultiStep { warmup_steps: usize, milestones_from_end: [usize; 2], gamma: f64 },
     /// A constant factor 1.
     Constant,
+}
+
+/// A schedule laid out over a run: the factor of each step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepSchedule {
+    WarmupCosine(WarmupCosine),
+    WarmupMultiStep(WarmupMultiStep),
+    Constant,
+}
+
+impl StepSchedule {
+    /// The multiplier of the recipe's learning rate at 0-based step `step`.
+    pub fn factor(&self, step: usize) -> f64 {
+        match self {
+            StepSchedule::WarmupCosine(s) => s.factor(step),
+            StepSchedule::WarmupMultiStep(s) => s.factor(step),
+            StepSchedule::Constant => 1.0,
+        }
+    }
 }
 
 /// The paper's reported numbers for a recipe (reference §8.1).
@@ -36,12 +59,10 @@ pub struct Recipe {
     pub name: String,
     pub description: String,
     pub encoder: EncoderConfig,
-    pub loss: MixedBarlowTwins,
-    /// Run the third (mixed) forward pass (`--is_mixup`). With `false` this is plain Barlow Twins.
-    pub is_mixup: bool,
-    /// ImageNet's linear λ_reg warm-up over this many epochs (`adjust_mixup_scale`).
-    #[serde(default)]
-    pub lambda_reg_warmup_epochs: Option<usize>,
+    /// The self-supervised method and its settings. Recipes written before methods were
+    /// plug-ins (with top-level `loss`, `is_mixup`, `lambda_reg_warmup_epochs`) are read as
+    /// Barlow Twins ([`migrate_json`]).
+    pub method: MethodConfig,
     pub optimizer: OptimizerConfig,
     pub schedule: LrSchedule,
     pub batch_size: usize,
@@ -61,13 +82,62 @@ pub struct Recipe {
     pub paper: Option<PaperResult>,
 }
 
+pub use crate::ckpt::migrate_recipe_json as migrate_json;
+
 impl Recipe {
     /// Set λ_reg, and with it whether the mixed pass runs: `0` is plain Barlow Twins (no third
     /// forward pass, as `--is_mixup false`), anything else Mixed Barlow Twins. The one place that
     /// decides `is_mixup` from λ_reg (presets, the command line and notebooks all call it).
-    pub fn set_lambda_reg(&mut self, lambda_reg: f64) {
-        self.loss.lambda_reg = lambda_reg;
-        self.is_mixup = lambda_reg != 0.0;
+    /// An error for a method without λ_reg (SimCLR, BYOL, W-MSE).
+    pub fn set_lambda_reg(&mut self, lambda_reg: f64) -> Result<()> {
+        match &mut self.method {
+            MethodConfig::BarlowTwins(c) => {
+                c.set_lambda_reg(lambda_reg);
+                Ok(())
+            }
+            m => Err(Error::field("method", format!("{} has no λ_reg (only bt and mixbt have)", m.name()))),
+        }
+    }
+
+    /// The Barlow Twins settings, when the method is (Mixed) Barlow Twins.
+    pub fn barlow_twins(&self) -> Option<&BarlowTwinsConfig> {
+        match &self.method {
+            MethodConfig::BarlowTwins(c) => Some(c),
+            _ => None,
+        }
+    }
+    pub fn barlow_twins_mut(&mut self) -> Option<&mut BarlowTwinsConfig> {
+        match &mut self.method {
+            MethodConfig::BarlowTwins(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// λ_reg of a (Mixed) Barlow Twins recipe (`Some(0.0)` for plain Barlow Twins).
+    pub fn lambda_reg(&self) -> Option<f64> {
+        self.barlow_twins().map(|c| if c.is_mixup { c.loss.lambda_reg } else { 0.0 })
+    }
+
+    /// The learning-rate schedule over a run of `steps_per_epoch` steps per epoch.
+    pub fn step_schedule(&self, steps_per_epoch: usize) -> StepSchedule {
+        match self.schedule {
+            LrSchedule::WarmupCosine { warmup_epochs, epoch_offset } => StepSchedule::WarmupCosine(WarmupCosine {
+                batch_size: self.batch_size,
+                steps_per_epoch,
+                epochs: self.epochs,
+                warmup_epochs,
+                end_factor: 0.001,
+                step_offset: if epoch_offset { steps_per_epoch } else { 0 },
+            }),
+            LrSchedule::WarmupMultiStep { warmup_steps, milestones_from_end, gamma } => StepSchedule::WarmupMultiStep(WarmupMultiStep {
+                steps_per_epoch,
+                epochs: self.epochs,
+                warmup_steps,
+                milestones_from_end,
+                gamma,
+            }),
+            LrSchedule::Constant => StepSchedule::Constant,
+        }
     }
 
     /// An [`Error::Field`] naming the first field a run cannot start with: the encoder's, batch
@@ -79,7 +149,7 @@ impl Recipe {
             e => e,
         })?;
         if self.batch_size < 2 {
-            return Err(Error::field("batch_size", format!("must be at least 2 (Barlow Twins standardises over the batch), got {}", self.batch_size)));
+            return Err(Error::field("batch_size", format!("must be at least 2 (every method normalises over the batch), got {}", self.batch_size)));
         }
         if self.epochs == 0 {
             return Err(Error::field("epochs", "must be at least 1"));
@@ -87,9 +157,10 @@ impl Recipe {
         if self.max_steps == Some(0) {
             return Err(Error::field("max_steps", "must be at least 1"));
         }
-        for (name, v) in [("loss.lambda_bt", self.loss.lambda_bt), ("loss.lambda_reg", self.loss.lambda_reg)] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(Error::field(name, format!("must be finite and ≥ 0, got {v}")));
+        self.method.validate(self.batch_size, self.encoder.out_dim())?;
+        if let LrSchedule::WarmupMultiStep { gamma, .. } = self.schedule {
+            if !(gamma > 0.0 && gamma.is_finite()) {
+                return Err(Error::field("schedule.gamma", format!("must be positive and finite, got {gamma}")));
             }
         }
         for lr in self.optimizer.base_lrs() {
@@ -113,12 +184,13 @@ impl Recipe {
     }
 
     /// Bytes a CPU training step needs, estimated: 16 per parameter (weights, gradients, two
-    /// optimiser moments) and, for the loss, 96 `d×d` f32 matrices (C, C^MA, C^MB, their targets,
-    /// masks and their gradients; measured: a step at d = 4096 peaked at 55 `d×d` matrices with
-    /// the parameters, one at d = 8192 passed 85 before the OOM killer ended it).
+    /// optimiser moments) and, for Barlow Twins' loss, 96 `d×d` f32 matrices (C, C^MA, C^MB,
+    /// their targets, masks and their gradients; measured: a step at d = 4096 peaked at 55 `d×d`
+    /// matrices with the parameters, one at d = 8192 passed 85 before the OOM killer ended it);
+    /// the other methods' losses hold a few.
     pub fn memory_estimate(&self) -> u128 {
         let d = self.encoder.out_dim() as u128;
-        self.encoder.num_params().saturating_mul(16).saturating_add(96u128.saturating_mul(d * d * 4))
+        self.encoder.num_params().saturating_mul(16).saturating_add(self.method.loss_matrices().saturating_mul(d * d * 4))
     }
 
     /// An [`Error::Field`] naming `encoder.backbone.width` or `encoder.projector.sizes` when a
@@ -154,7 +226,14 @@ impl Recipe {
     pub fn from_file(path: &Path) -> Result<Self> {
         let file = if path.is_dir() { path.join("recipe.json") } else { path.to_path_buf() };
         let s = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
-        serde_json::from_str(&s).map_err(|e| Error::format(&file, format!("not a mixbt recipe: {e}")))
+        Self::from_json(&s).map_err(|e| Error::format(&file, format!("not a mixbt recipe: {e}")))
+    }
+
+    /// Parse a recipe (current, or written before methods were plug-ins: [`migrate_json`]).
+    pub fn from_json(s: &str) -> std::result::Result<Self, serde_json::Error> {
+        let mut v: serde_json::Value = serde_json::from_str(s)?;
+        migrate_json(&mut v);
+        serde_json::from_value(v)
     }
 }
 

@@ -10,7 +10,8 @@ use super::{PretrainOptions, Pretrainer, Recipe};
 use crate::{Error, Result};
 
 /// Set `param` of `recipe` to `value`. `param` is a dotted path into the recipe as serialised
-/// (`loss.lambda_bt`, `batch_size`, `encoder.backbone.width`, `optimizer.lr`, …; an integer
+/// (`method.loss.lambda_bt` — `loss.lambda_bt` also works for Barlow Twins, as before
+/// methods were plug-ins —, `batch_size`, `method.tau`, `encoder.backbone.width`, `optimizer.lr`, …; an integer
 /// field takes an integral value), or one of the named knobs: `lambda_reg` (also switches the
 /// mixed pass on or off, [`Recipe::set_lambda_reg`]) and `d` (the projector's output width).
 pub fn set_param(recipe: &mut Recipe, param: &str, value: f64) -> Result<()> {
@@ -18,10 +19,7 @@ pub fn set_param(recipe: &mut Recipe, param: &str, value: f64) -> Result<()> {
         return Err(Error::field(param, format!("sweep value {value} is not finite")));
     }
     match param {
-        "lambda_reg" => {
-            recipe.set_lambda_reg(value);
-            return Ok(());
-        }
+        "lambda_reg" => return recipe.set_lambda_reg(value),
         "d" => {
             let sizes = &mut recipe.encoder.projector.sizes;
             if value < 1.0 || value.fract() != 0.0 || sizes.len() < 2 {
@@ -32,9 +30,10 @@ pub fn set_param(recipe: &mut Recipe, param: &str, value: f64) -> Result<()> {
         }
         _ => {}
     }
+    let path = if param.starts_with("loss.") && recipe.barlow_twins().is_some() { format!("method.{param}") } else { param.to_string() };
     let mut json = serde_json::to_value(&*recipe)?;
     let mut slot = &mut json;
-    for key in param.split('.') {
+    for key in path.split('.') {
         slot = slot.get_mut(key).ok_or_else(|| Error::field(param, format!("is not a recipe field (no `{key}`)")))?;
     }
     *slot = match slot {

@@ -10,6 +10,8 @@ pub mod norm {
     pub const TINY: ([f32; 3], [f32; 3]) = ([0.480, 0.448, 0.398], [0.277, 0.269, 0.282]);
     pub const STL: ([f32; 3], [f32; 3]) = ([0.43, 0.42, 0.39], [0.27, 0.26, 0.27]);
     pub const IMAGENET: ([f32; 3], [f32; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+    /// CIFAR-100's own statistics in `ssl-sota` (the baselines), unlike `main.py`.
+    pub const CIFAR100_SSL: ([f32; 3], [f32; 3]) = ([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761]);
     /// The built-in data set (measured with `mixbt data stats --dataset builtin`).
     pub const BUILTIN: ([f32; 3], [f32; 3]) = ([0.4522, 0.4549, 0.4540], [0.2105, 0.2104, 0.2106]);
 }
@@ -83,6 +85,20 @@ impl Transform {
             Op::RandomResizedCrop { size: 64, scale: (0.2, 1.0), ratio: (0.75, 4.0 / 3.0), interp: Interp::Bicubic },
             Op::RandomHorizontalFlip { p: 0.5 },
         ]
+    }
+    /// `ssl-sota`'s `aug_transform(crop)` (the SimCLR/BYOL/W-MSE baselines): jitter(0.4, 0.4,
+    /// 0.4, 0.1; p 0.8) → grey(0.1) → RRC(crop, scale 0.2–1, bicubic) → flip, then `stats`
+    /// (crop 32 for CIFAR, 64 for STL-10 and TinyImageNet).
+    pub fn ssl_sota(crop: usize, stats: ([f32; 3], [f32; 3])) -> Self {
+        Self::new(
+            vec![
+                JITTER_CIFAR,
+                Op::RandomGrayscale { p: 0.1 },
+                Op::RandomResizedCrop { size: crop, scale: (0.2, 1.0), ratio: (0.75, 4.0 / 3.0), interp: Interp::Bicubic },
+                Op::RandomHorizontalFlip { p: 0.5 },
+            ],
+            stats,
+        )
     }
     /// `main_imagenet.Transform` first view (blur p=1, no solarisation).
     pub fn imagenet_view1() -> Self {

@@ -1,0 +1,117 @@
+//! SimCLR as `ssl-sota/methods/contrastive.py`: the backbone on each view, the head on the
+//! concatenated views (its BN sees all of them), `bn_last` (BatchNorm1d over the embedding), and
+//! [`nt_xent`](crate::loss::nt_xent) over every pair of views, averaged over the pairs.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+
+use candle_core::{DType, ModuleT, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::{check_prefixes, load_prefixed, prefixed, trainable_prefixed, view_pairs, Method, MethodConfig, MethodOutput, StepContext};
+use crate::loss::nt_xent_directions;
+use crate::model::layers::{batch_norm, BatchNorm, BatchNormConfig};
+use crate::model::Encoder;
+use crate::params::ParamStore;
+use crate::{Error, Result};
+
+/// SimCLR settings (`ssl-sota` defaults: τ 0.5, `bn_last`, two views).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimclrConfig {
+    /// Temperature (`--tau`).
+    pub tau: f64,
+    /// BatchNorm1d on the head's output (`contrastive.py` always has it).
+    pub bn_last: bool,
+    /// Views per image (`--num_samples`).
+    pub num_samples: usize,
+}
+
+impl Default for SimclrConfig {
+    fn default() -> Self {
+        Self { tau: 0.5, bn_last: true, num_samples: 2 }
+    }
+}
+
+const BN_LAST: &str = "bn_last.";
+
+/// The method. Reports `loss_ab` and `loss_ba` (view A's and view B's cross-entropy, halved:
+/// they add up to the loss).
+pub struct Simclr {
+    cfg: SimclrConfig,
+    store: ParamStore,
+    bn_last: Option<BatchNorm>,
+}
+
+impl Simclr {
+    pub fn new(cfg: SimclrConfig, encoder: &Encoder, seed: u64) -> Result<Self> {
+        let emb = encoder.config().out_dim();
+        let store = ParamStore::new(seed ^ 0x51ac1, DType::F32, encoder.device());
+        let bn_last = if cfg.bn_last { Some(batch_norm(emb, BatchNormConfig::default(), store.var_builder().pp("bn_last"))?) } else { None };
+        Ok(Self { cfg, store, bn_last })
+    }
+}
+
+/// Backbone on each view, then the projector on the concatenation (`head(cat(h))`), split back
+/// into one embedding per view. Shared by SimCLR and W-MSE.
+pub(crate) fn embed_concat(enc: &Encoder, views: &[Tensor], post: Option<&BatchNorm>) -> Result<Vec<Tensor>> {
+    let n = views.first().map(|v| v.dim(0)).transpose()?.unwrap_or(0);
+    let feats = views.iter().map(|v| enc.backbone.forward_t(v, true)).collect::<candle_core::Result<Vec<_>>>()?;
+    let h = Tensor::cat(&feats, 0)?;
+    let mut z = match &enc.projector {
+        Some(p) => p.forward_t(&h, true)?,
+        None => h,
+    };
+    if let Some(bn) = post {
+        z = bn.forward_t(&z, true)?;
+    }
+    (0..views.len()).map(|i| Ok(z.narrow(0, i * n, n)?)).collect()
+}
+
+impl Method for Simclr {
+    fn config(&self) -> MethodConfig {
+        MethodConfig::Simclr(self.cfg.clone())
+    }
+
+    fn params(&self) -> Vec<(String, Var)> {
+        trainable_prefixed(&self.store, "method.")
+    }
+
+    fn forward(&mut self, ctx: &StepContext, views: &[Tensor]) -> Result<MethodOutput> {
+        if views.len() < 2 {
+            return Err(Error::Config(format!("SimCLR needs at least 2 views, got {}", views.len())));
+        }
+        let z = embed_concat(ctx.encoder, views, self.bn_last.as_ref())?;
+        let pairs = view_pairs(views.len());
+        let (mut loss, mut ab, mut ba): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
+        let add = |acc: Option<Tensor>, t: Tensor| -> Result<Option<Tensor>> { Ok(Some(match acc { Some(a) => (a + t)?, None => t })) };
+        for &(i, j) in &pairs {
+            let (d_ij, d_ji) = nt_xent_directions(&z[i], &z[j], self.cfg.tau)?;
+            loss = add(loss, ((&d_ij + &d_ji)? / 2.0)?)?;
+            ab = add(ab, d_ij)?;
+            ba = add(ba, d_ji)?;
+        }
+        let k = pairs.len() as f64;
+        let half = 2.0 * k;
+        Ok(MethodOutput {
+            loss: (loss.expect("one pair at least") / k)?,
+            metrics: vec![("loss_ab", (ab.expect("pair") / half)?), ("loss_ba", (ba.expect("pair") / half)?)],
+            values: vec![("tau", self.cfg.tau)],
+        })
+    }
+
+    fn state_tensors(&self) -> BTreeMap<String, Tensor> {
+        prefixed(&self.store, "")
+    }
+
+    fn load_state_tensors(&mut self, map: &BTreeMap<String, Tensor>) -> Result<()> {
+        check_prefixes(map, &[BN_LAST], "simclr")?;
+        load_prefixed(&self.store, "", map)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}

@@ -331,3 +331,38 @@ fn imagenet_linear_protocol_cli_equals_library() {
     }
     assert_eq!(lib.best_top5, lib.epochs.iter().map(|e| e.test_top5).fold(0.0, f64::max));
 }
+
+/// `--method` on a preset, the presets' method column, flags a method does not have, and the
+/// baselines' final classifier (`linear --ssl-sota-protocol`).
+#[test]
+fn methods_on_the_command_line() {
+    let list = ok(&["presets"]);
+    for (preset, method) in [("quickstart ", "mixbt"), ("quickstart-bt", "bt"), ("quickstart-byol", "byol"), ("simclr-cifar10", "simclr"), ("wmse-cifar100", "wmse")] {
+        let line = list.lines().find(|l| l.starts_with(preset)).unwrap_or_else(|| panic!("{preset} not listed:\n{list}"));
+        assert!(line.split_whitespace().nth(1) == Some(method), "{line}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("byol");
+    let small = ["--width", "0.0625", "--batch-size", "16", "--train-subset", "32", "--test-subset", "20", "--bank-subset", "40", "--epochs", "1"];
+    let mut a = vec!["pretrain", "--preset", "quickstart", "--method", "byol", "--out", run.to_str().unwrap(), "--no-progress", "--skip-random-init-knn"];
+    a.extend(small);
+    let out = ok(&a);
+    assert!(out.contains("k = 5, Euclidean"), "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["method"], "byol");
+    assert!(summary["knn5_top1"].as_f64().is_some());
+    let recipe = mixbt::train::Recipe::from_file(&run).unwrap();
+    assert_eq!(recipe.name, "quickstart-byol", "--method on quickstart takes the quickstart-byol preset");
+    assert!(run.join("checkpoints/step-00000002/method.safetensors").is_file(), "BYOL checkpoints its target network and predictor");
+    // The model file is a plain encoder: k-NN and the ssl-sota classifier read it.
+    ok(&["knn", "--checkpoint", run.to_str().unwrap(), "--preset", "quickstart", "--test-subset", "20", "--bank-subset", "40"]);
+    let lin = ok(&["linear", "--checkpoint", run.to_str().unwrap(), "--preset", "quickstart", "--ssl-sota-protocol", "--epochs", "2", "--batch-size", "20", "--test-subset", "20", "--bank-subset", "40"]);
+    assert!(lin.contains("linear probe: best top-1"), "{lin}");
+    // λ_reg and λ_BT belong to Barlow Twins.
+    for flag in [["--lambda-reg", "1"], ["--lambda-bt", "0.01"]] {
+        let (okk, _, err) = mixbt(&["pretrain", "--preset", "quickstart", "--method", "simclr", flag[0], flag[1], "--no-progress"]);
+        assert!(!okk && err.contains(flag[0]) && err.contains("simclr has no"), "{err}");
+    }
+    let (okk, _, err) = mixbt(&["pretrain", "--method", "moco", "--no-progress"]);
+    assert!(!okk && err.contains("unknown method `moco`"), "{err}");
+}

@@ -24,11 +24,13 @@ use crate::optim::Optimizer;
 use crate::params::ParamStore;
 use crate::{Error, Result};
 
-/// Everything but the tensors.
+/// Everything but the tensors. (`R` is only ever [`Recipe`]; [`read`](CheckpointState::read)
+/// first takes the recipe as plain JSON, to bring an older version's up to date, and the rest —
+/// the history with its columns in their order — as it is.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckpointState {
+pub struct CheckpointState<R = Recipe> {
     pub version: u32,
-    pub recipe: Recipe,
+    pub recipe: R,
     pub seed: u64,
     /// Steps done.
     pub step: usize,
@@ -54,11 +56,24 @@ impl CheckpointState {
         let p = dir.join(STATE_FILE);
         let s = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
         let parse = || -> std::result::Result<Self, serde_json::Error> {
-            let mut v: serde_json::Value = serde_json::from_str(&s)?;
-            if let Some(r) = v.get_mut("recipe") {
-                super::recipe::migrate_json(r);
-            }
-            serde_json::from_value(v)
+            let mut st: CheckpointState<serde_json::Value> = serde_json::from_str(&s)?;
+            super::recipe::migrate_json(&mut st.recipe);
+            let recipe: Recipe = serde_json::from_value(st.recipe)?;
+            Ok(CheckpointState {
+                version: st.version,
+                recipe,
+                seed: st.seed,
+                step: st.step,
+                epoch: st.epoch,
+                batch_in_epoch: st.batch_in_epoch,
+                lambda_reg_override: st.lambda_reg_override,
+                method_state: st.method_state,
+                optimizer: st.optimizer,
+                rng: st.rng,
+                knn_random_init: st.knn_random_init,
+                last_knn: st.last_knn,
+                history: st.history,
+            })
         };
         parse().map_err(|e| Error::format(&p, format!("not a mixbt checkpoint state: {e}")))
     }

@@ -217,9 +217,9 @@ pub fn ssl_sota(method: &str, kind: DatasetKind) -> Option<Recipe> {
 /// `recipe` with another method (`mixbt`, `bt`, `simclr`, `byol`, `wmse`), everything else kept:
 /// data, encoder backbone, optimiser, schedule, batch, budget. Between `mixbt` and `bt` only the
 /// mixed pass changes (λ_reg 0 ↔ the recipe's λ_reg, or 4 when it had none). The baselines get
-/// `ssl-sota`'s head (hidden 1024 with biases, emb 64) on the recipe's backbone and their
-/// defaults; W-MSE's `w_size` becomes the largest of 128, 64, … that divides the batch and leaves
-/// at least two samples per embedding dimension (emb shrinks to half of it when needed).
+/// `ssl-sota`'s head (hidden 1024 with biases, emb 64, `cfg.py`'s defaults) on the recipe's
+/// backbone and their defaults; W-MSE's `w_size` becomes the largest of 128, 64, … that divides
+/// the batch.
 pub fn with_method(mut recipe: Recipe, method: &str) -> Result<Recipe> {
     let m = MethodConfig::for_name(method)?;
     if recipe.method.name() == method {
@@ -238,8 +238,6 @@ pub fn with_method(mut recipe: Recipe, method: &str) -> Result<Recipe> {
             )))
         }
         (_, m) => {
-            let f = recipe.encoder.feature_dim();
-            let mut emb = 64;
             let m = match m {
                 MethodConfig::Wmse(mut w) => {
                     let mut ws = 128;
@@ -247,12 +245,11 @@ pub fn with_method(mut recipe: Recipe, method: &str) -> Result<Recipe> {
                         ws /= 2;
                     }
                     w.w_size = ws;
-                    emb = emb.min((ws / 2).max(1));
                     MethodConfig::Wmse(w)
                 }
                 m => m,
             };
-            recipe.encoder.projector = ProjectorConfig::head(f, 1024, emb);
+            recipe.encoder.projector = ProjectorConfig::head(recipe.encoder.feature_dim(), 1024, 64);
             recipe.method = m;
         }
     }
@@ -261,12 +258,24 @@ pub fn with_method(mut recipe: Recipe, method: &str) -> Result<Recipe> {
     Ok(recipe)
 }
 
-/// `quickstart-<method>`: `quickstart` with another method (same data, backbone, optimiser,
-/// schedule, batch and epochs; [`with_method`]), so that the five are comparable.
+/// `quickstart-<method>`: `quickstart` with another method (same data, backbone, schedule, batch
+/// and epochs; [`with_method`]), so that the five are comparable. Each method keeps its
+/// original's learning rate: Barlow Twins `main.py`'s 3e-3 × batch/256 (quickstart's), the
+/// baselines `ssl-sota`'s Adam 3e-3 (not scaled by the batch), so their lr is set to
+/// 3e-3 · 256 / batch under quickstart's `batch/256` schedule.
 pub fn quickstart_with(method: &str) -> Result<Recipe> {
     let mut r = with_method(quickstart(), method)?;
     r.name = format!("quickstart-{method}");
-    r.description = format!("quickstart with {method}: {}", METHOD_LINES.iter().find(|(n, _)| *n == method).map(|(_, l)| *l).unwrap_or(""));
+    let baseline = !matches!(r.method, MethodConfig::BarlowTwins(_));
+    if baseline {
+        r.optimizer.set_base_lr(3e-3 * 256.0 / r.batch_size as f64);
+    }
+    let line = METHOD_LINES.iter().find(|(n, _)| *n == method).map(|(_, l)| *l).unwrap_or("");
+    r.description = if baseline {
+        format!("quickstart with {method} ({line}): the built-in shapes, ResNet-18 at width 1/8, head 64-1024-64, Adam at ssl-sota's peak lr 3e-3 with quickstart's warm-up and cosine, batch 64, 3 epochs")
+    } else {
+        format!("quickstart with {method} ({line}): the built-in shapes, ResNet-18 at width 1/8, d 512, Adam 3e-3 (x batch/256) with 1 warm-up epoch and cosine, batch 64, 3 epochs")
+    };
     Ok(r)
 }
 

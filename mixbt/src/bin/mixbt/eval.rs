@@ -33,13 +33,19 @@ pub struct LinearArgs {
     /// A model file (.safetensors / .pth), a run or checkpoint folder, or hub:<org>/<repo>/<path>.
     #[arg(long)]
     checkpoint: String,
-    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
-    epochs: usize,
-    #[arg(long, default_value_t = 512, value_parser = at_least_one)]
-    batch_size: usize,
+    /// Epochs (default 200; 500 with --ssl-sota-protocol).
+    #[arg(long, value_parser = at_least_one)]
+    epochs: Option<usize>,
+    /// Batch size (default 512; 1000 with --ssl-sota-protocol).
+    #[arg(long, value_parser = at_least_one)]
+    batch_size: Option<usize>,
     /// Train on features of un-augmented images computed once (fast) instead of augmented views.
     #[arg(long)]
     no_augment: bool,
+    /// ssl-sota's `eval_sgd` (the SimCLR/BYOL/W-MSE baselines' final classifier): Adam 1e-2 →
+    /// 1e-6, wd 5e-6, 500 epochs, batch 1000, frozen embeddings without augmentation.
+    #[arg(long, conflicts_with = "imagenet_protocol")]
+    ssl_sota_protocol: bool,
     /// Reproduce linear.py's quirk: the frozen backbone's BN in train mode while probing.
     #[arg(long)]
     bn_train_quirk: bool,
@@ -122,10 +128,16 @@ pub fn linear(a: LinearArgs) -> Result<()> {
     let (enc, _) = load(&a.checkpoint, &a.common.device)?;
     let train = data::open(&r.data, Split::Train)?;
     let test = data::open(&r.data, Split::Test)?;
-    let mut cfg = if a.imagenet_protocol { LinearProbeConfig::imagenet() } else { LinearProbeConfig::small() };
-    cfg.epochs = a.epochs;
-    cfg.batch_size = a.batch_size;
-    cfg.augment = !a.no_augment;
+    let mut cfg = if a.imagenet_protocol {
+        LinearProbeConfig::imagenet()
+    } else if a.ssl_sota_protocol {
+        LinearProbeConfig::ssl_sota()
+    } else {
+        LinearProbeConfig { epochs: 200, batch_size: 512, ..LinearProbeConfig::small() }
+    };
+    cfg.epochs = a.epochs.unwrap_or(cfg.epochs);
+    cfg.batch_size = a.batch_size.unwrap_or(cfg.batch_size);
+    cfg.augment = !a.no_augment && !a.ssl_sota_protocol;
     cfg.bn_train_mode_quirk = a.bn_train_quirk;
     cfg.seed = a.common.seed.unwrap_or(0);
     cfg.workers = workers(a.common.workers);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, ModuleT, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::{check_prefixes, trainable_prefixed, view_pairs, Method, MethodConfig, MethodOutput, StepContext};
+use super::{check_prefixes, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
 use crate::loss::norm_mse;
 use crate::model::{encoder, projector, Encoder, Projector, ProjectorConfig};
 use crate::params::ParamStore;
@@ -117,20 +117,12 @@ impl Method for Byol {
         for v in views {
             zt.push(self.target.forward_t(v, true)?.1.detach());
         }
-        let pairs = view_pairs(views.len());
-        let (mut ab, mut ba): (Option<Tensor>, Option<Tensor>) = (None, None);
-        let add = |acc: Option<Tensor>, t: Tensor| -> Result<Option<Tensor>> { Ok(Some(match acc { Some(a) => (a + t)?, None => t })) };
-        let mut loss: Option<Tensor> = None;
-        for &(i, j) in &pairs {
-            let (l_ij, l_ji) = (norm_mse(&z[i], &zt[j])?, norm_mse(&z[j], &zt[i])?);
-            loss = add(loss, (&l_ij + &l_ji)?)?;
-            ab = add(ab, l_ij)?;
-            ba = add(ba, l_ji)?;
-        }
-        let k = pairs.len() as f64;
+        // norm_mse(z_i, zt_j) + norm_mse(z_j, zt_i) per pair, averaged over the pairs.
+        let (ab, ba, k) = sum_directions(views.len(), |i, j| Ok((norm_mse(&z[i], &zt[j])?, norm_mse(&z[j], &zt[i])?)))?;
+        let k = k as f64;
         Ok(MethodOutput {
-            loss: (loss.expect("one pair at least") / k)?,
-            metrics: vec![("loss_ab", (ab.expect("pair") / k)?), ("loss_ba", (ba.expect("pair") / k)?)],
+            loss: ((&ab + &ba)? / k)?,
+            metrics: vec![("loss_ab", (ab / k)?), ("loss_ba", (ba / k)?)],
             values: vec![("tau", byol_tau(self.cfg.tau_base, ctx.epoch, ctx.epochs))],
         })
     }

@@ -247,6 +247,22 @@ pub(crate) fn view_pairs(n: usize) -> Vec<(usize, usize)> {
     (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))).collect()
 }
 
+/// Over every view pair `(i, j)`, `i < j`: the two directions `f(i, j) = (i → j, j → i)`, each
+/// summed over the pairs; with the number of pairs (SimCLR's and BYOL's symmetric losses).
+pub(crate) fn sum_directions(views: usize, mut f: impl FnMut(usize, usize) -> Result<(Tensor, Tensor)>) -> Result<(Tensor, Tensor, usize)> {
+    let pairs = view_pairs(views);
+    let mut acc: Option<(Tensor, Tensor)> = None;
+    for &(i, j) in &pairs {
+        let (a, b) = f(i, j)?;
+        acc = Some(match acc {
+            Some((sa, sb)) => ((sa + a)?, (sb + b)?),
+            None => (a, b),
+        });
+    }
+    let (a, b) = acc.ok_or_else(|| Error::Config(format!("{views} view(s): a symmetric loss needs at least 2")))?;
+    Ok((a, b, pairs.len()))
+}
+
 /// A method's own tensors: a [`ParamStore`] whose names carry `prefix`.
 pub(crate) fn prefixed(store: &ParamStore, prefix: &str) -> BTreeMap<String, Tensor> {
     store.tensors().into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect()

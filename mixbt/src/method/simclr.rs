@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, ModuleT, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::{check_prefixes, load_prefixed, prefixed, trainable_prefixed, view_pairs, Method, MethodConfig, MethodOutput, StepContext};
+use super::{check_prefixes, load_prefixed, prefixed, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
 use crate::loss::nt_xent_directions;
 use crate::model::layers::{batch_norm, BatchNorm, BatchNormConfig};
 use crate::model::Encoder;
@@ -81,20 +81,12 @@ impl Method for Simclr {
             return Err(Error::Config(format!("SimCLR needs at least 2 views, got {}", views.len())));
         }
         let z = embed_concat(ctx.encoder, views, self.bn_last.as_ref())?;
-        let pairs = view_pairs(views.len());
-        let (mut loss, mut ab, mut ba): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
-        let add = |acc: Option<Tensor>, t: Tensor| -> Result<Option<Tensor>> { Ok(Some(match acc { Some(a) => (a + t)?, None => t })) };
-        for &(i, j) in &pairs {
-            let (d_ij, d_ji) = nt_xent_directions(&z[i], &z[j], self.cfg.tau)?;
-            loss = add(loss, ((&d_ij + &d_ji)? / 2.0)?)?;
-            ab = add(ab, d_ij)?;
-            ba = add(ba, d_ji)?;
-        }
-        let k = pairs.len() as f64;
-        let half = 2.0 * k;
+        // contrastive_loss(x0, x1) = (CE_ab + CE_ba)/2 per pair, averaged over the pairs.
+        let (ab, ba, k) = sum_directions(views.len(), |i, j| nt_xent_directions(&z[i], &z[j], self.cfg.tau))?;
+        let half = 2.0 * k as f64;
         Ok(MethodOutput {
-            loss: (loss.expect("one pair at least") / k)?,
-            metrics: vec![("loss_ab", (ab.expect("pair") / half)?), ("loss_ba", (ba.expect("pair") / half)?)],
+            loss: ((&ab + &ba)? / half)?,
+            metrics: vec![("loss_ab", (ab / half)?), ("loss_ba", (ba / half)?)],
             values: vec![("tau", self.cfg.tau)],
         })
     }

@@ -123,8 +123,13 @@ pub fn loss_chart(h: &History, smooth: usize) -> Result<Svg> {
         }
     }
     let parts = if drawn.is_empty() { "no components reported".to_string() } else { format!("its components as the method reports them: {}", drawn.join(", ")) };
-    Ok(lines_svg("Training loss (the optimiser minimises loss)", "step", "loss (log scale)", &series, true)?.caption(&format!(
-        "Running mean over {} steps, log scale. The optimiser minimises only `loss`; the other lines are {parts}.",
+    // A log scale when the lines span more than a decade (Barlow Twins' parts); within one
+    // decade a log axis has no tick to label (SimCLR, BYOL, W-MSE), so a linear one.
+    let (lo, hi) = series.iter().flat_map(|(_, p)| p.iter().map(|&(_, v)| v)).filter(|v| v.is_finite() && *v > 0.0).fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let log = hi > 10.0 * lo;
+    let scale = if log { "log scale" } else { "linear scale" };
+    Ok(lines_svg("Training loss (the optimiser minimises loss)", "step", &format!("loss ({scale})"), &series, log)?.caption(&format!(
+        "Running mean over {} steps, {scale}. The optimiser minimises only `loss`; the other lines are {parts}.",
         smooth.max(1)
     )))
 }

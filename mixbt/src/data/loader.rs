@@ -289,7 +289,7 @@ impl Loader {
     /// background. The iterator owns what it needs (a clone of the loader).
     pub fn pair_epoch(&self, epoch: u64, first: usize) -> PairEpoch {
         assert_eq!(self.transforms.len(), 2, "pair_epoch needs a two-view loader");
-        PairEpoch { rx: self.stream(epoch, first), loader: self.clone() }
+        PairEpoch { inner: self.views_epoch(epoch, first) }
     }
 
     /// The batches of `epoch` with all the loader's views, from batch `first` on, prepared in
@@ -316,21 +316,17 @@ impl Loader {
     }
 }
 
-/// Iterator over the pair batches of one epoch.
+/// Iterator over the pair batches of one epoch (the two views of a [`ViewsEpoch`]).
 pub struct PairEpoch {
-    rx: Receiver<Result<HostBatch>>,
-    loader: Loader,
+    inner: ViewsEpoch,
 }
 
 impl Iterator for PairEpoch {
     type Item = Result<PairBatch>;
     fn next(&mut self) -> Option<Self::Item> {
-        let hb = self.rx.recv().ok()?;
-        Some(hb.and_then(|hb| {
-            let (mut ts, labels, indices) = self.loader.to_tensors(hb)?;
-            let view_b = ts.pop().unwrap();
-            let view_a = ts.pop().unwrap();
-            Ok(PairBatch { view_a, view_b, labels, indices })
+        Some(self.inner.next()?.map(|b| {
+            let [view_a, view_b]: [Tensor; 2] = b.views.try_into().expect("pair_epoch checks for two views");
+            PairBatch { view_a, view_b, labels: b.labels, indices: b.indices }
         }))
     }
 }

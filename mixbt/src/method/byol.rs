@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, ModuleT, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::{check_prefixes, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
+use super::{check_prefixes, check_views, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
 use crate::loss::norm_mse;
 use crate::model::{encoder, projector, Encoder, Projector, ProjectorConfig};
 use crate::params::ParamStore;
@@ -105,9 +105,7 @@ impl Method for Byol {
     }
 
     fn forward(&mut self, ctx: &StepContext, views: &[Tensor]) -> Result<MethodOutput> {
-        if views.len() < 2 {
-            return Err(Error::Config(format!("BYOL needs at least 2 views, got {}", views.len())));
-        }
+        check_views("BYOL", views)?;
         let mut z = Vec::with_capacity(views.len());
         for v in views {
             let (_, h) = ctx.encoder.forward_t(v, true)?;

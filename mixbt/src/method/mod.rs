@@ -102,9 +102,9 @@ impl MethodConfig {
         }
     }
 
-    /// An [`Error::Field`] naming the first setting the method cannot train with (`batch_size`
-    /// is the recipe's, `emb` its projector's output size).
-    pub fn validate(&self, batch_size: usize, emb: usize) -> Result<()> {
+    /// An [`Error::Field`] naming the first setting the method cannot train with at the
+    /// recipe's `batch_size`.
+    pub fn validate(&self, batch_size: usize) -> Result<()> {
         let samples = |n: usize| {
             if n < 2 {
                 Err(Error::field("method.num_samples", format!("must be at least 2 views, got {n}")))
@@ -128,7 +128,7 @@ impl MethodConfig {
                 }
                 Ok(())
             }
-            MethodConfig::Wmse(c) => c.validate(batch_size, emb),
+            MethodConfig::Wmse(c) => c.validate(batch_size),
         }
     }
 
@@ -240,6 +240,14 @@ pub trait Method: Send {
 /// `(seed, step)`, so a resumed run draws what the uninterrupted one did.
 pub fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64((seed ^ 0x5eed_0f_a1fa).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+/// An error unless a method that compares views got at least two.
+pub(crate) fn check_views(method: &str, views: &[Tensor]) -> Result<()> {
+    if views.len() < 2 {
+        return Err(Error::Config(format!("{method} needs at least 2 views, got {}", views.len())));
+    }
+    Ok(())
 }
 
 /// All unordered view pairs `(i, j)`, `i < j`, as `ssl-sota` loops over them.

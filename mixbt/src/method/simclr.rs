@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use candle_core::{DType, ModuleT, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::{check_prefixes, load_prefixed, prefixed, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
+use super::{check_prefixes, check_views, load_prefixed, prefixed, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
 use crate::loss::nt_xent_directions;
 use crate::model::layers::{batch_norm, BatchNorm, BatchNormConfig};
 use crate::model::Encoder;
 use crate::params::ParamStore;
-use crate::{Error, Result};
+use crate::Result;
 
 /// SimCLR settings (`ssl-sota` defaults: τ 0.5, `bn_last`, two views).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,9 +77,7 @@ impl Method for Simclr {
     }
 
     fn forward(&mut self, ctx: &StepContext, views: &[Tensor]) -> Result<MethodOutput> {
-        if views.len() < 2 {
-            return Err(Error::Config(format!("SimCLR needs at least 2 views, got {}", views.len())));
-        }
+        check_views("SimCLR", views)?;
         let z = embed_concat(ctx.encoder, views, self.bn_last.as_ref())?;
         // contrastive_loss(x0, x1) = (CE_ab + CE_ba)/2 per pair, averaged over the pairs.
         let (ab, ba, k) = sum_directions(views.len(), |i, j| nt_xent_directions(&z[i], &z[j], self.cfg.tau))?;

@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::simclr::embed_concat;
-use super::{step_rng, view_pairs, Method, MethodConfig, MethodOutput, StepContext};
+use super::{check_views, step_rng, view_pairs, Method, MethodConfig, MethodOutput, StepContext};
 use crate::loss::{norm_mse, whiten};
 use crate::{Error, Result};
 
@@ -36,7 +36,7 @@ impl Default for WmseConfig {
 }
 
 impl WmseConfig {
-    pub fn validate(&self, batch_size: usize, _emb: usize) -> Result<()> {
+    pub fn validate(&self, batch_size: usize) -> Result<()> {
         if self.num_samples < 2 {
             return Err(Error::field("method.num_samples", format!("must be at least 2 views, got {}", self.num_samples)));
         }
@@ -80,11 +80,9 @@ impl Method for Wmse {
     }
 
     fn forward(&mut self, ctx: &StepContext, views: &[Tensor]) -> Result<MethodOutput> {
-        if views.len() < 2 {
-            return Err(Error::Config(format!("W-MSE needs at least 2 views, got {}", views.len())));
-        }
+        check_views("W-MSE", views)?;
         let bs = views[0].dim(0)?;
-        self.cfg.validate(bs, 0)?;
+        self.cfg.validate(bs)?;
         let h = embed_concat(ctx.encoder, views, None)?;
         let pairs = view_pairs(views.len());
         let mut rng = step_rng(ctx.seed, ctx.step);

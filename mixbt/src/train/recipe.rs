@@ -157,7 +157,7 @@ impl Recipe {
         if self.max_steps == Some(0) {
             return Err(Error::field("max_steps", "must be at least 1"));
         }
-        self.method.validate(self.batch_size, self.encoder.out_dim())?;
+        self.method.validate(self.batch_size)?;
         if let LrSchedule::WarmupMultiStep { gamma, .. } = self.schedule {
             if !(gamma > 0.0 && gamma.is_finite()) {
                 return Err(Error::field("schedule.gamma", format!("must be positive and finite, got {gamma}")));

@@ -623,8 +623,8 @@ Table::new(table.clone())"""),
     md("""
 One seed and three epochs of toy data: read the table as a smoke test of each method, not as a
 ranking. Over seeds 0–2 (README, "Methods") Barlow Twins, Mixed Barlow Twins and SimCLR beat the
-randomly initialised network every time, BYOL and W-MSE only with seed 0; SimCLR's negatives make
-it learn these shapes fastest.
+randomly initialised network every time, BYOL and W-MSE only with seed 0; SimCLR learns these
+shapes fastest.
 
 k-NN top-1 over training, all five on one chart (the flat line is the shared random initialisation):
 """),

@@ -314,3 +314,24 @@ fn the_encoder_config_of_a_baseline_head_round_trips_through_a_model_file() {
     let cfg: EncoderConfig = mixbt::ckpt::infer_encoder_config(&store.tensors()).unwrap();
     assert_eq!(cfg.projector, r.encoder.projector);
 }
+
+#[test]
+fn the_lambda_reg_override_is_method_state_and_survives_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Pretrainer::new(tiny("mixbt", 32, 2), opts(Some(dir.path()))).unwrap();
+    t.step().unwrap();
+    t.set_lambda_reg(Some(0.5)).unwrap();
+    let ck = t.save_checkpoint().unwrap();
+    let state = std::fs::read_to_string(ck.join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["method_state"]["lambda_reg_override"], 0.5);
+    assert!(v.get("lambda_reg_override").is_none(), "written once, in method_state");
+    drop(t);
+    let r = Pretrainer::resume(dir.path(), opts(Some(dir.path()))).unwrap();
+    assert_eq!(r.lambda_reg(), 0.5);
+    // Methods without λ_reg refuse it.
+    let mut s = Pretrainer::new(tiny("simclr", 32, 1), opts(None)).unwrap();
+    assert!(s.set_lambda_reg(Some(1.0)).unwrap_err().to_string().contains("simclr has no λ_reg"));
+    assert!(s.lambda_reg().is_nan());
+}

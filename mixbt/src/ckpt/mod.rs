@@ -17,6 +17,9 @@ use crate::{Error, Result};
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
+/// A method's own tensors in a checkpoint folder (BYOL's predictor and target network, SimCLR's
+/// `bn_last`), when it has any.
+pub const METHOD_FILE: &str = "method.safetensors";
 /// The file in `checkpoints/` naming the newest complete checkpoint folder.
 pub const LATEST: &str = "latest";
 

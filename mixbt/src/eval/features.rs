@@ -42,11 +42,16 @@ pub fn extract(enc: &Encoder, ds: DynDataset, transform: &Transform, batch_size:
     Ok((Tensor::cat(&feats, 0)?, labels))
 }
 
-/// [`extract`] for a labelled split, as a k-NN bank / test set.
+/// [`extract`] for a labelled split, as a k-NN bank / test set (L2-normalised features).
 pub fn labelled_features(enc: &Encoder, ds: DynDataset, transform: &Transform, batch_size: usize, workers: usize) -> Result<Features> {
+    labelled_features_as(enc, ds, transform, batch_size, workers, true)
+}
+
+/// [`labelled_features`], L2-normalised or raw (`normalize`, as [`extract`]).
+pub fn labelled_features_as(enc: &Encoder, ds: DynDataset, transform: &Transform, batch_size: usize, workers: usize, normalize: bool) -> Result<Features> {
     let num_classes = ds.classes().len();
     let what = ds.describe();
-    let (features, labels) = extract(enc, ds, transform, batch_size, workers, true)?;
+    let (features, labels) = extract(enc, ds, transform, batch_size, workers, normalize)?;
     let labels = labels
         .into_iter()
         .map(|l| l.ok_or_else(|| Error::Config(format!("{what} is unlabelled; k-NN and probes need labels"))))

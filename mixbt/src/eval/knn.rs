@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::features::{labelled_features, Features};
+use super::features::{labelled_features, labelled_features_as, Features};
 use crate::data::{self, DataConfig};
 use crate::model::{l2_normalize, Encoder};
 use crate::{Error, Result};
@@ -165,23 +165,12 @@ pub fn knn_majority(bank: &Features, test: &Features, k: usize, block: usize) ->
 pub fn knn_eval_all(enc: &Encoder, data: &DataConfig, cfg: &KnnConfig, workers: usize) -> Result<(KnnResult, KnnResult)> {
     cfg.validate()?;
     let bs = cfg.batch_size.max(64);
-    let bank = raw_features(enc, data::open_bank(data)?, &data.eval, bs, workers)?;
-    let test = raw_features(enc, data::open(data, data::Split::Test)?, &data.eval, bs, workers)?;
+    let bank = labelled_features_as(enc, data::open_bank(data)?, &data.eval, bs, workers, false)?;
+    let test = labelled_features_as(enc, data::open(data, data::Split::Test)?, &data.eval, bs, workers, false)?;
     let norm = |f: &Features| -> Result<Features> { Ok(Features { features: l2_normalize(&f.features)?, ..f.clone() }) };
     let weighted = knn_accuracy(&norm(&bank)?, &norm(&test)?, cfg)?;
     let majority = knn_majority(&bank, &test, cfg.majority_k, cfg.batch_size)?;
     Ok((weighted, majority))
-}
-
-fn raw_features(enc: &Encoder, ds: crate::data::DynDataset, t: &crate::data::Transform, bs: usize, workers: usize) -> Result<Features> {
-    let num_classes = ds.classes().len();
-    let what = ds.describe();
-    let (features, labels) = super::features::extract(enc, ds, t, bs, workers, false)?;
-    let labels = labels
-        .into_iter()
-        .map(|l| l.ok_or_else(|| Error::Config(format!("{what} is unlabelled; k-NN needs labels"))))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Features { features: features.to_dtype(DType::F32)?, labels, num_classes })
 }
 
 /// The k-NN evaluation of a backbone on the data of `data` (as `main.py`'s `test()`): the bank is

@@ -36,10 +36,8 @@ impl Default for WmseConfig {
 }
 
 impl WmseConfig {
+    /// The whitening settings at `batch_size` (the view count is [`MethodConfig::validate`]'s).
     pub fn validate(&self, batch_size: usize) -> Result<()> {
-        if self.num_samples < 2 {
-            return Err(Error::field("method.num_samples", format!("must be at least 2 views, got {}", self.num_samples)));
-        }
         if self.w_size < 2 {
             return Err(Error::field("method.w_size", format!("must be at least 2 (a covariance needs N − 1 > 0), got {}", self.w_size)));
         }

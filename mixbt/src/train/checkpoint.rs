@@ -8,16 +8,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
-
 use serde::{Deserialize, Serialize};
 
 use super::history::History;
 use super::recipe::Recipe;
-pub use crate::ckpt::{resolve, LATEST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
-
-/// The method's own tensors (BYOL's predictor and target network, SimCLR's `bn_last`), when it
-/// has any.
-pub const METHOD_FILE: &str = "method.safetensors";
+pub use crate::ckpt::{resolve, LATEST, METHOD_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use crate::eval::KnnResult;
 use crate::io::{atomic_write, write_safetensors};
 use crate::optim::Optimizer;
@@ -37,8 +32,9 @@ pub struct CheckpointState<R = Recipe> {
     /// Epoch in progress (0-based) and batches of it done.
     pub epoch: usize,
     pub batch_in_epoch: usize,
-    /// Barlow Twins' λ_reg override (also inside `method_state`; kept for readers of version 1).
-    #[serde(default)]
+    /// Version 1 (before methods were plug-ins): Barlow Twins' λ_reg override, read only; since
+    /// version 2 it is in `method_state`.
+    #[serde(default, skip_serializing)]
     pub lambda_reg_override: Option<f64>,
     /// The method's scalars ([`Method::state_json`](crate::method::Method::state_json)); `null`
     /// in checkpoints written before methods were plug-ins.

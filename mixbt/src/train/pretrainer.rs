@@ -5,10 +5,9 @@
 //! `set_lambda_reg`, the history). Nothing here knows a method: they are plug-ins
 //! ([`crate::method`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -17,7 +16,7 @@ use super::checkpoint::{self, CheckpointState};
 use super::history::{History, Metrics, StepStats};
 use super::recipe::{Recipe, StepSchedule};
 use crate::data::{self, Loader, LoaderConfig, ViewsEpoch};
-use crate::eval::{knn_eval_all, KnnResult};
+use crate::eval::{knn_eval, knn_eval_all, KnnResult};
 use crate::io::{atomic_write, read_safetensors, DirLock};
 use crate::loss::LossParts;
 use crate::method::{BarlowTwins, Method, StepContext};
@@ -258,7 +257,7 @@ impl Pretrainer {
         let ot = read_safetensors(&dir.join(checkpoint::OPTIMIZER_FILE), &me.opts.device)?;
         me.opt.load_state(&ot, &state.optimizer).map_err(|e| Error::format(&dir, e.to_string()))?;
         // The method's tensors (none for Barlow Twins, whose checkpoints have no such file).
-        let mpath = dir.join(checkpoint::METHOD_FILE);
+        let mpath = dir.join(crate::ckpt::METHOD_FILE);
         let mt = if mpath.exists() { read_safetensors(&mpath, &me.opts.device)? } else { BTreeMap::new() };
         me.method.load_state_tensors(&mt).map_err(|e| Error::format(&mpath, e.to_string()))?;
         if state.method_state.is_null() {
@@ -514,7 +513,7 @@ impl Pretrainer {
     /// Weighted k-NN of the current backbone: bank = train split, test = test split, both
     /// under the eval transform.
     pub fn knn(&self) -> Result<KnnResult> {
-        Ok(self.knn_all()?.0)
+        knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers)
     }
 
     /// The weighted k-NN (`main.py`: k = 200, T = 0.5) and `ssl-sota`'s majority vote (k = 5,
@@ -527,13 +526,13 @@ impl Pretrainer {
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
         let out = self.opts.out_dir.as_ref().ok_or_else(|| Error::Config("no run directory (--out) to checkpoint into".into()))?;
         let state = CheckpointState {
-            version: 1,
+            version: 2,
             recipe: self.recipe.clone(),
             seed: self.opts.seed,
             step: self.step,
             epoch: self.epoch,
             batch_in_epoch: self.batch_in_epoch,
-            lambda_reg_override: self.method_as::<BarlowTwins>().and_then(|b| b.lambda_reg_override()),
+            lambda_reg_override: None,
             method_state: self.method.state_json(),
             optimizer: self.opt.state_scalars(),
             rng: serde_json::json!({"kind": "keyed-chacha8", "seed": self.opts.seed, "note": "every draw is keyed by (seed, epoch, sample, view) or (seed, step); no stream state"}),

@@ -1,7 +1,9 @@
 //! Single-precision matrix product for the convolution kernels: BLIS-style blocking (packed
 //! panels of A and B, sized for L1/L2) around a 6×16 AVX2/FMA micro-kernel, which keeps twelve
 //! accumulators in registers and issues 12 FMAs per 8 loads, so it is bound by the FMA units
-//! rather than by loads (`matrixmultiply`'s 8×8 kernel issues 9 loads per 8 FMAs).
+//! rather than by loads (`matrixmultiply`'s 8×8 kernel issues 9 loads per 8 FMAs). On CPUs with
+//! AVX-512F a 12×32 kernel (24 accumulators, 14 loads per 24 FMAs) reads two row panels and two
+//! column panels of the same packed layouts at once.
 //!
 //! Falls back to `matrixmultiply` on CPUs without AVX2+FMA. Strides are general (in elements),
 //! so transposed operands cost only a different packing order.
@@ -48,7 +50,7 @@ pub enum Kernel {
     Portable,
     /// 6×16 tiles in 256-bit registers.
     Avx2,
-    /// 12×16 tiles in 512-bit registers (two 6-row A panels at once).
+    /// 12×32 tiles in 512-bit registers (two 6-row A panels and two 16-column B panels at once).
     Avx512,
 }
 
@@ -76,7 +78,7 @@ fn avx512_supported() -> bool {
     }
 }
 
-/// Whether the 12×16 AVX-512 micro-kernel runs: on CPUs with AVX-512F, unless
+/// Whether the 12×32 AVX-512 micro-kernel runs: on CPUs with AVX-512F, unless
 /// `MIXBT_GEMM_KERNEL=avx2` (or [`set_kernel`]) asks for the 6×16 AVX2 one.
 fn wide() -> bool {
     use std::sync::atomic::Ordering;
@@ -497,6 +499,8 @@ unsafe fn blocked(
                 ASource::Packed { pa: packed, r0 } => packed.block(pc, kc, r0 + ic),
             }
         };
+        // Column panels per micro-tile: two (12×32 tiles) with the AVX-512 kernel.
+        let step = if wide() { 2 * NR } else { NR };
         if let BSource::Direct(db) = b {
             assert!(db.x.is_aligned() && db.hp * db.wp * db.c < u32::MAX as usize);
             let offs = db.offsets();
@@ -506,11 +510,14 @@ unsafe fn blocked(
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let ap = a_block(pa, pc, kc, ic, mc);
-                    for jr in (0..n).step_by(NR) {
-                        let (base, half) = db.panel(jr);
-                        let bp = Direct { base, offs: offs[pc..].as_ptr(), half };
+                    for jr in (0..n).step_by(step) {
+                        let panel = |j: usize| {
+                            let (base, half) = db.panel(j);
+                            Direct { base, offs: offs[pc..].as_ptr(), half }
+                        };
+                        let b1 = (jr + NR < n).then(|| panel(jr + NR));
                         let cp = c.offset(ic as isize * rsc + jr as isize * csc);
-                        micro_rows(kc, ap, bp, cp, rsc, csc, mc, NR.min(n - jr), load_c);
+                        micro_rows(kc, ap, panel(jr), b1, cp, rsc, csc, mc, step.min(n - jr), load_c);
                     }
                 }
             }
@@ -540,11 +547,12 @@ unsafe fn blocked(
                     // One A block: pack each B micro-panel just before its use, so it is read
                     // from L1 by every micro-kernel instead of making a round trip through L3.
                     let ap = a_block(pa, pc, kc, 0, m);
-                    for jr in (0..nc).step_by(NR) {
-                        let nr = NR.min(nc - jr);
+                    for jr in (0..nc).step_by(step) {
+                        let nr = step.min(nc - jr);
                         fill_b(pb, jr, nr);
+                        let b1 = (nr > NR).then(|| Packed(pb.as_ptr().add(NR * kc)));
                         let cp = c.offset((jc + jr) as isize * csc);
-                        micro_rows(kc, ap, Packed(pb.as_ptr()), cp, rsc, csc, m, nr, load_c);
+                        micro_rows(kc, ap, Packed(pb.as_ptr()), b1, cp, rsc, csc, m, nr, load_c);
                     }
                     continue;
                 }
@@ -552,11 +560,12 @@ unsafe fn blocked(
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
                     let ap = a_block(pa, pc, kc, ic, mc);
-                    for jr in (0..nc).step_by(NR) {
-                        let nr = NR.min(nc - jr);
+                    for jr in (0..nc).step_by(step) {
+                        let nr = step.min(nc - jr);
                         let bp = pb.as_ptr().add(jr * kc);
+                        let b1 = (nr > NR).then(|| Packed(bp.add(NR * kc)));
                         let cp = c.offset(ic as isize * rsc + (jc + jr) as isize * csc);
-                        micro_rows(kc, ap, Packed(bp), cp, rsc, csc, mc, nr, load_c);
+                        micro_rows(kc, ap, Packed(bp), b1, cp, rsc, csc, mc, nr, load_c);
                     }
                 }
             }
@@ -915,80 +924,111 @@ impl PanelB for Direct {
     }
 }
 
-/// `C[rows×nr] (+)= A·Bp` for a column of micro-tiles: `a` holds `rows.div_ceil(MR)` packed
-/// panels of `MR` rows (each `kc·MR` floats), `c` points at the tile column's first row. Pairs of
-/// panels go to the 12×16 AVX-512 kernel when it is in use, single panels to the 6×16 one.
+/// `C[rows×nr] (+)= A·[B0 B1]` for a column of micro-tiles: `a` holds `rows.div_ceil(MR)` packed
+/// panels of `MR` rows (each `kc·MR` floats), `b0` the first 16 columns, `b1` (when `nr > 16`)
+/// the next 16, `c` points at the tile column's first row. With the AVX-512 kernel, pairs of row
+/// panels and both column panels make one 12×32 tile; otherwise 6×16 tiles in 256-bit registers.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro_rows(kc: usize, a: *const f32, b: impl PanelB, c: *mut f32, rsc: isize, csc: isize, rows: usize, nr: usize, load_c: bool) {
+unsafe fn micro_rows<B: PanelB>(kc: usize, a: *const f32, b0: B, b1: Option<B>, c: *mut f32, rsc: isize, csc: isize, rows: usize, nr: usize, load_c: bool) {
+    debug_assert!(nr <= NR || b1.is_some());
     let wide = wide();
     let mut ir = 0;
     while ir < rows {
         let cp = c.offset(ir as isize * rsc);
-        if wide && rows - ir > MR {
-            kernel_12x16(kc, a.add(ir * kc), a.add((ir + MR) * kc), b, cp, rsc, csc, (2 * MR).min(rows - ir), nr, load_c);
-            ir += 2 * MR;
-        } else {
-            kernel_6x16(kc, a.add(ir * kc), b, cp, rsc, csc, MR.min(rows - ir), nr, load_c);
-            ir += MR;
+        let (a0, left) = (a.add(ir * kc), rows - ir);
+        let two = left > MR;
+        let mr = if wide && two { 2 * MR } else { MR }.min(left);
+        match (wide, b1) {
+            (true, Some(b1)) if two => kernel_z::<2, 2, B>(kc, [a0, a0.add(MR * kc)], [b0, b1], cp, rsc, csc, mr, nr, load_c),
+            (true, Some(b1)) => kernel_z::<1, 2, B>(kc, [a0], [b0, b1], cp, rsc, csc, mr, nr, load_c),
+            (true, None) if two => kernel_z::<2, 1, B>(kc, [a0, a0.add(MR * kc)], [b0], cp, rsc, csc, mr, nr, load_c),
+            (true, None) => kernel_z::<1, 1, B>(kc, [a0], [b0], cp, rsc, csc, mr, nr, load_c),
+            (false, b1) => {
+                kernel_6x16(kc, a0, b0, cp, rsc, csc, mr, nr.min(NR), load_c);
+                if let Some(b1) = b1 {
+                    kernel_6x16(kc, a0, b1, cp.offset(NR as isize * csc), rsc, csc, mr, nr - NR, load_c);
+                }
+            }
         }
+        ir += mr.next_multiple_of(MR);
     }
 }
 
-/// `C[mr×nr] (+)= [A0; A1]·Bp` for a 12×16 tile (`A0`, `A1`: two kc×6 packed panels, the rows
-/// of A1 below those of A0; `Bp`: kc×16), with one 512-bit accumulator per row of C.
+/// `C[mr×nr] (+)= [A_0; …; A_{P−1}]·[B_0 … B_{W−1}]` for a `6P × 16W` tile in 512-bit registers
+/// (`A_q`: kc×6 packed panels, rows of `A_{q+1}` below those of `A_q`; `B_w`: kc×16 panels, the
+/// columns of `B_{w+1}` right of those of `B_w`), one accumulator per row and 16 columns. Every
+/// element of C sums over k in order with FMA, like the 6×16 AVX2 kernel, so the results are the
+/// same bit for bit. Instantiated as 12×32 (24 accumulators: 14 loads per 24 FMAs), 6×32, 12×16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_12x16(kc: usize, a0: *const f32, a1: *const f32, b: impl PanelB, c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
+unsafe fn kernel_z<const P: usize, const W: usize, B: PanelB>(kc: usize, a: [*const f32; P], b: [B; W], c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
     use std::arch::x86_64::*;
     if load_c && csc == 1 {
         for i in 0..mr {
-            _mm_prefetch::<_MM_HINT_T0>(c.offset(i as isize * rsc) as *const i8);
+            for w in 0..W {
+                _mm_prefetch::<_MM_HINT_T0>(c.offset(i as isize * rsc).add(w * 16) as *const i8);
+            }
         }
     }
-    let mut acc = [_mm512_setzero_ps(); 2 * MR];
-    let (mut p0, mut p1) = (a0, a1);
+    let mut acc = [[[_mm512_setzero_ps(); W]; MR]; P];
+    let mut ap = a;
     for p in 0..kc {
-        let (r0, r1) = b.row(p);
-        let bv = if r1 == r0.add(8) {
-            _mm512_loadu_ps(r0)
-        } else {
-            let lo = _mm512_castps256_ps512(_mm256_loadu_ps(r0));
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), _mm256_castps_pd(_mm256_loadu_ps(r1))))
-        };
-        // Written out so that the twelve accumulators stay in registers.
-        acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(*p0), bv, acc[0]);
-        acc[1] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(1)), bv, acc[1]);
-        acc[2] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(2)), bv, acc[2]);
-        acc[3] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(3)), bv, acc[3]);
-        acc[4] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(4)), bv, acc[4]);
-        acc[5] = _mm512_fmadd_ps(_mm512_set1_ps(*p0.add(5)), bv, acc[5]);
-        acc[6] = _mm512_fmadd_ps(_mm512_set1_ps(*p1), bv, acc[6]);
-        acc[7] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(1)), bv, acc[7]);
-        acc[8] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(2)), bv, acc[8]);
-        acc[9] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(3)), bv, acc[9]);
-        acc[10] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(4)), bv, acc[10]);
-        acc[11] = _mm512_fmadd_ps(_mm512_set1_ps(*p1.add(5)), bv, acc[11]);
-        p0 = p0.add(MR);
-        p1 = p1.add(MR);
+        let mut bv = [_mm512_setzero_ps(); W];
+        for w in 0..W {
+            let (r0, r1) = b[w].row(p);
+            bv[w] = if r1 == r0.add(8) {
+                _mm512_loadu_ps(r0)
+            } else {
+                let lo = _mm512_castps256_ps512(_mm256_loadu_ps(r0));
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), _mm256_castps_pd(_mm256_loadu_ps(r1))))
+            };
+        }
+        for q in 0..P {
+            for r in 0..MR {
+                let av = _mm512_set1_ps(*ap[q].add(r));
+                for w in 0..W {
+                    acc[q][r][w] = _mm512_fmadd_ps(av, bv[w], acc[q][r][w]);
+                }
+            }
+            ap[q] = ap[q].add(MR);
+        }
     }
     if csc == 1 {
-        let mask: __mmask16 = if nr >= NR { 0xffff } else { (1u16 << nr) - 1 };
-        for (i, v) in acc.iter().enumerate().take(mr) {
-            let cr = c.offset(i as isize * rsc);
-            let v = if load_c { _mm512_add_ps(*v, _mm512_maskz_loadu_ps(mask, cr)) } else { *v };
-            _mm512_mask_storeu_ps(cr, mask, v);
+        for w in 0..W {
+            let cols = nr.saturating_sub(w * 16).min(16);
+            if cols == 0 {
+                break;
+            }
+            let mask: __mmask16 = if cols >= 16 { 0xffff } else { (1u16 << cols) - 1 };
+            for q in 0..P {
+                for r in 0..MR {
+                    let i = q * MR + r;
+                    if i >= mr {
+                        break;
+                    }
+                    let cr = c.offset(i as isize * rsc).add(w * 16);
+                    let v = if load_c { _mm512_add_ps(acc[q][r][w], _mm512_maskz_loadu_ps(mask, cr)) } else { acc[q][r][w] };
+                    _mm512_mask_storeu_ps(cr, mask, v);
+                }
+            }
         }
     } else {
-        let mut t = [0f32; 2 * MR * NR];
-        for (i, v) in acc.iter().enumerate() {
-            _mm512_storeu_ps(t.as_mut_ptr().add(i * NR), *v);
-        }
-        for i in 0..mr {
-            for j in 0..nr {
-                let cp = c.offset(i as isize * rsc + j as isize * csc);
-                *cp = if load_c { *cp + t[i * NR + j] } else { t[i * NR + j] };
+        let mut t = [0f32; 16];
+        for q in 0..P {
+            for r in 0..MR {
+                let i = q * MR + r;
+                if i >= mr {
+                    continue;
+                }
+                for w in 0..W {
+                    _mm512_storeu_ps(t.as_mut_ptr(), acc[q][r][w]);
+                    for j in 0..nr.saturating_sub(w * 16).min(16) {
+                        let cp = c.offset(i as isize * rsc + (w * 16 + j) as isize * csc);
+                        *cp = if load_c { *cp + t[j] } else { t[j] };
+                    }
+                }
             }
         }
     }

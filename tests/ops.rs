@@ -274,7 +274,16 @@ fn avx2_and_avx512_kernels_agree_bit_for_bit() {
 }
 
 fn check_gemm() {
+    check_gemm_at(ops::Precision::F32);
+}
+
+/// [`mixbt::ops::gemm::gemm`] at `prec` against a float64 reference (at BF16: of the operands
+/// rounded to bfloat16, whose products are exact, so the tolerance is FP32's; and the result must
+/// differ from the FP32 product, i.e. the operands were rounded).
+fn check_gemm_at(prec: ops::Precision) {
     use mixbt::ops::gemm;
+    let q = |x: f32| if prec == ops::Precision::Bf16 { gemm::round_bf16(x) as f64 } else { x as f64 };
+    let mut rounding_seen = prec == ops::Precision::F32;
     let mut seed = 1u64;
     let mut rnd = |len: usize| -> Vec<f32> {
         (0..len)
@@ -298,13 +307,15 @@ fn check_gemm() {
             let bt_ = |p: usize, j: usize| b[(p as isize * rsb + j as isize * csb) as usize] as f64;
             for accumulate in [false, true] {
                 let mut c = c0.clone();
-                unsafe { gemm::sgemm(m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, c.as_mut_ptr(), rsc, csc, accumulate) };
+                unsafe { gemm::gemm(prec, m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, c.as_mut_ptr(), rsc, csc, accumulate) };
                 for i in 0..m {
                     for j in 0..n {
                         let ci = (i as isize * rsc + j as isize * csc) as usize;
-                        let want = (0..k).map(|p| at_(i, p) * bt_(p, j)).sum::<f64>() + if accumulate { c0[ci] as f64 } else { 0.0 };
+                        let want = (0..k).map(|p| q(at_(i, p) as f32) * q(bt_(p, j) as f32)).sum::<f64>() + if accumulate { c0[ci] as f64 } else { 0.0 };
                         let got = c[ci] as f64;
-                        assert!((got - want).abs() < 1e-4 * (1.0 + k as f64).sqrt(), "{m}x{k}x{n} layout {layout} acc {accumulate} at ({i},{j}): {got} vs {want}");
+                        assert!((got - want).abs() < 1e-4 * (1.0 + k as f64).sqrt(), "{prec} {m}x{k}x{n} layout {layout} acc {accumulate} at ({i},{j}): {got} vs {want}");
+                        let exact = (0..k).map(|p| at_(i, p) * bt_(p, j)).sum::<f64>() + if accumulate { c0[ci] as f64 } else { 0.0 };
+                        rounding_seen |= (got - exact).abs() > 1e-5 * (1.0 + k as f64).sqrt();
                     }
                 }
             }
@@ -318,16 +329,79 @@ fn check_gemm() {
             let mut c = vec![f32::NAN; m * n];
             for r0 in (0..m).step_by(per) {
                 let rows = per.min(m - r0);
-                unsafe { gemm::sgemm_packed(&pa, r0, rows, n, gemm::BSource::Raw { b: b.as_ptr(), rsb: n as isize, csb: 1 }, c[r0 * n..].as_mut_ptr(), n, false) };
+                unsafe { gemm::sgemm_packed(&pa, r0, rows, n, gemm::BSource::Raw { b: b.as_ptr(), rsb: n as isize, csb: 1 }, c[r0 * n..].as_mut_ptr(), n, false, prec) };
             }
             for i in 0..m {
                 for j in 0..n {
-                    let want = (0..k).map(|p| a[(i as isize * rsa + p as isize * csa) as usize] as f64 * b[p * n + j] as f64).sum::<f64>();
-                    assert!((c[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + k as f64).sqrt(), "packed {m}x{k}x{n} (A transposed: {at}) at ({i},{j})");
+                    let want = (0..k).map(|p| q(a[(i as isize * rsa + p as isize * csa) as usize]) * q(b[p * n + j])).sum::<f64>();
+                    assert!((c[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + k as f64).sqrt(), "{prec} packed {m}x{k}x{n} (A transposed: {at}) at ({i},{j})");
                 }
             }
         }
     }
+    assert!(rounding_seen, "{prec}: no product differs from the FP32 one");
+}
+
+/// Run `f` under every BF16 path this CPU and process can run: `vdpbf16ps`, and the emulation
+/// (rounded operands) under each FP32 micro-kernel; says which could not run.
+fn each_bf16_path(what: &str, f: impl Fn(&str)) {
+    use mixbt::ops::gemm::{self, Bf16Path, Kernel};
+    let _g = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (default, default_bf16) = (gemm::kernel(), gemm::bf16_path());
+    let mut skipped = vec![];
+    if gemm::set_bf16_path(Bf16Path::Avx512Bf16) {
+        assert_eq!(gemm::bf16_path(), Bf16Path::Avx512Bf16);
+        f("avx512bf16");
+    } else {
+        skipped.push("avx512bf16".to_string());
+    }
+    assert!(gemm::set_bf16_path(Bf16Path::Emulated));
+    for k in [Kernel::Portable, Kernel::Avx2, Kernel::Avx512] {
+        if gemm::set_kernel(k) && gemm::kernel() == k {
+            f(&format!("emulated on {}", k.name()));
+        } else {
+            skipped.push(format!("emulated on {}", k.name()));
+        }
+    }
+    gemm::set_kernel(default);
+    gemm::set_bf16_path(default_bf16);
+    eprintln!("{what}: BF16 paths not run on this machine/process: {skipped:?}");
+}
+
+#[test]
+fn bf16_gemm_matches_reference_on_rounded_operands() {
+    each_bf16_path("bf16_gemm_matches_reference_on_rounded_operands", |_| check_gemm_at(ops::Precision::Bf16));
+}
+
+/// A BF16 convolution (forward, input and weight gradient) equals candle's FP32 convolution of
+/// the operands rounded to bfloat16 (the output gradient is BF16-exact here, so the backward
+/// products round nothing else): every product is exact, only the summation order differs.
+#[test]
+fn bf16_conv_matches_candle_on_rounded_operands() {
+    let dev = Device::Cpu;
+    let r = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+    each_bf16_path("bf16_conv_matches_candle_on_rounded_operands", |path| {
+        for (n, c, h, w, o, k, s, p) in SHAPES {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
+            let (xr, wr) = (Var::from_tensor(&r(x.as_tensor())).unwrap(), Var::from_tensor(&r(wt.as_tensor())).unwrap());
+            let ours = ops::with_precision(ops::Precision::Bf16, || ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p)).unwrap();
+            let theirs = xr.as_tensor().conv2d(wr.as_tensor(), p, s, 1, 1).unwrap();
+            let fp32 = ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
+            let shape = (n, c, h, w, o, k, s, p);
+            let tol = 1e-4 * (1.0 + max_abs(&theirs));
+            assert!(max_abs_diff(&ours, &theirs) < tol, "{path}: forward {shape:?}");
+            assert!(max_abs_diff(&ours, &fp32) > tol, "{path}: forward {shape:?} equals the FP32 one");
+            let coef = r(&Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap());
+            let g1 = (ours * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (theirs * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, a, b) in [("input", &x, &xr), ("weight", &wt, &wr)] {
+                let (a, b) = (g1.get(a).unwrap(), g2.get(b).unwrap());
+                let tol = 1e-4 * (1.0 + max_abs(b));
+                assert!(max_abs_diff(a, b) < tol, "{path}: {name} gradient {shape:?}: {}", max_abs_diff(a, b));
+            }
+        }
+    });
 }
 
 /// The fused eval-mode batch norm (`[relu](x·scale + shift)` per channel) against candle's

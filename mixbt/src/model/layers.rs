@@ -86,7 +86,7 @@ impl Module for Conv2d {
         if self.cfg.imp.use_fast(x.device()) {
             crate::ops::conv2d(x, &self.weight, self.cfg.stride, self.cfg.padding)
         } else {
-            x.conv2d(&self.weight, self.cfg.padding, self.cfg.stride, 1, 1)
+            crate::ops::conv::conv2d_candle(x, &self.weight, self.cfg.stride, self.cfg.padding)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The projector `g`: Linear → BN → ReLU → … → Linear.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -111,8 +111,8 @@ impl ModuleT for Projector {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
         for (l, b) in &self.hidden {
-            y = b.forward_relu_t(&l.forward(&y)?, train)?;
+            y = b.forward_relu_t(&crate::ops::linear(&y, l)?, train)?;
         }
-        self.last.forward(&y)
+        crate::ops::linear(&y, &self.last)
     }
 }

@@ -15,6 +15,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::Precision;
+
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeom {
@@ -143,13 +145,13 @@ fn row_blocks(m: usize, split: usize, f: impl Fn(usize, usize) + Sync + Send) {
 /// `C[m×n] (= | +=) A[m×k] · B[k×n]`, strides in elements; `C` row-major with row stride `ldc`.
 /// With `split`, the rows of `C` are divided among the rayon threads.
 #[allow(clippy::too_many_arguments)]
-fn sgemm(m: usize, k: usize, n: usize, a: *const f32, rsa: isize, csa: isize, b: BSrc, c: *mut f32, ldc: usize, accumulate: bool, split: usize) {
+fn sgemm(m: usize, k: usize, n: usize, a: *const f32, rsa: isize, csa: isize, b: BSrc, c: *mut f32, ldc: usize, accumulate: bool, split: usize, prec: Precision) {
     let (ap, cp) = (SendPtr(a as *mut f32), SendPtr(c));
     row_blocks(m, split, |r0, rows| {
         let (ap, b, cp) = (ap, b, cp);
         // SAFETY: callers pass buffers covering every addressed element; each block writes its
         // own rows of C.
-        unsafe { super::gemm::sgemm_src(rows, k, n, ap.0.offset(r0 as isize * rsa), rsa, csa, b.0, cp.0.add(r0 * ldc), ldc, accumulate) };
+        unsafe { super::gemm::sgemm_src(rows, k, n, ap.0.offset(r0 as isize * rsa), rsa, csa, b.0, cp.0.add(r0 * ldc), ldc, accumulate, prec) };
     });
 }
 
@@ -171,13 +173,13 @@ impl BSrc {
 
 /// `C[m×n] = A·B[k×n]` with a pre-packed `A` (m×k), C row-major with stride `ldc`; with
 /// `split`, the rows of C are divided among the rayon threads.
-fn sgemm_pa(pa: &super::gemm::PackedA, n: usize, b: BSrc, c: *mut f32, ldc: usize, split: usize) {
+fn sgemm_pa(pa: &super::gemm::PackedA, n: usize, b: BSrc, c: *mut f32, ldc: usize, split: usize, prec: Precision) {
     let cp = SendPtr(c);
     row_blocks(pa.rows(), split, |r0, rows| {
         let (b, cp) = (b, cp);
         // SAFETY: callers pass buffers covering every addressed element; each block writes its
         // own rows of C.
-        unsafe { super::gemm::sgemm_packed(pa, r0, rows, n, b.0, cp.0.add(r0 * ldc), ldc, false) };
+        unsafe { super::gemm::sgemm_packed(pa, r0, rows, n, b.0, cp.0.add(r0 * ldc), ldc, false, prec) };
     });
 }
 
@@ -342,7 +344,7 @@ fn for_chunks(p: &Plan, n: usize, per_image: usize, f: impl Fn(usize, &mut [f32]
 /// a zero-padded copy of the images, unpacked, by the micro-kernel itself when rows of 16 or 8
 /// outputs allow ([`super::gemm::DirectB`]), else straight from `x` while packing
 /// ([`super::gemm::ConvB`]); the others build it in scratch memory first.
-fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
+fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) -> Vec<f32> {
     let p = plan(g);
     let split = if p.par_chunks { 1 } else { p.threads };
     let direct = g.stride == 1 && super::gemm::DirectB::applies(g.ho, g.wo);
@@ -376,7 +378,7 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
             let _pg = super::profile::scope("conv.fwd.gemm");
             let out: &mut [f32] = if nc == 1 { &mut *yc } else { &mut *tmp };
             // Y [O, ld] = W [O, CKK] · col [CKK, ld]
-            sgemm_pa(pw, ld, b, out.as_mut_ptr(), ld, split);
+            sgemm_pa(pw, ld, b, out.as_mut_ptr(), ld, split, prec);
             if nc > 1 {
                 scatter_images(tmp, g.out_size(), g.o, nc, yc);
             }
@@ -385,20 +387,23 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA) -> Vec<f32> {
     y
 }
 
-/// Forward convolution.
+/// Forward convolution (its backward passes multiply at the same precision).
 pub struct Conv2dOp {
     pub stride: usize,
     pub pad: usize,
+    pub prec: Precision,
 }
 
 /// Input gradient: `(dy, w) → dx`.
 struct ConvBwdInput {
     g: ConvGeom,
+    prec: Precision,
 }
 
 /// Weight gradient: `(x, dy) → dw`.
 struct ConvBwdWeight {
     g: ConvGeom,
+    prec: Precision,
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -414,7 +419,7 @@ impl CustomOp2 for Conv2dOp {
         // W [O, CKK], packed once for every chunk.
         // SAFETY: `w` holds O·CKK elements.
         let pw = unsafe { super::gemm::PackedA::new(g.o, g.ckk(), w.as_ptr(), g.ckk() as isize, 1) };
-        let y = forward(&g, x, &pw);
+        let y = forward(&g, x, &pw, self.prec);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
@@ -423,8 +428,9 @@ impl CustomOp2 for Conv2dOp {
         let dy = dy.contiguous()?;
         // Only the gradients autograd will use (not the images' at the first layer, nor a
         // frozen kernel's).
-        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g })?) } else { None };
-        let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&dy, &ConvBwdWeight { g })?) } else { None };
+        let prec = self.prec;
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g, prec })?) } else { None };
+        let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&dy, &ConvBwdWeight { g, prec })?) } else { None };
         Ok((dx, dw))
     }
 }
@@ -460,7 +466,7 @@ impl CustomOp2 for ConvBwdInput {
                 }
             };
             let pw = super::gemm::PackedA::from_panels(g.c, g.o * kk, panel, |c, q| w[at(c, q / kk, q % kk)]);
-            let dx = forward(&gt, dy, &pw);
+            let dx = forward(&gt, dy, &pw, self.prec);
             return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))));
         }
         let p = plan(&g);
@@ -477,7 +483,7 @@ impl CustomOp2 for ConvBwdInput {
                 gather_images(dy, g.out_size(), g.o, i0, nc, tmp);
                 // dcol [CKK, ld] = Wᵀ [CKK, O] · dY [O, ld]
                 let _pg = super::profile::scope("conv.bwd-in.gemm");
-                sgemm_pa(&pwt, nc * g.hwo(), BSrc::raw(tmp.as_ptr(), lc as isize, 1), dcol.as_mut_ptr(), lc, split);
+                sgemm_pa(&pwt, nc * g.hwo(), BSrc::raw(tmp.as_ptr(), lc as isize, 1), dcol.as_mut_ptr(), lc, split, self.prec);
                 drop(_pg);
                 let _pc = super::profile::scope("conv.bwd-in.col2im");
                 let per = g.in_size();
@@ -525,7 +531,7 @@ impl CustomOp2 for ConvBwdWeight {
                 drop(pc);
                 let _pg = super::profile::scope("conv.bwd-w.gemm");
                 // dW [O, CKK] (+)= dY [O, ld] · colᵀ [ld, CKK]
-                sgemm(g.o, nc * g.hwo(), g.ckk(), tmp.as_ptr(), lc as isize, 1, b, acc.as_mut_ptr(), g.ckk(), !first, split);
+                sgemm(g.o, nc * g.hwo(), g.ckk(), tmp.as_ptr(), lc as isize, 1, b, acc.as_mut_ptr(), g.ckk(), !first, split, self.prec);
             });
         };
         let dw = if p.par_chunks {
@@ -558,20 +564,34 @@ impl CustomOp2 for ConvBwdWeight {
     }
 }
 
-/// The input gradient `dx` of a convolution with geometry `g` (CPU, f32; no autograd).
+/// The input gradient `dx` of a convolution with geometry `g` (CPU, f32 tensors, products at the
+/// thread's [`super::precision`]; no autograd).
 pub fn conv2d_backward_input(dy: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
-    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvBwdInput { g })
+    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvBwdInput { g, prec: super::precision() })
 }
 
-/// The weight gradient `dw` of a convolution with geometry `g` (CPU, f32; no autograd).
+/// The weight gradient `dw` of a convolution with geometry `g` (CPU, f32 tensors, products at the
+/// thread's [`super::precision`]; no autograd).
 pub fn conv2d_backward_weight(x: &Tensor, dy: &Tensor, g: ConvGeom) -> Result<Tensor> {
-    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ConvBwdWeight { g })
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ConvBwdWeight { g, prec: super::precision() })
 }
 
-/// Convolution with the fast kernels when possible (f32 on the CPU), else candle's.
+/// Convolution with the fast kernels when possible (f32 on the CPU), else candle's; products at
+/// the thread's [`super::precision`] (candle's path: BF16 by rounding both operands).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let prec = super::precision();
     if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
-        return x.conv2d(w, padding, stride, 1, 1);
+        return conv2d_candle(x, w, stride, padding);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { stride, pad: padding })
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { stride, pad: padding, prec })
+}
+
+/// candle's own convolution (any device), at the thread's [`super::precision`]: at BF16 both
+/// operands are rounded to bfloat16 first (gradients pass through the rounding).
+pub fn conv2d_candle(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if super::precision() == Precision::Bf16 && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        let r = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
+        return r(x)?.conv2d(&r(w)?, padding, stride, 1, 1);
+    }
+    x.conv2d(w, padding, stride, 1, 1)
 }

@@ -21,8 +21,136 @@ const MC: usize = 144;
 /// Columns of a packed B block (KC·NC floats = 3 MiB, in L3).
 const NC: usize = 3072;
 
+/// A thread's packing buffers: A and B blocks in f32, and in BF16 pairs.
+#[derive(Default)]
+struct Pack {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    ah: Vec<u32>,
+    bh: Vec<u32>,
+}
+
 thread_local! {
-    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static PACK: RefCell<Pack> = RefCell::new(Pack::default());
+}
+
+pub use super::Precision;
+
+/// How a BF16 product runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Path {
+    /// `vdpbf16ps` (AVX512-BF16): pairs of BF16 products summed into FP32, 32 per instruction.
+    Avx512Bf16,
+    /// The operands rounded to BF16 and multiplied by the FP32 kernel in use (products of BF16
+    /// numbers are exact in FP32): the same numbers as the native path up to the summation order,
+    /// without its speed. CPUs without AVX512-BF16, or `MIXBT_GEMM_BF16=emulate`.
+    Emulated,
+}
+
+impl Bf16Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Path::Avx512Bf16 => "avx512bf16",
+            Bf16Path::Emulated => "emulated",
+        }
+    }
+}
+
+/// 0: not decided yet, 1: native BF16 on, 2: emulated.
+static BF16: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn bf16_native_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        fast_kernel() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn bf16_native() -> bool {
+    use std::sync::atomic::Ordering;
+    match BF16.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = bf16_native_supported() && std::env::var("MIXBT_GEMM_BF16").map(|v| v != "emulate").unwrap_or(true);
+            BF16.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// The path BF16 products take in this process.
+pub fn bf16_path() -> Bf16Path {
+    if bf16_native() {
+        Bf16Path::Avx512Bf16
+    } else {
+        Bf16Path::Emulated
+    }
+}
+
+/// Whether this CPU can run BF16 products on path `p` (emulation runs everywhere).
+pub fn bf16_path_supported(p: Bf16Path) -> bool {
+    p == Bf16Path::Emulated || bf16_native_supported()
+}
+
+/// Choose the BF16 path (tests and benchmarks; safe at any time). Returns whether `p` is now in
+/// use.
+pub fn set_bf16_path(p: Bf16Path) -> bool {
+    if !bf16_path_supported(p) {
+        return false;
+    }
+    BF16.store(if p == Bf16Path::Avx512Bf16 { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+/// `x` rounded to the nearest BF16 (ties to even, NaN kept a quiet NaN), as the bits of the f32
+/// it equals (low 16 bits zero).
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b & 0x7fff_ffff > 0x7f80_0000 {
+        return (b | 0x0040_0000) & 0xffff_0000;
+    }
+    b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000
+}
+
+/// `x` rounded to the nearest BF16 number.
+#[inline(always)]
+pub fn round_bf16(x: f32) -> f32 {
+    f32::from_bits(bf16_bits(x))
+}
+
+super::simd_fn! {
+/// Rounds every element to BF16 in place.
+pub fn round_bf16_slice(v: &mut [f32]) {
+    for x in v.iter_mut() {
+        *x = round_bf16(*x);
+    }
+}
+}
+
+super::simd_fn! {
+/// Converts packed A micro-panels (`panels` of `MR` rows, depth `kc`: `src[(i·kc + p)·MR + r]`)
+/// into BF16 pairs: `dst[(i·kc2 + q)·MR + r]` holds depth `2q` in its low half and `2q + 1` in its
+/// high half (zero past `kc`), `kc2 = ⌈kc/2⌉`.
+fn a_panels_bf16(panels: usize, kc: usize, src: &[f32], dst: &mut [u32]) {
+    let kc2 = kc.div_ceil(2);
+    for i in 0..panels {
+        let s = &src[i * MR * kc..][..MR * kc];
+        let d = &mut dst[i * MR * kc2..][..MR * kc2];
+        for (q, dq) in d.chunks_exact_mut(MR).enumerate() {
+            let (e, o) = (2 * q * MR, (2 * q + 1) * MR);
+            for r in 0..MR {
+                let hi = if 2 * q + 1 < kc { bf16_bits(s[o + r]) } else { 0 };
+                dq[r] = (bf16_bits(s[e + r]) >> 16) | hi;
+            }
+        }
+    }
+}
 }
 
 /// Whether the AVX2/FMA kernel runs on this CPU (decided once per process; `MIXBT_GEMM_FALLBACK`
@@ -137,6 +265,10 @@ pub struct PackedA {
     m: usize,
     k: usize,
     packed: bool,
+    /// The panels as BF16 pairs, every depth block one after the other (made on first use).
+    bf16: std::sync::OnceLock<Vec<u32>>,
+    /// The panels rounded to BF16 (the emulated path; made on first use).
+    rounded: std::sync::OnceLock<Vec<f32>>,
 }
 
 /// Storage of dropped [`PackedA`]s, reused: a convolution packs its kernel on every call, and a
@@ -206,7 +338,7 @@ impl PackedA {
         if !fast_kernel() {
             let mut data = vec![0f32; m * k];
             data.par_chunks_mut(k.max(1)).enumerate().for_each(|(i, row)| row.iter_mut().enumerate().for_each(|(p, d)| *d = f(i, p)));
-            return Self { data, m, k, packed: false };
+            return Self { data, m, k, packed: false, bf16: Default::default(), rounded: Default::default() };
         }
         let panels = m.div_ceil(MR);
         let mut data = take_buffer(panels * MR * k);
@@ -226,7 +358,7 @@ impl PackedA {
                 }
             });
         }
-        Self { data, m, k, packed: true }
+        Self { data, m, k, packed: true, bf16: Default::default(), rounded: Default::default() }
     }
     pub fn rows(&self) -> usize {
         self.m
@@ -239,6 +371,30 @@ impl PackedA {
         let panels = self.m.div_ceil(MR);
         debug_assert!(ic.is_multiple_of(MR));
         self.data[pc * panels * MR + (ic / MR) * MR * kc..].as_ptr()
+    }
+    /// [`Self::block`] rounded to BF16.
+    fn block_rounded(&self, pc: usize, kc: usize, ic: usize) -> *const f32 {
+        let r = self.rounded.get_or_init(|| {
+            let mut r = self.data.clone();
+            round_bf16_slice(&mut r);
+            r
+        });
+        let panels = self.m.div_ceil(MR);
+        r[pc * panels * MR + (ic / MR) * MR * kc..].as_ptr()
+    }
+    /// [`Self::block`] as BF16 pairs (every depth block but the last has an even depth, `KC`).
+    fn block_bf16(&self, pc: usize, kc: usize, ic: usize) -> *const u32 {
+        let panels = self.m.div_ceil(MR);
+        let h = self.bf16.get_or_init(|| {
+            let last = self.k - (self.k - 1) / KC * KC;
+            let mut h = vec![0u32; panels * MR * ((self.k - last) / 2 + last.div_ceil(2))];
+            for pc in (0..self.k).step_by(KC) {
+                let kc = KC.min(self.k - pc);
+                a_panels_bf16(panels, kc, &self.data[pc * panels * MR..][..panels * MR * kc], &mut h[pc / 2 * panels * MR..]);
+            }
+            h
+        });
+        h[pc / 2 * panels * MR + (ic / MR) * MR * kc.div_ceil(2)..].as_ptr()
     }
 }
 
@@ -381,7 +537,18 @@ pub enum BSource {
 /// # Safety
 /// Every addressed element of A, B and C must be valid; C must not alias A or B.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm(
+pub unsafe fn sgemm(m: usize, k: usize, n: usize, a: *const f32, rsa: isize, csa: isize, b: *const f32, rsb: isize, csb: isize, c: *mut f32, rsc: isize, csc: isize, accumulate: bool) {
+    gemm(Precision::F32, m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, csc, accumulate)
+}
+
+/// [`sgemm`] at a chosen precision: with [`Precision::Bf16`], A and B are rounded to BF16 and
+/// their products summed in FP32 (C stays FP32).
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    prec: Precision,
     m: usize,
     k: usize,
     n: usize,
@@ -414,13 +581,25 @@ pub unsafe fn sgemm(
         // The micro-kernel writes rows of C with vector stores: make C's columns the contiguous
         // direction by computing Cᵀ = Bᵀ·Aᵀ when C is column-major.
         if csc != 1 && rsc == 1 {
-            blocked(n, k, m, ASource::Raw { a: b, rsa: csb, csa: rsb }, BSource::Raw { b: a, rsb: csa, csb: rsa }, c, csc, rsc, accumulate);
+            blocked(n, k, m, ASource::Raw { a: b, rsa: csb, csa: rsb }, BSource::Raw { b: a, rsb: csa, csb: rsa }, c, csc, rsc, accumulate, prec);
         } else {
-            blocked(m, k, n, ASource::Raw { a, rsa, csa }, BSource::Raw { b, rsb, csb }, c, rsc, csc, accumulate);
+            blocked(m, k, n, ASource::Raw { a, rsa, csa }, BSource::Raw { b, rsb, csb }, c, rsc, csc, accumulate, prec);
         }
         return;
     }
+    portable(prec, m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, csc, accumulate);
+}
+
+/// The portable product (`matrixmultiply`); at BF16, on rounded copies of A and B.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable(prec: Precision, m: usize, k: usize, n: usize, a: *const f32, rsa: isize, csa: isize, b: *const f32, rsb: isize, csb: isize, c: *mut f32, rsc: isize, csc: isize, accumulate: bool) {
     let beta = if accumulate { 1.0 } else { 0.0 };
+    if prec == Precision::Bf16 {
+        let ar: Vec<f32> = (0..m * k).map(|i| round_bf16(*a.offset((i / k) as isize * rsa + (i % k) as isize * csa))).collect();
+        let br: Vec<f32> = (0..k * n).map(|i| round_bf16(*b.offset((i / n) as isize * rsb + (i % n) as isize * csb))).collect();
+        matrixmultiply::sgemm(m, k, n, 1.0, ar.as_ptr(), k as isize, 1, br.as_ptr(), n as isize, 1, beta, c, rsc, csc);
+        return;
+    }
     matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
 }
 
@@ -429,14 +608,14 @@ pub unsafe fn sgemm(
 /// # Safety
 /// As [`sgemm`]; an implicit B needs the fast kernel (its `applies` check).
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm_src(m: usize, k: usize, n: usize, a: *const f32, rsa: isize, csa: isize, b: BSource, c: *mut f32, ldc: usize, accumulate: bool) {
+pub unsafe fn sgemm_src(m: usize, k: usize, n: usize, a: *const f32, rsa: isize, csa: isize, b: BSource, c: *mut f32, ldc: usize, accumulate: bool, prec: Precision) {
     match b {
-        BSource::Raw { b, rsb, csb } => sgemm(m, k, n, a, rsa, csa, b, rsb, csb, c, ldc as isize, 1, accumulate),
+        BSource::Raw { b, rsb, csb } => gemm(prec, m, k, n, a, rsa, csa, b, rsb, csb, c, ldc as isize, 1, accumulate),
         _ if m == 0 || n == 0 || k == 0 => sgemm(m, k, n, a, rsa, csa, std::ptr::null(), 0, 0, c, ldc as isize, 1, accumulate),
         _ => {
             assert!(fast_kernel(), "implicit convolution operands need the fast kernel");
             #[cfg(target_arch = "x86_64")]
-            blocked(m, k, n, ASource::Raw { a, rsa, csa }, b, c, ldc as isize, 1, accumulate);
+            blocked(m, k, n, ASource::Raw { a, rsa, csa }, b, c, ldc as isize, 1, accumulate, prec);
         }
     }
 }
@@ -447,7 +626,7 @@ pub unsafe fn sgemm_src(m: usize, k: usize, n: usize, a: *const f32, rsa: isize,
 /// # Safety
 /// As [`sgemm`]; `r0 + rows <= pa.rows()`.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: BSource, c: *mut f32, ldc: usize, accumulate: bool) {
+pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: BSource, c: *mut f32, ldc: usize, accumulate: bool, prec: Precision) {
     assert!(r0.is_multiple_of(MR) && r0 + rows <= pa.m, "sgemm_packed: rows {r0}+{rows} of {}", pa.m);
     if rows == 0 || n == 0 {
         return;
@@ -457,12 +636,11 @@ pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: BS
             unreachable!("implicit convolution operands need the fast kernel (ConvB::applies)")
         };
         let a = pa.data[r0 * pa.k..].as_ptr();
-        let beta = if accumulate { 1.0 } else { 0.0 };
-        matrixmultiply::sgemm(rows, pa.k, n, 1.0, a, pa.k as isize, 1, b, rsb, csb, beta, c, ldc as isize, 1);
+        portable(prec, rows, pa.k, n, a, pa.k as isize, 1, b, rsb, csb, c, ldc as isize, 1, accumulate);
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    blocked(rows, pa.k, n, ASource::Packed { pa, r0 }, b, c, ldc as isize, 1, accumulate);
+    blocked(rows, pa.k, n, ASource::Packed { pa, r0 }, b, c, ldc as isize, 1, accumulate, prec);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -477,31 +655,52 @@ unsafe fn blocked(
     rsc: isize,
     csc: isize,
     accumulate: bool,
+    prec: Precision,
 ) {
+    // What the micro-kernels multiply: FP32 panels, FP32 panels rounded to BF16, or BF16 pairs.
+    let (bf16, native) = match prec {
+        Precision::F32 => (false, false),
+        Precision::Bf16 => (true, bf16_native()),
+    };
     PACK.with(|p| {
         let mut p = p.borrow_mut();
-        let (pa, pb) = &mut *p;
+        let Pack { a: pa, b: pb, ah, bh } = &mut *p;
         let need_a = MC.next_multiple_of(MR) * KC;
-        let need_b = NC.min(n.next_multiple_of(NR)) * KC;
+        let need_b = NC.min(n.next_multiple_of(NR)).max(2 * NR) * KC;
         if pa.len() < need_a {
             pa.resize(need_a, 0.0);
         }
         if pb.len() < need_b {
             pb.resize(need_b, 0.0);
         }
-        // The packed A block of rows ic..ic+mc at depth pc..pc+kc.
-        let a_block = |pa: &mut Vec<f32>, pc: usize, kc: usize, ic: usize, mc: usize| -> *const f32 {
+        if native && ah.len() < need_a / 2 {
+            ah.resize(need_a / 2, 0);
+        }
+        if native && bh.len() < need_b / 2 {
+            bh.resize(need_b / 2, 0);
+        }
+        // The packed A block of rows ic..ic+mc at depth pc..pc+kc (FP32, rounded to BF16 when
+        // emulating), or as BF16 pairs in `ah`.
+        let a_block = |pa: &mut Vec<f32>, ah: &mut Vec<u32>, pc: usize, kc: usize, ic: usize, mc: usize| -> (*const f32, *const u32) {
             match a {
                 ASource::Raw { a, rsa, csa } => {
                     pack_a(mc, kc, a.offset(ic as isize * rsa + pc as isize * csa), rsa, csa, pa);
-                    pa.as_ptr()
+                    let len = mc.next_multiple_of(MR) * kc;
+                    if native {
+                        a_panels_bf16(mc.div_ceil(MR), kc, &pa[..len], ah);
+                    } else if bf16 {
+                        round_bf16_slice(&mut pa[..len]);
+                    }
+                    (pa.as_ptr(), ah.as_ptr())
                 }
-                ASource::Packed { pa: packed, r0 } => packed.block(pc, kc, r0 + ic),
+                ASource::Packed { pa: packed, r0 } if native => (std::ptr::null(), packed.block_bf16(pc, kc, r0 + ic)),
+                ASource::Packed { pa: packed, r0 } if bf16 => (packed.block_rounded(pc, kc, r0 + ic), std::ptr::null()),
+                ASource::Packed { pa: packed, r0 } => (packed.block(pc, kc, r0 + ic), std::ptr::null()),
             }
         };
-        // Column panels per micro-tile: two (12×32 tiles) with the AVX-512 kernel.
-        let step = if wide() { 2 * NR } else { NR };
-        if let BSource::Direct(db) = b {
+        // Column panels per micro-tile: two (12×32 tiles) with the AVX-512 kernels.
+        let step = if wide() || native { 2 * NR } else { NR };
+        if let (BSource::Direct(db), false) = (b, bf16) {
             assert!(db.x.is_aligned() && db.hp * db.wp * db.c < u32::MAX as usize);
             let offs = db.offsets();
             for pc in (0..k).step_by(KC) {
@@ -509,7 +708,7 @@ unsafe fn blocked(
                 let load_c = accumulate || pc > 0;
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    let ap = a_block(pa, pc, kc, ic, mc);
+                    let (ap, _) = a_block(pa, ah, pc, kc, ic, mc);
                     for jr in (0..n).step_by(step) {
                         let panel = |j: usize| {
                             let (base, half) = db.panel(j);
@@ -523,49 +722,73 @@ unsafe fn blocked(
             }
             return;
         }
+        let offs = if let BSource::Direct(db) = b { db.offsets() } else { Vec::new() };
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
+                let kc2 = kc.div_ceil(2);
                 let load_c = accumulate || pc > 0;
-                // Packs B[pc..pc+kc, jc+j0..jc+j0+cols] into `pb`.
-                let fill_b = |pb: &mut [f32], j0: usize, cols: usize| match b {
-                    BSource::Raw { b, rsb, csb } => pack_b(kc, cols, b.offset(pc as isize * rsb + (jc + j0) as isize * csb), rsb, csb, pb),
-                    BSource::Conv(cb) => {
-                        for (i, j) in (0..cols).step_by(NR).enumerate() {
-                            pack_conv_panel(&cb, pc, kc, jc + j0 + j, &mut pb[i * NR * kc..]);
+                // Packs B[pc..pc+kc, jc+j0..jc+j0+cols] into `pb` (and, for the native BF16
+                // kernel, into `bh` as pairs; rounded in place when emulating).
+                let fill_b = |pb: &mut [f32], bh: &mut [u32], j0: usize, cols: usize| {
+                    match b {
+                        BSource::Raw { b, rsb, csb } => pack_b(kc, cols, b.offset(pc as isize * rsb + (jc + j0) as isize * csb), rsb, csb, pb),
+                        BSource::Conv(cb) => {
+                            for (i, j) in (0..cols).step_by(NR).enumerate() {
+                                pack_conv_panel(&cb, pc, kc, jc + j0 + j, &mut pb[i * NR * kc..]);
+                            }
+                        }
+                        BSource::ConvT(cb) => {
+                            for (i, j) in (0..cols).step_by(NR).enumerate() {
+                                pack_convt_panel(&cb, pc, kc, jc + j0 + j, NR.min(cols - j), &mut pb[i * NR * kc..]);
+                            }
+                        }
+                        BSource::Direct(db) => {
+                            for (i, j) in (0..cols).step_by(NR).enumerate() {
+                                let (base, half) = db.panel(jc + j0 + j);
+                                pack_panel(kc, Direct { base, offs: offs[pc..].as_ptr(), half }, &mut pb[i * NR * kc..]);
+                            }
                         }
                     }
-                    BSource::ConvT(cb) => {
-                        for (i, j) in (0..cols).step_by(NR).enumerate() {
-                            pack_convt_panel(&cb, pc, kc, jc + j0 + j, NR.min(cols - j), &mut pb[i * NR * kc..]);
-                        }
+                    let panels = cols.div_ceil(NR);
+                    if native {
+                        b_panels_bf16(panels, kc, &pb[..panels * NR * kc], bh);
+                    } else if bf16 {
+                        round_bf16_slice(&mut pb[..panels * NR * kc]);
                     }
-                    BSource::Direct(_) => unreachable!(),
+                };
+                // The micro-kernels over rows 0..mc of A block `ap`/`aph`, columns jr..jr+nr of
+                // the packed B block (panel `jr/NR` at `pb[jr·kc]`, `bh[jr·kc2]`).
+                let tiles = |pb: &[f32], bh: &[u32], ap: *const f32, aph: *const u32, jb: usize, mc: usize, nr: usize, cp: *mut f32| {
+                    if native {
+                        let b0 = bh.as_ptr().add(jb * kc2);
+                        let b1 = (nr > NR).then(|| b0.add(NR * kc2));
+                        micro_rows_bf16(kc2, aph, b0, b1, cp, rsc, csc, mc, nr, load_c);
+                    } else {
+                        let b0 = pb.as_ptr().add(jb * kc);
+                        let b1 = (nr > NR).then(|| Packed(b0.add(NR * kc)));
+                        micro_rows(kc, ap, Packed(b0), b1, cp, rsc, csc, mc, nr, load_c);
+                    }
                 };
                 if m <= MC {
                     // One A block: pack each B micro-panel just before its use, so it is read
                     // from L1 by every micro-kernel instead of making a round trip through L3.
-                    let ap = a_block(pa, pc, kc, 0, m);
+                    let (ap, aph) = a_block(pa, ah, pc, kc, 0, m);
                     for jr in (0..nc).step_by(step) {
                         let nr = step.min(nc - jr);
-                        fill_b(pb, jr, nr);
-                        let b1 = (nr > NR).then(|| Packed(pb.as_ptr().add(NR * kc)));
-                        let cp = c.offset((jc + jr) as isize * csc);
-                        micro_rows(kc, ap, Packed(pb.as_ptr()), b1, cp, rsc, csc, m, nr, load_c);
+                        fill_b(pb, bh, jr, nr);
+                        tiles(pb, bh, ap, aph, 0, m, nr, c.offset((jc + jr) as isize * csc));
                     }
                     continue;
                 }
-                fill_b(pb, 0, nc);
+                fill_b(pb, bh, 0, nc);
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    let ap = a_block(pa, pc, kc, ic, mc);
+                    let (ap, aph) = a_block(pa, ah, pc, kc, ic, mc);
                     for jr in (0..nc).step_by(step) {
                         let nr = step.min(nc - jr);
-                        let bp = pb.as_ptr().add(jr * kc);
-                        let b1 = (nr > NR).then(|| Packed(bp.add(NR * kc)));
-                        let cp = c.offset(ic as isize * rsc + (jc + jr) as isize * csc);
-                        micro_rows(kc, ap, Packed(bp), b1, cp, rsc, csc, mc, nr, load_c);
+                        tiles(pb, bh, ap, aph, jr, mc, nr, c.offset(ic as isize * rsc + (jc + jr) as isize * csc));
                     }
                 }
             }
@@ -995,6 +1218,107 @@ unsafe fn kernel_z<const P: usize, const W: usize, B: PanelB>(kc: usize, a: [*co
             ap[q] = ap[q].add(MR);
         }
     }
+    store_tile(&acc, c, rsc, csc, mr, nr, load_c);
+}
+
+super::simd_fn! {
+/// Converts packed B micro-panels (`panels` of 16 columns, depth `kc`: `src[(i·kc + p)·16 + j]`)
+/// into BF16 pairs: `dst[(i·kc2 + q)·16 + j]` holds depth `2q` in its low half and `2q + 1` in its
+/// high half (zero past `kc`).
+fn b_panels_bf16(panels: usize, kc: usize, src: &[f32], dst: &mut [u32]) {
+    let kc2 = kc.div_ceil(2);
+    for i in 0..panels {
+        let s = &src[i * NR * kc..][..NR * kc];
+        let d = &mut dst[i * NR * kc2..][..NR * kc2];
+        for (q, dq) in d.chunks_exact_mut(NR).enumerate() {
+            let e = &s[2 * q * NR..][..NR];
+            if 2 * q + 1 < kc {
+                let o = &s[(2 * q + 1) * NR..][..NR];
+                for j in 0..NR {
+                    dq[j] = (bf16_bits(e[j]) >> 16) | bf16_bits(o[j]);
+                }
+            } else {
+                for j in 0..NR {
+                    dq[j] = bf16_bits(e[j]) >> 16;
+                }
+            }
+        }
+    }
+}
+}
+
+/// Copies rows `0..kc` of a micro-panel into the packed layout (`dst[p·16 + j]`).
+#[cfg(target_arch = "x86_64")]
+unsafe fn pack_panel(kc: usize, b: impl PanelB, dst: &mut [f32]) {
+    let d = dst[..NR * kc].as_mut_ptr();
+    for p in 0..kc {
+        let (r0, r1) = b.row(p);
+        std::ptr::copy_nonoverlapping(r0, d.add(p * NR), 8);
+        std::ptr::copy_nonoverlapping(r1, d.add(p * NR + 8), 8);
+    }
+}
+
+/// [`micro_rows`] for BF16 pairs: `a` holds `rows.div_ceil(MR)` panels of `kc2·MR` pairs, `b0`
+/// and `b1` panels of `kc2·16` pairs.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_rows_bf16(kc2: usize, a: *const u32, b0: *const u32, b1: Option<*const u32>, c: *mut f32, rsc: isize, csc: isize, rows: usize, nr: usize, load_c: bool) {
+    let mut ir = 0;
+    while ir < rows {
+        let cp = c.offset(ir as isize * rsc);
+        let (a0, left) = (a.add(ir * kc2), rows - ir);
+        let two = left > MR;
+        let mr = if two { 2 * MR } else { MR }.min(left);
+        match b1 {
+            Some(b1) if two => kernel_bz::<2, 2>(kc2, [a0, a0.add(MR * kc2)], [b0, b1], cp, rsc, csc, mr, nr, load_c),
+            Some(b1) => kernel_bz::<1, 2>(kc2, [a0], [b0, b1], cp, rsc, csc, mr, nr, load_c),
+            None if two => kernel_bz::<2, 1>(kc2, [a0, a0.add(MR * kc2)], [b0], cp, rsc, csc, mr, nr, load_c),
+            None => kernel_bz::<1, 1>(kc2, [a0], [b0], cp, rsc, csc, mr, nr, load_c),
+        }
+        ir += mr.next_multiple_of(MR);
+    }
+}
+
+/// [`kernel_z`] on BF16 pairs: each `vdpbf16ps` adds two depths' products (exact in FP32) to 16
+/// FP32 accumulators, so a 12×32 tile takes 24 instructions per two depths.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_bz<const P: usize, const W: usize>(kc2: usize, a: [*const u32; P], b: [*const u32; W], c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
+    use std::arch::x86_64::*;
+    if load_c && csc == 1 {
+        for i in 0..mr {
+            for w in 0..W {
+                _mm_prefetch::<_MM_HINT_T0>(c.offset(i as isize * rsc).add(w * 16) as *const i8);
+            }
+        }
+    }
+    let mut acc = [[[_mm512_setzero_ps(); W]; MR]; P];
+    let mut ap = a;
+    for p in 0..kc2 {
+        let mut bv = [_mm512_setzero_si512(); W];
+        for w in 0..W {
+            bv[w] = _mm512_loadu_si512(b[w].add(p * NR) as *const _);
+        }
+        for q in 0..P {
+            for r in 0..MR {
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap[q].add(r) as i32));
+                for w in 0..W {
+                    acc[q][r][w] = _mm512_dpbf16_ps(acc[q][r][w], av, std::mem::transmute::<__m512i, __m512bh>(bv[w]));
+                }
+            }
+            ap[q] = ap[q].add(MR);
+        }
+    }
+    store_tile(&acc, c, rsc, csc, mr, nr, load_c);
+}
+
+/// Writes (or adds, with `load_c`) the `mr × nr` corner of a `6P × 16W` tile of accumulators to C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_tile<const P: usize, const W: usize>(acc: &[[[std::arch::x86_64::__m512; W]; MR]; P], c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
+    use std::arch::x86_64::*;
     if csc == 1 {
         for w in 0..W {
             let cols = nr.saturating_sub(w * 16).min(16);

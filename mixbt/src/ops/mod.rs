@@ -11,6 +11,86 @@ use candle_core::{DType, Result, Tensor};
 pub use bn::{add_relu, channel_affine};
 pub use conv::conv2d;
 
+/// How convolutions and linear layers multiply. FP32 is the default and the reference; BF16
+/// rounds both operands of each product to bfloat16 and sums the products in FP32 (like
+/// PyTorch's CPU autocast to bfloat16), while weights, activations between layers, batch norm,
+/// the loss and the optimiser stay FP32. Products run on `vdpbf16ps` where the CPU has
+/// AVX512-BF16, else on the FP32 kernels with rounded operands (the same numbers, no faster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?} (expected f32 or bf16)")),
+        }
+    }
+}
+
+thread_local! {
+    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
+}
+
+/// The precision of the convolutions and linear layers this thread builds now (see
+/// [`with_precision`]).
+pub fn precision() -> Precision {
+    PRECISION.with(|p| p.get())
+}
+
+/// Runs `f` with the convolutions and linear layers it builds on this thread multiplying at
+/// `p` (an autocast scope; their backward passes keep the precision of their forward pass).
+pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
+    struct Restore(Precision);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PRECISION.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(PRECISION.with(|c| c.replace(p)));
+    f()
+}
+
+/// `x·Wᵀ (+ b)` of a linear layer at the thread's [`precision`]: at BF16, `x` and `W` are rounded
+/// to bfloat16 first (their products are exact in FP32, so the FP32 matrix product then sums
+/// them in FP32: the numbers of a BF16 product; linear layers are a small part of a step, so this
+/// path is not made faster). Gradients pass through the rounding unchanged, as through
+/// autocast's casts.
+pub fn linear(x: &Tensor, l: &candle_nn::Linear) -> Result<Tensor> {
+    use candle_core::Module;
+    if precision() == Precision::F32 || x.dtype() != DType::F32 {
+        return l.forward(x);
+    }
+    let r = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
+    let y = r(x)?.broadcast_matmul(&r(l.weight())?.t()?)?;
+    match l.bias() {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
 /// Whether the fused batch-norm kernel handles `x` (f32 on the CPU).
 pub fn fast_bn_applies(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32 && (x.rank() == 2 || x.rank() == 4)

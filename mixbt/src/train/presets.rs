@@ -57,6 +57,7 @@ fn small(arch: Arch, kind: DatasetKind, lambda_bt: f64, lambda_reg: f64, epochs:
         data: DataConfig::for_kind(kind),
         knn: KnnConfig::default(),
         knn_every_epochs: 5,
+        precision: Default::default(),
         paper: Some(PaperResult { knn_top1: Some(knn), linear_top1: Some(lin), checkpoint: Some(ckpt.into()) }),
     };
     r.set_lambda_reg(lambda_reg).expect("Barlow Twins");
@@ -85,6 +86,7 @@ fn imagenet(lambda_reg: f64, epochs: usize, lin: f64, ckpt: &str) -> Recipe {
         data: DataConfig::for_kind(DatasetKind::Imagenet),
         knn: KnnConfig::default(),
         knn_every_epochs: 0,
+        precision: Default::default(),
         paper: Some(PaperResult { knn_top1: None, linear_top1: Some(lin), checkpoint: Some(ckpt.into()) }),
     };
     // λ_reg = 0 (the first row of the ablation) is plain Barlow Twins, without the mixed pass.
@@ -112,6 +114,7 @@ pub fn quickstart() -> Recipe {
         data: d,
         knn: KnnConfig::default(),
         knn_every_epochs: 0,
+        precision: Default::default(),
         paper: None,
     }
 }
@@ -137,6 +140,7 @@ pub fn cifar10_cpu() -> Recipe {
         data: d,
         knn: KnnConfig::default(),
         knn_every_epochs: 0,
+        precision: Default::default(),
         paper: None,
     }
 }
@@ -210,6 +214,7 @@ pub fn ssl_sota(method: &str, kind: DatasetKind) -> Option<Recipe> {
         data,
         knn: KnnConfig::default(),
         knn_every_epochs: every,
+        precision: Default::default(),
         paper: None,
     })
 }

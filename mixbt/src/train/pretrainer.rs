@@ -443,7 +443,9 @@ impl Pretrainer {
             steps_per_epoch: self.loader.batches_per_epoch(),
         };
         let prof = crate::ops::profile::scope("step.forward+loss");
-        let out = self.method.forward(&ctx, views).map_err(|e| self.stop_error(e))?;
+        // The recipe's precision for the products of the forward pass, and of the backward
+        // pass (each convolution keeps the precision it ran its forward pass at).
+        let out = crate::ops::with_precision(self.recipe.precision, || self.method.forward(&ctx, views)).map_err(|e| self.stop_error(e))?;
         drop(prof);
         let prof = crate::ops::profile::scope("step.backward");
         let grads = out.loss.backward()?;
@@ -513,13 +515,13 @@ impl Pretrainer {
     /// Weighted k-NN of the current backbone: bank = train split, test = test split, both
     /// under the eval transform.
     pub fn knn(&self) -> Result<KnnResult> {
-        knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers)
+        crate::ops::with_precision(self.recipe.precision, || knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))
     }
 
     /// The weighted k-NN (`main.py`: k = 200, T = 0.5) and `ssl-sota`'s majority vote (k = 5,
     /// Euclidean, raw features) of the current backbone, from one embedding pass.
     pub fn knn_all(&self) -> Result<(KnnResult, KnnResult)> {
-        knn_eval_all(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers)
+        crate::ops::with_precision(self.recipe.precision, || knn_eval_all(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))
     }
 
     /// Save a checkpoint into the run directory (atomic); returns its folder.

@@ -78,11 +78,21 @@ pub struct Recipe {
     pub knn: KnnConfig,
     /// k-NN every this many epochs (0: only at the end).
     pub knn_every_epochs: usize,
+    /// How the convolutions and linear layers multiply in the training steps and the k-NN
+    /// evaluations: `f32` (the default and the reference) or `bf16` (bfloat16 products summed in
+    /// FP32, like PyTorch's CPU autocast; weights, optimiser state and the loss stay FP32). See
+    /// [`crate::ops::Precision`]. Not written when `f32`, so older recipes read and print the same.
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub precision: crate::ops::Precision,
     #[serde(default)]
     pub paper: Option<PaperResult>,
 }
 
 pub use crate::ckpt::migrate_recipe_json as migrate_json;
+
+fn is_f32(p: &crate::ops::Precision) -> bool {
+    *p == crate::ops::Precision::F32
+}
 
 impl Recipe {
     /// Set λ_reg, and with it whether the mixed pass runs: `0` is plain Barlow Twins (no third

@@ -34,6 +34,12 @@ pub struct PretrainArgs {
     /// otherwise P with the method swapped in (data, backbone, optimiser and budget kept).
     #[arg(long)]
     method: Option<String>,
+    /// How the convolutions and linear layers multiply: f32 (the default and the reference) or
+    /// bf16 (bfloat16 products summed in FP32, like PyTorch's CPU autocast; weights, optimiser
+    /// and loss stay FP32). Native `vdpbf16ps` on CPUs with AVX512-BF16, elsewhere emulated: the
+    /// same numbers, no faster.
+    #[arg(long)]
+    precision: Option<mixbt::ops::Precision>,
     /// Images per step (at least 2: every method normalises over the batch).
     #[arg(long, value_parser = at_least_one)]
     batch_size: Option<usize>,
@@ -85,6 +91,7 @@ impl PretrainArgs {
             ("--bank-subset", c.bank_subset.is_some()),
             ("--method", self.method.is_some()),
             ("--batch-size", self.batch_size.is_some()),
+            ("--precision", self.precision.is_some()),
             ("--lambda-reg", self.lambda_reg.is_some()),
             ("--lambda-bt", self.lambda_bt.is_some()),
             ("--lr", self.lr.is_some()),
@@ -116,6 +123,7 @@ impl PretrainArgs {
         }
         r.max_steps = self.max_steps.or(r.max_steps);
         r.batch_size = self.batch_size.unwrap_or(r.batch_size);
+        r.precision = self.precision.unwrap_or(r.precision);
         if let Some(l) = self.lambda_reg {
             r.set_lambda_reg(l).map_err(|e| Error::Config(format!("--lambda-reg: {e}")))?;
         }
@@ -168,6 +176,9 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
         None => {
             let r = a.new_recipe()?;
             eprintln!("preset {} (method {}): {}", r.name, r.method.name(), r.description);
+            if r.precision == mixbt::ops::Precision::Bf16 {
+                eprintln!("precision bf16: products on {}", mixbt::ops::gemm::bf16_path().name());
+            }
             // A width the machine cannot hold is the flag's fault: name it.
             Pretrainer::new(r, opts).map_err(|e| match (e, a.width) {
                 (Error::Field { field, msg }, Some(w)) if field == "encoder.backbone.width" => Error::Config(format!("--width {w}: {msg}")),

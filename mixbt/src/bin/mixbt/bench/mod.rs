@@ -276,13 +276,15 @@ fn bench_gemm(runs: usize, custom: Option<&str>) -> Result<()> {
     let avx2_peak = r.iter().any(|t| t.avx2_gflops.is_some()).then(|| timing::fma_peak(mixbt::ops::gemm::Kernel::Avx2)).flatten();
     println!("kernel={} one-core FMA peak {} GFLOP/s{}", kernel.name(), peak.map(|p| format!("{p:.1}")).unwrap_or("-".into()),
         avx2_peak.map(|p| format!(" (avx2: {p:.1})")).unwrap_or_default());
-    println!("{:>5} {:>5} {:>5} {:>3} {:>3} {:>10} {:>6} {:>10} {:>10} {:>6} {:>9}", "m", "k", "n", "At", "Bt", "ours", "%peak", "ours avx2", "mm", "ratio", "max|Δ|");
+    println!("bf16={}", mixbt::ops::gemm::bf16_path().name());
+    println!("{:>5} {:>5} {:>5} {:>3} {:>3} {:>10} {:>6} {:>10} {:>10} {:>10} {:>6} {:>9}", "m", "k", "n", "At", "Bt", "ours", "%peak", "ours avx2", "ours bf16", "mm", "ratio", "max|Δ|");
     for t in &r {
         println!(
-            "{:>5} {:>5} {:>5} {:>3} {:>3} {:>10.1} {:>6} {:>10} {:>10.1} {:>6.2} {:>9.2e}",
+            "{:>5} {:>5} {:>5} {:>3} {:>3} {:>10.1} {:>6} {:>10} {:>10} {:>10.1} {:>6.2} {:>9.2e}",
             t.m, t.k, t.n, t.a_transposed as u8, t.b_transposed as u8, t.ours_gflops,
             peak.map(|p| format!("{:.0}%", 100.0 * t.ours_gflops / p)).unwrap_or("-".into()),
             t.avx2_gflops.map(|g| format!("{g:.1}")).unwrap_or("-".into()),
+            t.bf16_gflops.map(|g| format!("{g:.1}")).unwrap_or("-".into()),
             t.matrixmultiply_gflops, t.ours_gflops / t.matrixmultiply_gflops, t.max_abs_diff
         );
     }
@@ -291,6 +293,9 @@ fn bench_gemm(runs: usize, custom: Option<&str>) -> Result<()> {
     println!("geomean_ratio_vs_matrixmultiply={:.2}", geo(&|t| t.ours_gflops / t.matrixmultiply_gflops));
     if r.iter().all(|t| t.avx2_gflops.is_some()) {
         println!("geomean_ratio_avx512_vs_avx2={:.2}", geo(&|t| t.ours_gflops / t.avx2_gflops.unwrap_or(f64::NAN)));
+    }
+    if r.iter().all(|t| t.bf16_gflops.is_some()) {
+        println!("geomean_ratio_bf16_vs_f32={:.2}", geo(&|t| t.bf16_gflops.unwrap_or(f64::NAN) / t.ours_gflops));
     }
     Ok(())
 }

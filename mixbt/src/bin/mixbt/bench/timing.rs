@@ -245,6 +245,9 @@ pub struct GemmTiming {
     pub ours_gflops: f64,
     /// GFLOP/s of the 6×16 AVX2 kernel, same run, when the kernel in use is the AVX-512 one.
     pub avx2_gflops: Option<f64>,
+    /// GFLOP/s of the BF16 product (`gemm::gemm` at `Precision::Bf16`, on `gemm::bf16_path()`),
+    /// same run, when that path is the native `vdpbf16ps` one.
+    pub bf16_gflops: Option<f64>,
     /// GFLOP/s of `matrixmultiply::sgemm`, same inputs, same thread.
     pub matrixmultiply_gflops: f64,
     /// Largest absolute difference between the two results.
@@ -288,11 +291,18 @@ pub fn gemm(cases: &[(usize, usize, usize, bool, bool)], runs: usize) -> Vec<Gem
                 mixbt::ops::gemm::set_kernel(Kernel::Avx512);
                 t
             });
+            let bf16_gflops = (mixbt::ops::gemm::bf16_path() == mixbt::ops::gemm::Bf16Path::Avx512Bf16).then(|| {
+                let mut c3 = vec![0f32; m * n];
+                // SAFETY: as above.
+                time(&mut || unsafe {
+                    mixbt::ops::gemm::gemm(mixbt::ops::Precision::Bf16, m, k, n, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, c3.as_mut_ptr(), n as isize, 1, false)
+                })
+            });
             let mm = time(&mut || unsafe {
                 matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, c2.as_mut_ptr(), n as isize, 1)
             });
             let max_abs_diff = c1.iter().zip(&c2).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-            GemmTiming { m, k, n, a_transposed: at, b_transposed: bt, ours_gflops: ours, avx2_gflops, matrixmultiply_gflops: mm, max_abs_diff }
+            GemmTiming { m, k, n, a_transposed: at, b_transposed: bt, ours_gflops: ours, avx2_gflops, bf16_gflops, matrixmultiply_gflops: mm, max_abs_diff }
         })
         .collect()
 }
@@ -365,7 +375,7 @@ pub fn conv_layers(n: usize, runs: usize) -> Result<Vec<ConvTiming>> {
             }
             Ok(median(&t))
         };
-        let forward_ms = time(&|| Ok(x.apply_op2_no_bwd(&w, &Conv2dOp { stride, pad })?))?;
+        let forward_ms = time(&|| Ok(x.apply_op2_no_bwd(&w, &Conv2dOp { stride, pad, prec: mixbt::ops::precision() })?))?;
         let backward_input_ms = time(&|| Ok(conv2d_backward_input(&dy, &w, g)?))?;
         let backward_weight_ms = time(&|| Ok(conv2d_backward_weight(&x, &dy, g)?))?;
         let gflop = 2.0 * (n * o * c * k * k * g.ho * g.wo) as f64 / 1e9;

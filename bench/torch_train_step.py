@@ -44,10 +44,20 @@ def off_diagonal(x):
     return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
 
 
-def step(net, opt, pos_1, pos_2, lmbda=0.0078125, scale=4.0):
+def step(net, opt, pos_1, pos_2, lmbda=0.0078125, scale=4.0, amp=False):
+    """One Mixed BT step; with `amp`, the network's forward passes run under
+    `torch.autocast(device, torch.bfloat16)` and the loss in FP32 (mixbt's `precision: bf16`)."""
     bs = pos_1.shape[0]
-    _, out_1 = net(pos_1)
-    _, out_2 = net(pos_2)
+
+    def net_fp32(x):
+        if not amp:
+            return net(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            f, out = net(x)
+        return f.float(), out.float()
+
+    _, out_1 = net_fp32(pos_1)
+    _, out_2 = net_fp32(pos_2)
     out_1_norm = (out_1 - out_1.mean(dim=0)) / out_1.std(dim=0)
     out_2_norm = (out_2 - out_2.mean(dim=0)) / out_2.std(dim=0)
     c = torch.matmul(out_1_norm.T, out_2_norm) / bs
@@ -57,7 +67,7 @@ def step(net, opt, pos_1, pos_2, lmbda=0.0078125, scale=4.0):
     index = torch.randperm(bs)
     alpha = np.random.beta(1.0, 1.0)
     pos_m = alpha * pos_1 + (1 - alpha) * pos_2[index, :]
-    _, out_m = net(pos_m)
+    _, out_m = net_fp32(pos_m)
     out_m_norm = (out_m - out_m.mean(dim=0)) / out_m.std(dim=0)
     cc_m_1 = torch.matmul(out_m_norm.T, out_1_norm) / bs
     cc_m_1_gt = alpha * torch.matmul(out_1_norm.T, out_1_norm) / bs + (1 - alpha) * torch.matmul(out_2_norm[index, :].T, out_1_norm) / bs
@@ -93,18 +103,19 @@ class Bench:
 
     def time(self, case, bs, steps, warmup):
         """`warmup` untimed then `steps` timed training steps ("train") or embedding batches."""
-        if case == "train":
+        amp = case.endswith("-bf16")
+        if case in ("train", "train-bf16"):
             self.net.train()
             x1, x2 = self._input("a", bs), self._input("b", bs)
 
             def run():
-                step(self.net, self.opt, x1, x2)
-        elif case == "embed":
+                step(self.net, self.opt, x1, x2, amp=amp)
+        elif case in ("embed", "embed-bf16"):
             self.net.eval()
             x = self._input("a", bs)
 
             def run():
-                with torch.no_grad():
+                with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
                     self.net(x)
         else:
             raise ValueError(f"unknown case {case!r}")

@@ -404,6 +404,42 @@ fn bf16_conv_matches_candle_on_rounded_operands() {
     });
 }
 
+/// The emulated BF16 path (rounded operands on the FP32 kernels, each pair of depths added odd
+/// first) gives the `vdpbf16ps` path's numbers bit for bit: the same convolutions and gradients,
+/// on every FP32 kernel. (Needs a CPU with AVX512-BF16.)
+#[test]
+fn bf16_native_and_emulated_agree_bit_for_bit() {
+    use mixbt::ops::gemm::{self, Bf16Path, Kernel};
+    let _g = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !gemm::bf16_path_supported(Bf16Path::Avx512Bf16) {
+        eprintln!("skipped: this CPU has no AVX512-BF16 (only the emulated BF16 path runs here)");
+        return;
+    }
+    let (default, default_bf16) = (gemm::kernel(), gemm::bf16_path());
+    let dev = Device::Cpu;
+    for (n, c, h, w, o, k, stride, pad) in SHAPES {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap()).unwrap();
+        let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
+        let run = |path: Bf16Path| {
+            assert!(gemm::set_bf16_path(path));
+            let y = ops::with_precision(ops::Precision::Bf16, || ops::conv2d(x.as_tensor(), wt.as_tensor(), stride, pad)).unwrap();
+            let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (v(&y), v(g.get(x.as_tensor()).unwrap()), v(g.get(wt.as_tensor()).unwrap()))
+        };
+        let native = run(Bf16Path::Avx512Bf16);
+        for kern in [Kernel::Avx2, Kernel::Avx512] {
+            if !gemm::set_kernel(kern) {
+                continue;
+            }
+            let emulated = run(Bf16Path::Emulated);
+            assert!(native == emulated, "conv {:?} on {}: the BF16 paths differ", (n, c, h, w, o, k, stride, pad), kern.name());
+        }
+        gemm::set_kernel(default);
+    }
+    gemm::set_bf16_path(default_bf16);
+}
+
 /// The fused eval-mode batch norm (`[relu](x·scale + shift)` per channel) against candle's
 /// broadcast ops: output bit for bit, and the gradients of x, scale and shift.
 #[test]

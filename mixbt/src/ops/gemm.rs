@@ -42,8 +42,10 @@ pub enum Bf16Path {
     /// `vdpbf16ps` (AVX512-BF16): pairs of BF16 products summed into FP32, 32 per instruction.
     Avx512Bf16,
     /// The operands rounded to BF16 and multiplied by the FP32 kernel in use (products of BF16
-    /// numbers are exact in FP32): the same numbers as the native path up to the summation order,
-    /// without its speed. CPUs without AVX512-BF16, or `MIXBT_GEMM_BF16=emulate`.
+    /// numbers are exact in FP32), each pair of depths added in `vdpbf16ps`'s order: the native
+    /// path's numbers bit for bit (subnormals aside) without its speed. On the portable path
+    /// (`matrixmultiply`) the same up to the summation order. CPUs without AVX512-BF16, or
+    /// `MIXBT_GEMM_BF16=emulate`.
     Emulated,
 }
 
@@ -131,6 +133,22 @@ pub fn round_bf16_slice(v: &mut [f32]) {
         *x = round_bf16(*x);
     }
 }
+}
+
+/// Rounds packed micro-panels (`panels` of `width` lanes, depth `kc`: lane `r` of depth `p` at
+/// `(i·kc + p)·width + r`) to BF16 and swaps the depths of each pair (`2q ↔ 2q + 1`), so that
+/// the FP32 kernels, which add the depths in order with FMA, add each pair's odd depth first as
+/// `vdpbf16ps` does (two FMAs, odd depth first): the emulation then gives the native path's
+/// numbers bit for bit, subnormals aside (`vdpbf16ps` flushes them to zero).
+fn round_panels_bf16(panels: usize, width: usize, kc: usize, data: &mut [f32]) {
+    let data = &mut data[..panels * width * kc];
+    round_bf16_slice(data);
+    for panel in data.chunks_exact_mut(width * kc) {
+        for pair in panel.chunks_exact_mut(2 * width) {
+            let (even, odd) = pair.split_at_mut(width);
+            even.swap_with_slice(odd);
+        }
+    }
 }
 
 super::simd_fn! {
@@ -374,12 +392,15 @@ impl PackedA {
     }
     /// [`Self::block`] rounded to BF16.
     fn block_rounded(&self, pc: usize, kc: usize, ic: usize) -> *const f32 {
+        let panels = self.m.div_ceil(MR);
         let r = self.rounded.get_or_init(|| {
             let mut r = self.data.clone();
-            round_bf16_slice(&mut r);
+            for pc in (0..self.k).step_by(KC) {
+                let kc = KC.min(self.k - pc);
+                round_panels_bf16(panels, MR, kc, &mut r[pc * panels * MR..]);
+            }
             r
         });
-        let panels = self.m.div_ceil(MR);
         r[pc * panels * MR + (ic / MR) * MR * kc..].as_ptr()
     }
     /// [`Self::block`] as BF16 pairs (every depth block but the last has an even depth, `KC`).
@@ -689,7 +710,7 @@ unsafe fn blocked(
                     if native {
                         a_panels_bf16(mc.div_ceil(MR), kc, &pa[..len], ah);
                     } else if bf16 {
-                        round_bf16_slice(&mut pa[..len]);
+                        round_panels_bf16(mc.div_ceil(MR), MR, kc, &mut pa[..len]);
                     }
                     (pa.as_ptr(), ah.as_ptr())
                 }
@@ -755,7 +776,7 @@ unsafe fn blocked(
                     if native {
                         b_panels_bf16(panels, kc, &pb[..panels * NR * kc], bh);
                     } else if bf16 {
-                        round_bf16_slice(&mut pb[..panels * NR * kc]);
+                        round_panels_bf16(panels, NR, kc, pb);
                     }
                 };
                 // The micro-kernels over rows 0..mc of A block `ap`/`aph`, columns jr..jr+nr of

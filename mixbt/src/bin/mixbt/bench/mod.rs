@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// Skip the PyTorch side.
     #[arg(long)]
     no_torch: bool,
+    /// Skip the BF16 pair of rows (the training step at the first batch size and the embedding,
+    /// ours with `precision: bf16` next to PyTorch under `torch.autocast("cpu", torch.bfloat16)`).
+    #[arg(long)]
+    no_bf16: bool,
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -148,11 +152,30 @@ fn bench_train(a: &TrainArgs) -> Result<()> {
     if a.steps == 0 || a.rounds == 0 {
         return Err(Error::Config(format!("bench train: steps and rounds must be at least 1 (got steps {}, rounds {})", a.steps, a.rounds)));
     }
-    let mut trains = batches.iter().map(|&b| TrainBench::new(b, a.width, &dev)).collect::<Result<Vec<_>>>()?;
-    let embed = EmbedBench::new(a.embed_batch, a.width, &dev)?;
+    use mixbt::ops::Precision;
+    /// Our side of a case.
+    enum Ours {
+        Train(TrainBench),
+        Embed(EmbedBench),
+    }
+    let mut ours: Vec<Ours> = vec![];
+    for &b in &batches {
+        ours.push(Ours::Train(TrainBench::new(b, a.width, &dev, Precision::F32)?));
+    }
+    ours.push(Ours::Embed(EmbedBench::new(a.embed_batch, a.width, &dev, Precision::F32)?));
+    let bf16 = !a.no_bf16 && dev.is_cpu();
+    if bf16 {
+        ours.push(Ours::Train(TrainBench::new(batches[0], a.width, &dev, Precision::Bf16)?));
+        ours.push(Ours::Embed(EmbedBench::new(a.embed_batch, a.width, &dev, Precision::Bf16)?));
+    }
     let mut torch = torch_worker(a)?;
-    let mut cases: Vec<BenchCase> =
-        batches.iter().map(|&b| ("train", b)).chain([("embed", a.embed_batch)]).map(|(case, batch)| BenchCase { case, batch, ours: vec![], theirs: vec![] }).collect();
+    let mut cases: Vec<BenchCase> = batches
+        .iter()
+        .map(|&b| ("train", b))
+        .chain([("embed", a.embed_batch)])
+        .chain(bf16.then_some([("train-bf16", batches[0]), ("embed-bf16", a.embed_batch)]).into_iter().flatten())
+        .map(|(case, batch)| BenchCase { case, batch, ours: vec![], theirs: vec![] })
+        .collect();
     for round in 0..a.rounds {
         // Full warm-up in the first round only (both sides keep their models between rounds);
         // which side goes first alternates from round to round.
@@ -160,7 +183,10 @@ fn bench_train(a: &TrainArgs) -> Result<()> {
         for (i, c) in cases.iter_mut().enumerate() {
             for side in [round % 2, 1 - round % 2] {
                 let t = if side == 0 {
-                    if i < trains.len() { trains[i].time(a.steps, w)? } else { embed.time(a.steps, w)? }
+                    match &mut ours[i] {
+                        Ours::Train(t) => t.time(a.steps, w)?,
+                        Ours::Embed(e) => e.time(a.steps, w)?,
+                    }
                 } else if let Some(worker) = torch.as_mut() {
                     worker.time(c.case, c.batch, a.steps, w)?
                 } else {
@@ -170,7 +196,7 @@ fn bench_train(a: &TrainArgs) -> Result<()> {
                 eprintln!("round {}: {who} {} batch {}: {:.3} s/batch, {:.2} {}/s", round + 1, c.case, c.batch, t.median_s, t.images_per_s, unit(c.case));
                 if side == 0 { c.ours.push(t) } else { c.theirs.push(t) }
             }
-            if round == 0 && i + 1 == trains.len() {
+            if round == 0 && i + 1 == batches.len() {
                 print_profile();
             }
         }
@@ -191,7 +217,7 @@ fn print_profile() {
 }
 
 fn print_train_table(cases: &[BenchCase], a: &TrainArgs) {
-    println!("kernel={} threads={}", mixbt::ops::gemm::kernel().name(), rayon::current_num_threads());
+    println!("kernel={} bf16={} threads={}", mixbt::ops::gemm::kernel().name(), mixbt::ops::gemm::bf16_path().name(), rayon::current_num_threads());
     println!("{:<8} {:>6} {:>14} {:>14} {:>8}   ratio per round", "case", "batch", "mixbt img/s", "pytorch img/s", "ratio");
     for c in cases {
         let ratios = c.ratios();
@@ -219,10 +245,24 @@ fn print_train_table(cases: &[BenchCase], a: &TrainArgs) {
     if let Some(r) = ratio("embed", a.embed_batch) {
         println!("embed_ratio_vs_pytorch={r:.2}");
     }
+    let first = a.batches.split(',').next().and_then(|b| b.trim().parse().ok()).unwrap_or(32);
+    if let Some(r) = ratio("train-bf16", first) {
+        println!("bf16_ratio_vs_pytorch_autocast={r:.2}");
+    }
+    if let Some(r) = ratio("embed-bf16", a.embed_batch) {
+        println!("bf16_embed_ratio_vs_pytorch_autocast={r:.2}");
+    }
+    let speedup = |case: &str, base: &str, b: usize| {
+        let get = |c: &str| cases.iter().find(|x| x.case == c && x.batch == b).map(|x| x.ours_per_s());
+        Some(get(case)? / get(base)?)
+    };
+    if let (Some(t), Some(e)) = (speedup("train-bf16", "train", first), speedup("embed-bf16", "embed", a.embed_batch)) {
+        println!("bf16_vs_f32_ours: train {t:.2}, embed {e:.2}");
+    }
 }
 
 fn unit(case: &str) -> &'static str {
-    if case == "train" { "pairs" } else { "images" }
+    if case.starts_with("train") { "pairs" } else { "images" }
 }
 
 fn bench_conv(batch: usize, runs: usize) -> Result<()> {

@@ -53,15 +53,19 @@ fn check_sizes(case: &str, batch: usize, steps: usize) -> Result<()> {
 /// Adam with L2 decay. Random 32×32 inputs. Kept alive so that it can be timed in several rounds.
 pub struct TrainBench {
     trainer: Pretrainer,
+    case: &'static str,
     a: Tensor,
     b: Tensor,
     batch: usize,
 }
 
 impl TrainBench {
-    pub fn new(batch: usize, width: f64, device: &Device) -> Result<Self> {
+    /// At `precision` (the recipe's: BF16 products in the convolutions and linear layers); the
+    /// case is named `train` (FP32) or `train-bf16`.
+    pub fn new(batch: usize, width: f64, device: &Device, precision: mixbt::ops::Precision) -> Result<Self> {
         check_sizes("train", batch, 1)?;
         let mut r = presets::get("r18-cifar10")?;
+        r.precision = precision;
         r.encoder = r.encoder.with_width(width);
         r.data.kind = mixbt::data::DatasetKind::Builtin;
         r.data.builtin = Some(mixbt::data::BuiltinConfig { train_size: batch, test_size: 10, ..Default::default() });
@@ -70,7 +74,7 @@ impl TrainBench {
         let trainer = Pretrainer::new(r, opts)?;
         let a = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
         let b = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
-        Ok(Self { trainer, a, b, batch })
+        Ok(Self { trainer, case: case_name("train", precision), a, b, batch })
     }
 
     /// `warmup` untimed steps, then `steps` timed ones.
@@ -87,7 +91,7 @@ impl TrainBench {
             device.synchronize()?;
             times.push(t0.elapsed().as_secs_f64());
         }
-        Ok(timing("train", self.batch, times))
+        Ok(timing(self.case, self.batch, times))
     }
 }
 
@@ -95,34 +99,47 @@ impl TrainBench {
 /// across rounds.
 pub struct EmbedBench {
     enc: mixbt::model::Encoder,
+    precision: mixbt::ops::Precision,
     x: Tensor,
     batch: usize,
 }
 
 impl EmbedBench {
-    pub fn new(batch: usize, width: f64, device: &Device) -> Result<Self> {
+    /// At `precision`; the case is named `embed` (FP32) or `embed-bf16`.
+    pub fn new(batch: usize, width: f64, device: &Device, precision: mixbt::ops::Precision) -> Result<Self> {
         check_sizes("embed", batch, 1)?;
         let cfg = mixbt::model::EncoderConfig::small(mixbt::model::Arch::R18, mixbt::model::Stem::Cifar, 1024, width);
         let store = mixbt::params::ParamStore::new(0, DType::F32, device);
         let enc = mixbt::model::encoder(&cfg, store.var_builder())?;
         let x = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), device)?;
-        Ok(Self { enc, x, batch })
+        Ok(Self { enc, precision, x, batch })
     }
 
     /// `warmup` untimed batches, then `steps` timed ones.
     pub fn time(&self, steps: usize, warmup: usize) -> Result<Timing> {
         check_sizes("embed", self.batch, steps)?;
+        let embed = || mixbt::ops::with_precision(self.precision, || self.enc.embed(&self.x));
         for _ in 0..warmup {
-            self.enc.embed(&self.x)?;
+            embed()?;
         }
         let mut times = vec![];
         for _ in 0..steps {
             let t0 = Instant::now();
-            let f = self.enc.embed(&self.x)?;
+            let f = embed()?;
             f.to_device(&Device::Cpu)?;
             times.push(t0.elapsed().as_secs_f64());
         }
-        Ok(timing("embed", self.batch, times))
+        Ok(timing(case_name("embed", self.precision), self.batch, times))
+    }
+}
+
+/// `case` at `precision`: `train`, `train-bf16`, `embed`, `embed-bf16`.
+pub fn case_name(case: &str, precision: mixbt::ops::Precision) -> &'static str {
+    match (case, precision) {
+        ("train", mixbt::ops::Precision::F32) => "train",
+        ("train", mixbt::ops::Precision::Bf16) => "train-bf16",
+        ("embed", mixbt::ops::Precision::F32) => "embed",
+        _ => "embed-bf16",
     }
 }
 
@@ -156,7 +173,8 @@ impl TorchWorker {
         Ok(Self { child, stdin, stdout: std::io::BufReader::new(stdout), script: script.to_path_buf() })
     }
 
-    /// Times `steps` steps of `case` ("train" or "embed") at `batch` after `warmup` untimed ones.
+    /// Times `steps` steps of `case` ("train" or "embed", "train-bf16" or "embed-bf16" under
+    /// `torch.autocast("cpu", torch.bfloat16)`) at `batch` after `warmup` untimed ones.
     pub fn time(&mut self, case: &str, batch: usize, steps: usize, warmup: usize) -> Result<Timing> {
         use std::io::{BufRead, Write};
         let fail = |what: String| Error::msg(format!("{}: {what}", self.script.display()));

@@ -62,24 +62,24 @@ impl Bf16Path {
 static BF16: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 fn bf16_native_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        fast_kernel() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    avx512_supported_with(true)
 }
 
 fn bf16_native() -> bool {
+    switch(&BF16, bf16_native_supported, "MIXBT_GEMM_BF16", "emulate")
+}
+
+/// A kernel-path switch decided on first use (`state`: 0 undecided, 1 on, 2 off): on when
+/// `supported()` and the environment variable `var` is not `off`; the `set_*` functions change
+/// it later.
+fn switch(state: &std::sync::atomic::AtomicU8, supported: fn() -> bool, var: &str, off: &str) -> bool {
     use std::sync::atomic::Ordering;
-    match BF16.load(Ordering::Relaxed) {
+    match state.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
         _ => {
-            let on = bf16_native_supported() && std::env::var("MIXBT_GEMM_BF16").map(|v| v != "emulate").unwrap_or(true);
-            BF16.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            let on = supported() && std::env::var(var).map(|v| v != off).unwrap_or(true);
+            state.store(if on { 1 } else { 2 }, Ordering::Relaxed);
             on
         }
     }
@@ -214,12 +214,18 @@ impl Kernel {
 static WIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 fn avx512_supported() -> bool {
+    avx512_supported_with(false)
+}
+
+/// Whether the fast kernels run and the CPU has AVX-512F (and, with `bf16`, AVX512-BF16).
+fn avx512_supported_with(bf16: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        fast_kernel() && is_x86_feature_detected!("avx512f")
+        fast_kernel() && is_x86_feature_detected!("avx512f") && (!bf16 || is_x86_feature_detected!("avx512bf16"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        let _ = bf16;
         false
     }
 }
@@ -227,16 +233,7 @@ fn avx512_supported() -> bool {
 /// Whether the 12×32 AVX-512 micro-kernel runs: on CPUs with AVX-512F, unless
 /// `MIXBT_GEMM_KERNEL=avx2` (or [`set_kernel`]) asks for the 6×16 AVX2 one.
 fn wide() -> bool {
-    use std::sync::atomic::Ordering;
-    match WIDE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = avx512_supported() && std::env::var("MIXBT_GEMM_KERNEL").map(|k| k != "avx2").unwrap_or(true);
-            WIDE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-    }
+    switch(&WIDE, avx512_supported, "MIXBT_GEMM_KERNEL", "avx2")
 }
 
 /// The micro-kernel in use.

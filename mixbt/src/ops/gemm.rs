@@ -152,19 +152,19 @@ fn round_panels_bf16(panels: usize, width: usize, kc: usize, data: &mut [f32]) {
 }
 
 super::simd_fn! {
-/// Converts packed A micro-panels (`panels` of `MR` rows, depth `kc`: `src[(i·kc + p)·MR + r]`)
-/// into BF16 pairs: `dst[(i·kc2 + q)·MR + r]` holds depth `2q` in its low half and `2q + 1` in its
-/// high half (zero past `kc`), `kc2 = ⌈kc/2⌉`.
-fn a_panels_bf16(panels: usize, kc: usize, src: &[f32], dst: &mut [u32]) {
+/// Converts packed micro-panels (`panels` of `width` lanes, depth `kc`: lane `r` of depth `p` at
+/// `src[(i·kc + p)·width + r]`) into BF16 pairs: `dst[(i·kc2 + q)·width + r]` holds depth `2q` in
+/// its low half and `2q + 1` in its high half (zero past `kc`), `kc2 = ⌈kc/2⌉`.
+fn panels_bf16(panels: usize, width: usize, kc: usize, src: &[f32], dst: &mut [u32]) {
     let kc2 = kc.div_ceil(2);
     for i in 0..panels {
-        let s = &src[i * MR * kc..][..MR * kc];
-        let d = &mut dst[i * MR * kc2..][..MR * kc2];
-        for (q, dq) in d.chunks_exact_mut(MR).enumerate() {
-            let (e, o) = (2 * q * MR, (2 * q + 1) * MR);
-            for r in 0..MR {
-                let hi = if 2 * q + 1 < kc { bf16_bits(s[o + r]) } else { 0 };
-                dq[r] = (bf16_bits(s[e + r]) >> 16) | hi;
+        let s = &src[i * width * kc..][..width * kc];
+        let d = &mut dst[i * width * kc2..][..width * kc2];
+        for (q, dq) in d.chunks_exact_mut(width).enumerate() {
+            let e = &s[2 * q * width..][..width];
+            match s.get((2 * q + 1) * width..(2 * q + 2) * width) {
+                Some(o) => dq.iter_mut().zip(e).zip(o).for_each(|((d, e), o)| *d = (bf16_bits(*e) >> 16) | bf16_bits(*o)),
+                None => dq.iter_mut().zip(e).for_each(|(d, e)| *d = bf16_bits(*e) >> 16),
             }
         }
     }
@@ -408,7 +408,7 @@ impl PackedA {
             let mut h = vec![0u32; panels * MR * ((self.k - last) / 2 + last.div_ceil(2))];
             for pc in (0..self.k).step_by(KC) {
                 let kc = KC.min(self.k - pc);
-                a_panels_bf16(panels, kc, &self.data[pc * panels * MR..][..panels * MR * kc], &mut h[pc / 2 * panels * MR..]);
+                panels_bf16(panels, MR, kc, &self.data[pc * panels * MR..][..panels * MR * kc], &mut h[pc / 2 * panels * MR..]);
             }
             h
         });
@@ -705,7 +705,7 @@ unsafe fn blocked(
                     pack_a(mc, kc, a.offset(ic as isize * rsa + pc as isize * csa), rsa, csa, pa);
                     let len = mc.next_multiple_of(MR) * kc;
                     if native {
-                        a_panels_bf16(mc.div_ceil(MR), kc, &pa[..len], ah);
+                        panels_bf16(mc.div_ceil(MR), MR, kc, &pa[..len], ah);
                     } else if bf16 {
                         round_panels_bf16(mc.div_ceil(MR), MR, kc, &mut pa[..len]);
                     }
@@ -771,7 +771,7 @@ unsafe fn blocked(
                     }
                     let panels = cols.div_ceil(NR);
                     if native {
-                        b_panels_bf16(panels, kc, &pb[..panels * NR * kc], bh);
+                        panels_bf16(panels, NR, kc, &pb[..panels * NR * kc], bh);
                     } else if bf16 {
                         round_panels_bf16(panels, NR, kc, pb);
                     }
@@ -1237,32 +1237,6 @@ unsafe fn kernel_z<const P: usize, const W: usize, B: PanelB>(kc: usize, a: [*co
         }
     }
     store_tile(&acc, c, rsc, csc, mr, nr, load_c);
-}
-
-super::simd_fn! {
-/// Converts packed B micro-panels (`panels` of 16 columns, depth `kc`: `src[(i·kc + p)·16 + j]`)
-/// into BF16 pairs: `dst[(i·kc2 + q)·16 + j]` holds depth `2q` in its low half and `2q + 1` in its
-/// high half (zero past `kc`).
-fn b_panels_bf16(panels: usize, kc: usize, src: &[f32], dst: &mut [u32]) {
-    let kc2 = kc.div_ceil(2);
-    for i in 0..panels {
-        let s = &src[i * NR * kc..][..NR * kc];
-        let d = &mut dst[i * NR * kc2..][..NR * kc2];
-        for (q, dq) in d.chunks_exact_mut(NR).enumerate() {
-            let e = &s[2 * q * NR..][..NR];
-            if 2 * q + 1 < kc {
-                let o = &s[(2 * q + 1) * NR..][..NR];
-                for j in 0..NR {
-                    dq[j] = (bf16_bits(e[j]) >> 16) | bf16_bits(o[j]);
-                }
-            } else {
-                for j in 0..NR {
-                    dq[j] = bf16_bits(e[j]) >> 16;
-                }
-            }
-        }
-    }
-}
 }
 
 /// Copies rows `0..kc` of a micro-panel into the packed layout (`dst[p·16 + j]`).

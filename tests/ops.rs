@@ -244,7 +244,11 @@ fn gemm_matches_reference() {
 }
 
 /// The AVX2 and AVX-512 micro-kernels give bit-identical products (each element of C sums over
-/// k in the same order with FMA), through every B source: packed, conv, conv-transposed, direct.
+/// k in the same order with FMA), through every B source: packed, conv, conv-transposed, direct;
+/// and the AVX-512 weight gradient that reads its im2col matrix in place (`DirectA`) sums like
+/// the packed one (3×3 kernels: several depth blocks per image, several images per block, a
+/// partial last 12-tap tile and 32-channel panel, the per-thread partial sums and the row split
+/// of a large kernel).
 #[test]
 fn avx2_and_avx512_kernels_agree_bit_for_bit() {
     use mixbt::ops::gemm::{self, Kernel};
@@ -256,7 +260,7 @@ fn avx2_and_avx512_kernels_agree_bit_for_bit() {
     let default = gemm::kernel();
     let dev = Device::Cpu;
     // Convolutions exercise the implicit-im2col, direct and transposed B panels.
-    for &(n, c, h, w, o, k, stride, pad) in &[(2, 16, 8, 8, 24, 3, 1, 1), (3, 8, 16, 16, 13, 3, 2, 1), (2, 32, 4, 4, 64, 1, 1, 0), (1, 3, 32, 32, 16, 3, 1, 1)] {
+    for &(n, c, h, w, o, k, stride, pad) in &[(2, 16, 8, 8, 24, 3, 1, 1), (3, 8, 16, 16, 13, 3, 2, 1), (2, 32, 4, 4, 64, 1, 1, 0), (1, 3, 32, 32, 16, 3, 1, 1), (3, 16, 32, 32, 40, 3, 1, 1), (4, 64, 4, 4, 512, 3, 1, 1), (5, 7, 9, 9, 33, 3, 2, 1)] {
         let x = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap();
         let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
         let xv = Var::from_tensor(&x).unwrap();

@@ -536,6 +536,29 @@ impl DirectB {
     }
 }
 
+/// The im2col matrix of a convolution as the *A* operand, read by the micro-kernel itself:
+/// `A[i, p] = x[rows[i] + cols[p]]`, row `i` a tap `(c, ky, kx)` and column `p` an output
+/// position of zero-padded images. The weight gradient `dWᵀ = col·dYᵀ` then needs neither an
+/// im2col matrix nor its packing: each depth step of a 12×32 tile broadcasts twelve taps straight
+/// from the images and loads 32 output channels of the packed `dYᵀ` ([`sgemm_direct_a`]).
+#[derive(Clone, Copy, Debug)]
+pub struct DirectA<'a> {
+    pub x: *const f32,
+    /// Offset of each row (tap) from `x`: groups of three consecutive offsets (the `kx` taps of
+    /// a 3×3 kernel), the first group first.
+    pub rows: &'a [u32],
+    /// Offset of each column (output position).
+    pub cols: &'a [u32],
+}
+
+unsafe impl Send for DirectA<'_> {}
+unsafe impl Sync for DirectA<'_> {}
+
+/// Whether [`sgemm_direct_a`] runs in this process (the AVX-512 kernel is in use).
+pub fn direct_a_applies() -> bool {
+    kernel() == Kernel::Avx512
+}
+
 /// Where the packing reads B from.
 #[derive(Clone, Copy)]
 pub enum BSource {
@@ -659,6 +682,96 @@ pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: BS
     }
     #[cfg(target_arch = "x86_64")]
     blocked(rows, pa.k, n, ASource::Packed { pa, r0 }, b, c, ldc as isize, 1, accumulate, prec);
+}
+
+/// `C[m×n] = A·B[k×n]`, or `C += A·B` with `accumulate`, with A read through `a` (`m` its rows,
+/// `k` its columns), B and C strided (C may be stored transposed: `rsc = 1`). The depth is summed
+/// in blocks of at most 256 within segments of `seg` (a convolution's chunks), each block's sum
+/// added to C in turn: the same sums in the same order as [`sgemm_src`] called once per
+/// segment, so the results are the same bit for bit. FP32 on the AVX-512 kernel only
+/// ([`direct_a_applies`]).
+///
+/// C is computed 32 columns at a time, in a strip `m × 32` that stays in L2 while every depth
+/// block adds to it (each block's 32 columns of B packed once, read from L1 by every row tile),
+/// then written to C once, in whatever layout C has.
+///
+/// # Safety
+/// Every addressed element of A, B and C must be valid; C must not alias A or B.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_direct_a(a: DirectA, seg: usize, n: usize, b: *const f32, rsb: isize, csb: isize, c: *mut f32, rsc: isize, csc: isize, accumulate: bool) {
+    assert!(direct_a_applies(), "sgemm_direct_a needs the AVX-512 kernel");
+    assert!(a.rows.chunks(3).all(|g| g.iter().enumerate().all(|(i, &r)| r == g[0] + i as u32)), "DirectA rows must come in groups of three consecutive offsets");
+    #[cfg(target_arch = "x86_64")]
+    PACK.with(|p| {
+        let Pack { a: strip, b: pb, .. } = &mut *p.borrow_mut();
+        let (m, k) = (a.rows.len(), a.cols.len());
+        let seg = seg.max(1);
+        const W: usize = 2 * NR;
+        let mp = m.next_multiple_of(2 * MR);
+        if strip.len() < mp * W {
+            strip.resize(mp * W, 0.0);
+        }
+        if pb.len() < W * KC {
+            pb.resize(W * KC, 0.0);
+        }
+        // (first depth, depth) of each block.
+        let blocks: Vec<(usize, usize)> = (0..k).step_by(seg).flat_map(|s| (s..(s + seg).min(k)).step_by(KC).map(move |pc| (pc, KC.min((s + seg).min(k) - pc)))).collect();
+        // The first offset of each group of three rows of each 12-row tile (past the end: the
+        // tile's first; computed, never stored).
+        let tile_groups: Vec<[u32; 4]> = (0..m)
+            .step_by(2 * MR)
+            .map(|ir| {
+                let mut rg = [a.rows[ir]; 4];
+                for (q, g) in rg.iter_mut().enumerate().take((m - ir).min(2 * MR).div_ceil(3)) {
+                    *g = a.rows[ir + 3 * q];
+                }
+                rg
+            })
+            .collect();
+        for jr in (0..n).step_by(W) {
+            let nr = W.min(n - jr);
+            let cp = c.offset(jr as isize * csc);
+            if accumulate {
+                for i in 0..m {
+                    for j in 0..nr {
+                        strip[i * W + j] = *cp.offset(i as isize * rsc + j as isize * csc);
+                    }
+                }
+            }
+            for (bi, &(pc, kc)) in blocks.iter().enumerate() {
+                pack_b(kc, nr, b.offset(pc as isize * rsb + jr as isize * csb), rsb, csb, pb);
+                let (cols, load_c) = (a.cols[pc..].as_ptr(), accumulate || bi > 0);
+                for (t, rg) in tile_groups.iter().enumerate() {
+                    let ir = t * 2 * MR;
+                    let mr = (2 * MR).min(m - ir);
+                    let sp = strip.as_mut_ptr().add(ir * W);
+                    match (mr > MR, nr > NR) {
+                        (true, true) => kernel_da::<2, 2>(kc, a.x, rg, cols, pb.as_ptr(), sp, W, mr, nr, load_c),
+                        (true, false) => kernel_da::<2, 1>(kc, a.x, rg, cols, pb.as_ptr(), sp, W, mr, nr, load_c),
+                        (false, true) => kernel_da::<1, 2>(kc, a.x, rg, cols, pb.as_ptr(), sp, W, mr, nr, load_c),
+                        (false, false) => kernel_da::<1, 1>(kc, a.x, rg, cols, pb.as_ptr(), sp, W, mr, nr, load_c),
+                    }
+                }
+            }
+            if blocks.is_empty() && !accumulate {
+                strip[..m * W].fill(0.0);
+            }
+            if rsc == 1 {
+                for j in 0..nr {
+                    let cj = cp.offset(j as isize * csc);
+                    for i in 0..m {
+                        *cj.add(i) = strip[i * W + j];
+                    }
+                }
+            } else {
+                for i in 0..m {
+                    for j in 0..nr {
+                        *cp.offset(i as isize * rsc + j as isize * csc) = strip[i * W + j];
+                    }
+                }
+            }
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1237,6 +1350,46 @@ unsafe fn kernel_z<const P: usize, const W: usize, B: PanelB>(kc: usize, a: [*co
         }
     }
     store_tile(&acc, c, rsc, csc, mr, nr, load_c);
+}
+
+/// `C[mr×nr] (+)= A·[B_0 … B_{W−1}]` for a `6P × 16W` tile whose A rows are read through
+/// [`DirectA`] offsets (`x[rows[i] + cols[p]]`, one broadcast each) and whose B panels are packed
+/// (`kc×16` each, one after the other); C row-major with stride `ldc`. The rows come in groups of
+/// three consecutive offsets (the `kx` taps of a 3×3 kernel), so the tile needs one index register
+/// per group. Sums in the order of [`kernel_z`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_da<const P: usize, const W: usize>(kc: usize, x: *const f32, groups: &[u32; 4], cols: *const u32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, load_c: bool) {
+    use std::arch::x86_64::*;
+    if load_c {
+        for i in 0..mr {
+            for w in 0..W {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + w * 16) as *const i8);
+            }
+        }
+    }
+    let mut g = [0usize; 4];
+    for i in 0..2 * P {
+        g[i] = groups[i] as usize;
+    }
+    let mut acc = [[[_mm512_setzero_ps(); W]; MR]; P];
+    for p in 0..kc {
+        let base = x.add(*cols.add(p) as usize);
+        let mut bv = [_mm512_setzero_ps(); W];
+        for w in 0..W {
+            bv[w] = _mm512_loadu_ps(b.add(w * NR * kc + p * NR));
+        }
+        for q in 0..P {
+            for i in 0..MR {
+                let av = _mm512_set1_ps(*base.add(g[2 * q + i / 3] + i % 3));
+                for w in 0..W {
+                    acc[q][i][w] = _mm512_fmadd_ps(av, bv[w], acc[q][i][w]);
+                }
+            }
+        }
+    }
+    store_tile(&acc, c, ldc as isize, 1, mr, nr, load_c);
 }
 
 /// Copies rows `0..kc` of a micro-panel into the packed layout (`dst[p·16 + j]`).

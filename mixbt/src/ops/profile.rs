@@ -48,6 +48,27 @@ pub fn enabled() -> bool {
     }
 }
 
+/// Time the rest of the enclosing block under a name built at run time (only when profiling is
+/// on; each distinct name is interned once).
+pub fn scope_with(name: impl FnOnce() -> String) -> Scope {
+    if !enabled() {
+        return Scope(None);
+    }
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let name = name();
+    let mut names = NAMES.lock().unwrap();
+    let interned = match names.iter().find(|n| **n == name) {
+        Some(n) => *n,
+        None => {
+            let n: &'static str = Box::leak(name.into_boxed_str());
+            names.push(n);
+            n
+        }
+    };
+    drop(names);
+    scope(interned)
+}
+
 /// A running scope; its time is added on drop.
 pub struct Scope(Option<(&'static str, Instant, f64)>);
 

@@ -197,7 +197,7 @@ fn bench_train(a: &TrainArgs) -> Result<()> {
                 if side == 0 { c.ours.push(t) } else { c.theirs.push(t) }
             }
             if round == 0 && i + 1 == batches.len() {
-                print_profile();
+                print_profile("the first round's training steps, warm-up included");
             }
         }
     }
@@ -206,11 +206,11 @@ fn bench_train(a: &TrainArgs) -> Result<()> {
 }
 
 /// The first round's per-op profile, with `MIXBT_PROFILE=1`.
-fn print_profile() {
+fn print_profile(what: &str) {
     if !mixbt::ops::profile::enabled() {
         return;
     }
-    eprintln!("profile of the first round's training steps, warm-up included (MIXBT_PROFILE=1; cores = process CPU time / wall time):");
+    eprintln!("profile of {what} (MIXBT_PROFILE=1; cores = process CPU time / wall time):");
     for t in mixbt::ops::profile::report() {
         eprintln!("  {:<24} {:>8.3} s {:>7} calls {:>6.2} cores", t.name, t.wall, t.calls, t.cpu / t.wall.max(1e-9));
     }
@@ -283,6 +283,7 @@ fn bench_conv(batch: usize, runs: usize) -> Result<()> {
     }
     println!("{:<18} {:>3} {:>9.1} {:>9.1} {:>9.1} {:>7.1} {:>7.1} {:>7.1}", "all (x count)", "", f, i, w, fl / f * 1e3, fl / i * 1e3, fl / w * 1e3);
     println!("conv_total_ms={:.1} conv_gflops={:.1} (batch {batch}, median of {runs}, {} threads)", f + i + w, 3.0 * fl / (f + i + w) * 1e3, rayon::current_num_threads());
+    print_profile("every call, warm-up included");
     Ok(())
 }
 

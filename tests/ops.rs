@@ -493,3 +493,30 @@ fn fused_relus_keep_nan() {
     assert!(same(&y, &want(&v)), "channel_affine {y:?}");
     assert!(y[0].is_nan() && y[6].is_nan() && y[1] == 0.0);
 }
+
+/// Inside `with_weight_cache` (nested too) each kernel is packed once and reused: a kernel
+/// applied to two batches gives the same outputs and gradients, bit for bit, as without the
+/// cache; after the scope a kernel changed in place is packed afresh.
+#[test]
+fn weight_cache_gives_the_same_numbers_and_ends_with_its_scope() {
+    let dev = Device::Cpu;
+    let w = Var::from_tensor(&Tensor::randn(0f32, 0.5, (24, 16, 3, 3), &dev).unwrap()).unwrap();
+    let xa = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 16, 8, 8), &dev).unwrap()).unwrap();
+    let xb = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 16, 8, 8), &dev).unwrap()).unwrap();
+    let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let run = || {
+        let ya = ops::conv2d(xa.as_tensor(), w.as_tensor(), 1, 1).unwrap();
+        let yb = ops::conv2d(xb.as_tensor(), w.as_tensor(), 1, 1).unwrap();
+        let loss = (ya.sqr().unwrap().sum_all().unwrap() + yb.sum_all().unwrap()).unwrap();
+        let g = loss.backward().unwrap();
+        [v(&ya), v(&yb), v(g.get(w.as_tensor()).unwrap()), v(g.get(xa.as_tensor()).unwrap()), v(g.get(xb.as_tensor()).unwrap())]
+    };
+    let plain = run();
+    let cached = ops::with_weight_cache(|| ops::with_weight_cache(run));
+    assert!(plain == cached, "the cached kernels changed the numbers");
+    // The scope is over: a kernel updated in place must not be served from the cache.
+    w.set(&(w.as_tensor() * 2.0).unwrap()).unwrap();
+    let ours = ops::conv2d(xa.as_tensor(), w.as_tensor(), 1, 1).unwrap();
+    let theirs = xa.as_tensor().conv2d(w.as_tensor(), 1, 1, 1, 1).unwrap();
+    assert!(max_abs_diff(&ours, &theirs) < 1e-4 * (1.0 + max_abs(&theirs)));
+}

@@ -128,6 +128,61 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
     })
 }
 
+/// What a packed kernel is packed for: the forward pass (`W [O, C·k·k]`) or the input gradient
+/// (`W'`, flipped and transposed: `[C, O·k·k]`).
+type PackKey = (candle_core::TensorId, bool);
+
+thread_local! {
+    /// The kernels packed in the current [`with_weight_cache`] scope of this thread.
+    static PACKED: std::cell::RefCell<Option<std::collections::HashMap<PackKey, std::sync::Arc<super::gemm::PackedA>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the convolutions' packed kernels kept for the whole of `f`: each kernel tensor
+/// is packed once for its forward passes and once for its input gradients, however often `f`
+/// uses it (a Mixed BT step applies every kernel to three batches, forward and backward).
+/// The kernels must not change in place while `f` runs; the trainer wraps each step's forward
+/// and backward passes, and updates the weights after. Nested scopes share the outer cache.
+pub fn with_weight_cache<R>(f: impl FnOnce() -> R) -> R {
+    struct Clear(bool);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            if self.0 {
+                PACKED.with(|c| c.borrow_mut().take());
+            }
+        }
+    }
+    let _clear = Clear(PACKED.with(|c| {
+        let mut c = c.borrow_mut();
+        let outer = c.is_none();
+        if outer {
+            *c = Some(Default::default());
+        }
+        outer
+    }));
+    f()
+}
+
+/// The cache key of kernel `w` for its forward pass (`flipped`: its input gradient), when a
+/// [`with_weight_cache`] scope is open on this thread.
+fn pack_key(w: &Tensor, flipped: bool) -> Option<PackKey> {
+    PACKED.with(|c| c.borrow().is_some()).then(|| (w.id(), flipped))
+}
+
+/// The packed kernel for `key` from the scope's cache, or `make()` (cached when a scope is open).
+fn cached_pack(key: Option<PackKey>, make: impl FnOnce() -> super::gemm::PackedA) -> std::sync::Arc<super::gemm::PackedA> {
+    let Some(key) = key else { return std::sync::Arc::new(make()) };
+    if let Some(p) = PACKED.with(|c| c.borrow().as_ref().and_then(|m| m.get(&key).cloned())) {
+        return p;
+    }
+    let p = std::sync::Arc::new(make());
+    PACKED.with(|c| {
+        if let Some(m) = c.borrow_mut().as_mut() {
+            m.insert(key, p.clone());
+        }
+    });
+    p
+}
+
 /// A raw pointer that may cross threads; every use writes disjoint elements.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -396,12 +451,15 @@ pub struct Conv2dOp {
     pub stride: usize,
     pub pad: usize,
     pub prec: Precision,
+    /// The kernel's key in the [`with_weight_cache`] scope, if one is open.
+    pub key: Option<(candle_core::TensorId, bool)>,
 }
 
 /// Input gradient: `(dy, w) → dx`.
 struct ConvBwdInput {
     g: ConvGeom,
     prec: Precision,
+    key: Option<PackKey>,
 }
 
 /// Weight gradient: `(x, dy) → dw`.
@@ -421,9 +479,9 @@ impl CustomOp2 for Conv2dOp {
         let _pl = super::profile::scope_with(|| format!("conv.forward {}", g.label()));
         let x = super::f32_slice(xs, xl, "conv2d input")?;
         let w = super::f32_slice(ws, wl, "conv2d kernel")?;
-        // W [O, CKK], packed once for every chunk.
+        // W [O, CKK], packed once for every chunk (and, in a weight-cache scope, every call).
         // SAFETY: `w` holds O·CKK elements.
-        let pw = unsafe { super::gemm::PackedA::new(g.o, g.ckk(), w.as_ptr(), g.ckk() as isize, 1) };
+        let pw = cached_pack(self.key, || unsafe { super::gemm::PackedA::new(g.o, g.ckk(), w.as_ptr(), g.ckk() as isize, 1) });
         let y = forward(&g, x, &pw, self.prec);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
@@ -434,7 +492,8 @@ impl CustomOp2 for Conv2dOp {
         // Only the gradients autograd will use (not the images' at the first layer, nor a
         // frozen kernel's).
         let prec = self.prec;
-        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g, prec })?) } else { None };
+        let key = self.key.and_then(|_| pack_key(w, true));
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g, prec, key })?) } else { None };
         let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&dy, &ConvBwdWeight { g, prec })?) } else { None };
         Ok((dx, dw))
     }
@@ -471,7 +530,7 @@ impl CustomOp2 for ConvBwdInput {
                     }
                 }
             };
-            let pw = super::gemm::PackedA::from_panels(g.c, g.o * kk, panel, |c, q| w[at(c, q / kk, q % kk)]);
+            let pw = cached_pack(self.key, || super::gemm::PackedA::from_panels(g.c, g.o * kk, panel, |c, q| w[at(c, q / kk, q % kk)]));
             let dx = forward(&gt, dy, &pw, self.prec);
             return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))));
         }
@@ -652,7 +711,7 @@ fn sum_partials(partials: Vec<Vec<f32>>, wsize: usize) -> Vec<f32> {
 /// The input gradient `dx` of a convolution with geometry `g` (CPU, f32 tensors, products at the
 /// thread's [`super::precision`]; no autograd).
 pub fn conv2d_backward_input(dy: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
-    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvBwdInput { g, prec: super::precision() })
+    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvBwdInput { g, prec: super::precision(), key: None })
 }
 
 /// The weight gradient `dw` of a convolution with geometry `g` (CPU, f32 tensors, products at the
@@ -668,7 +727,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return conv2d_candle(x, w, stride, padding);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { stride, pad: padding, prec })
+    let w = w.contiguous()?;
+    let key = pack_key(&w, false);
+    x.contiguous()?.apply_op2(&w, Conv2dOp { stride, pad: padding, prec, key })
 }
 
 /// candle's own convolution (any device), at the thread's [`super::precision`]: at BF16 both

@@ -9,7 +9,7 @@ pub mod profile;
 use candle_core::{DType, Result, Tensor};
 
 pub use bn::{add_relu, channel_affine};
-pub use conv::conv2d;
+pub use conv::{conv2d, with_weight_cache};
 
 /// How convolutions and linear layers multiply. FP32 is the default and the reference; BF16
 /// rounds both operands of each product to bfloat16 and sums the products in FP32 (like

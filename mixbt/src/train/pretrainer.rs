@@ -442,14 +442,21 @@ impl Pretrainer {
             epochs: self.recipe.epochs,
             steps_per_epoch: self.loader.batches_per_epoch(),
         };
-        let prof = crate::ops::profile::scope("step.forward+loss");
-        // The recipe's precision for the products of the forward pass, and of the backward
-        // pass (each convolution keeps the precision it ran its forward pass at).
-        let out = crate::ops::with_precision(self.recipe.precision, || self.method.forward(&ctx, views)).map_err(|e| self.stop_error(e))?;
-        drop(prof);
-        let prof = crate::ops::profile::scope("step.backward");
-        let grads = out.loss.backward()?;
-        drop(prof);
+        // Forward and backward with each kernel packed once for the step (the weights change
+        // only in the optimiser step, after).
+        let (method, precision) = (&mut self.method, self.recipe.precision);
+        // Errors of the forward pass are `(true, e)`, of the backward pass `(false, e)`.
+        let step = crate::ops::with_weight_cache(|| {
+            let prof = crate::ops::profile::scope("step.forward+loss");
+            // The recipe's precision for the products of the forward pass, and of the backward
+            // pass (each convolution keeps the precision it ran its forward pass at).
+            let out = crate::ops::with_precision(precision, || method.forward(&ctx, views)).map_err(|e| (true, e))?;
+            drop(prof);
+            let _prof = crate::ops::profile::scope("step.backward");
+            let grads = out.loss.backward().map_err(|e| (false, e.into()))?;
+            Ok((out, grads))
+        });
+        let (out, grads) = step.map_err(|(forward, e)| if forward { self.stop_error(e) } else { e })?;
         let prof = crate::ops::profile::scope("step.optimizer");
         self.opt.step(&grads)?;
         drop(prof);

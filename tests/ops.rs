@@ -17,8 +17,9 @@ fn max_abs(a: &Tensor) -> f32 {
 /// output channels, one image: the product split by rows over the threads), and stride-1 shapes
 /// for the implicit-im2col path with each row-segment width (16-column panels of 2, 4, 8, 16
 /// and 32-wide maps, a 1×1 kernel), and for the implicit weight gradient (more than 144 output
-/// channels with a partial last tap panel; 4-wide maps over an odd number of images).
-const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 16] = [
+/// channels with a partial last tap panel; 4-wide maps over an odd number of images), and maps
+/// narrower than 8 read directly from images expanded along kx (4-, 2- and 1-wide).
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 17] = [
     (3, 4, 8, 8, 6, 3, 1, 1),
     (3, 4, 8, 8, 6, 3, 2, 1),
     (2, 6, 7, 7, 5, 3, 2, 1),
@@ -35,6 +36,7 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 16] = [
     (2, 5, 8, 2, 7, 3, 1, 1),
     (4, 24, 8, 8, 150, 3, 1, 1),
     (7, 9, 4, 4, 20, 3, 1, 1),
+    (2, 4, 16, 1, 5, 3, 1, 1),
 ];
 
 #[test]

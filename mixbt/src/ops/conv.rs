@@ -371,6 +371,32 @@ fn pad_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], pa
     }
 }
 
+/// Images `i0..i0+nc` of `x` expanded along kx for [`super::gemm::DirectB`] (maps narrower than
+/// 8): `dst[j][kx][c][y][ox] = x_padded[i0 + j][c][y][ox + kx]` for `y < H + 2·pad`, `ox < Wo`
+/// (every element written). In parallel over images when `par`.
+fn expand_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], par: bool) {
+    let (k, p, wo) = (g.k, g.pad as isize, g.wo);
+    let hp = g.h + 2 * g.pad;
+    let per = k * g.c * hp * wo;
+    let one = |(j, d): (usize, &mut [f32])| {
+        let xi = &x[(i0 + j) * g.in_size()..(i0 + j + 1) * g.in_size()];
+        for (q, row) in d.chunks_exact_mut(wo).enumerate() {
+            let (y, c, kx) = (q % hp, (q / hp) % g.c, q / (hp * g.c));
+            let yi = y as isize - p;
+            for (ox, v) in row.iter_mut().enumerate() {
+                let xx = (ox + kx) as isize - p;
+                *v = if yi >= 0 && yi < g.h as isize && xx >= 0 && xx < g.w as isize { xi[(c * g.h + yi as usize) * g.w + xx as usize] } else { 0.0 };
+            }
+        }
+    };
+    let dst = &mut dst[..nc * per];
+    if par {
+        dst.par_chunks_mut(per).enumerate().for_each(one);
+    } else {
+        dst.chunks_mut(per).enumerate().for_each(one);
+    }
+}
+
 /// NCHW images `i0..i0+nc` → `[O, nc·HWo]` (column blocks per image, row stride `padded(nc·HWo)`).
 fn gather_images(src: &[f32], per_image: usize, rows: usize, i0: usize, nc: usize, dst: &mut [f32]) {
     let cols = per_image / rows;
@@ -415,7 +441,10 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) 
         let ld = nc * g.hwo();
         let lc = padded(ld);
         let tmp_len = if nc == 1 { 0 } else { g.o * ld };
-        let col_len = if direct {
+        let expanded = direct && super::gemm::DirectB::expanded(g.wo);
+        let col_len = if expanded {
+            nc * g.k * g.c * hp * g.wo
+        } else if direct {
             nc * g.c * hp * wp
         } else if implicit {
             0
@@ -425,7 +454,11 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) 
         with_scratch(col_len, tmp_len, |col, tmp| {
             let b = if direct {
                 let _pc = super::profile::scope("conv.fwd.pad");
-                pad_images(g, x, i0, nc, col, !p.par_chunks);
+                if expanded {
+                    expand_images(g, x, i0, nc, col, !p.par_chunks);
+                } else {
+                    pad_images(g, x, i0, nc, col, !p.par_chunks);
+                }
                 BSrc(super::gemm::BSource::Direct(super::gemm::DirectB { x: col.as_ptr(), c: g.c, hp, wp, k: g.k, ho: g.ho, wo: g.wo }))
             } else if implicit {
                 BSrc(super::gemm::BSource::Conv(BSrc::conv(g, x[i0 * g.in_size()..].as_ptr())))

@@ -498,9 +498,14 @@ impl ConvB {
 /// `(c, ky, kx)` of a 16-column panel is one or two unmasked 8-float loads at a fixed offset from
 /// the panel's first output position (one row segment of 16 when `Wo` is a multiple of 16, two
 /// segments of 8 one padded row apart when `Wo` = 8).
+///
+/// Maps narrower than 8 (`Wo` = 4, 2, 1: a panel spans several output rows) use the images
+/// *expanded along kx* instead ([`DirectB::expanded`]): `[k, C, H + 2·pad, Wo]` per image, copy
+/// `kx` holding the padded rows shifted by `kx` and cut to `Wo`, so that the 16 outputs of a
+/// panel are 16 consecutive floats for every tap.
 #[derive(Clone, Copy, Debug)]
 pub struct DirectB {
-    /// First element of the first padded image of the chunk.
+    /// First element of the first padded (or expanded) image of the chunk.
     pub x: *const f32,
     pub c: usize,
     /// Padded height and width.
@@ -517,7 +522,19 @@ unsafe impl Sync for DirectB {}
 impl DirectB {
     /// Whether a stride-1 convolution with these output maps can be read directly.
     pub fn applies(ho: usize, wo: usize) -> bool {
-        (ho * wo).is_multiple_of(NR) && (wo.is_multiple_of(NR) || wo == 8) && fast_kernel()
+        (ho * wo).is_multiple_of(NR) && (wo.is_multiple_of(NR) || NR.is_multiple_of(wo)) && fast_kernel()
+    }
+    /// Whether the images are laid out expanded along kx (maps narrower than 8).
+    pub fn expanded(wo: usize) -> bool {
+        wo < 8
+    }
+    /// Floats per (padded or expanded) image.
+    pub fn image_len(&self) -> usize {
+        if Self::expanded(self.wo) {
+            self.k * self.c * self.hp * self.wo
+        } else {
+            self.c * self.hp * self.wp
+        }
     }
     /// The first element of panel column `j` (an output position) and the offset of its second
     /// half.
@@ -525,14 +542,27 @@ impl DirectB {
         let hwo = self.ho * self.wo;
         let (img, r) = (j / hwo, j % hwo);
         let (oy, ox) = (r / self.wo, r % self.wo);
-        // SAFETY (of later reads): the panel lies inside the chunk's padded images.
-        let base = self.x.wrapping_add(img * self.c * self.hp * self.wp + oy * self.wp + ox);
+        // SAFETY (of later reads): the panel lies inside the chunk's images.
+        if Self::expanded(self.wo) {
+            return (self.x.wrapping_add(img * self.image_len() + oy * self.wo + ox), 8);
+        }
+        let base = self.x.wrapping_add(img * self.image_len() + oy * self.wp + ox);
         (base, if self.wo >= NR { 8 } else { self.wp })
     }
     /// Offsets of rows `(c, ky, kx)` from a panel's first element.
     fn offsets(&self) -> Vec<u32> {
-        let (k, hwp) = (self.k, self.hp * self.wp);
-        (0..self.c * k * k).map(|p| ((p / (k * k)) * hwp + ((p / k) % k) * self.wp + p % k) as u32).collect()
+        let k = self.k;
+        let expanded = Self::expanded(self.wo);
+        (0..self.c * k * k)
+            .map(|p| {
+                let (c, ky, kx) = (p / (k * k), (p / k) % k, p % k);
+                if expanded {
+                    ((kx * self.c + c) * self.hp * self.wo + ky * self.wo) as u32
+                } else {
+                    (c * self.hp * self.wp + ky * self.wp + kx) as u32
+                }
+            })
+            .collect()
     }
 }
 
@@ -832,7 +862,7 @@ unsafe fn blocked(
         // Column panels per micro-tile: two (12×32 tiles) with the AVX-512 kernels.
         let step = if wide() || native { 2 * NR } else { NR };
         if let (BSource::Direct(db), false) = (b, bf16) {
-            assert!(db.x.is_aligned() && db.hp * db.wp * db.c < u32::MAX as usize);
+            assert!(db.x.is_aligned() && db.image_len() < u32::MAX as usize);
             let offs = db.offsets();
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);

@@ -18,8 +18,9 @@ fn max_abs(a: &Tensor) -> f32 {
 /// for the implicit-im2col path with each row-segment width (16-column panels of 2, 4, 8, 16
 /// and 32-wide maps, a 1×1 kernel), and for the implicit weight gradient (more than 144 output
 /// channels with a partial last tap panel; 4-wide maps over an odd number of images), and maps
-/// narrower than 8 read directly from images expanded along kx (4-, 2- and 1-wide).
-const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 17] = [
+/// narrower than 8 read directly from images expanded along kx (4-, 2- and 1-wide), and stride-2
+/// convolutions read directly from phase-split images (16- and 8-wide outputs, odd inputs, 1×1).
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 20] = [
     (3, 4, 8, 8, 6, 3, 1, 1),
     (3, 4, 8, 8, 6, 3, 2, 1),
     (2, 6, 7, 7, 5, 3, 2, 1),
@@ -37,6 +38,9 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 17] = [
     (4, 24, 8, 8, 150, 3, 1, 1),
     (7, 9, 4, 4, 20, 3, 1, 1),
     (2, 4, 16, 1, 5, 3, 1, 1),
+    (2, 8, 32, 32, 20, 3, 2, 1),
+    (2, 16, 16, 16, 24, 1, 2, 0),
+    (2, 5, 15, 15, 7, 3, 2, 1),
 ];
 
 #[test]
@@ -262,7 +266,7 @@ fn avx2_and_avx512_kernels_agree_bit_for_bit() {
     let default = gemm::kernel();
     let dev = Device::Cpu;
     // Convolutions exercise the implicit-im2col, direct and transposed B panels.
-    for &(n, c, h, w, o, k, stride, pad) in &[(2, 16, 8, 8, 24, 3, 1, 1), (3, 8, 16, 16, 13, 3, 2, 1), (2, 32, 4, 4, 64, 1, 1, 0), (1, 3, 32, 32, 16, 3, 1, 1), (3, 16, 32, 32, 40, 3, 1, 1), (4, 64, 4, 4, 512, 3, 1, 1), (5, 7, 9, 9, 33, 3, 2, 1)] {
+    for &(n, c, h, w, o, k, stride, pad) in &[(2, 16, 8, 8, 24, 3, 1, 1), (3, 8, 16, 16, 13, 3, 2, 1), (2, 32, 4, 4, 64, 1, 1, 0), (1, 3, 32, 32, 16, 3, 1, 1), (3, 16, 32, 32, 40, 3, 1, 1), (4, 64, 4, 4, 512, 3, 1, 1), (5, 7, 9, 9, 33, 3, 2, 1), (2, 8, 32, 32, 20, 3, 2, 1), (2, 16, 16, 16, 24, 1, 2, 0)] {
         let x = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap();
         let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
         let xv = Var::from_tensor(&x).unwrap();

@@ -371,6 +371,63 @@ fn pad_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], pa
     }
 }
 
+/// Images `i0..i0+nc` of `x` subsampled by the stride (no padding): `dst[j][c][oy][ox] =
+/// x[i0 + j][c][s·oy][s·ox]` (every element written). In parallel over images when `par`.
+fn subsample_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], par: bool) {
+    let s = g.stride;
+    let per = g.c * g.hwo();
+    let one = |(j, d): (usize, &mut [f32])| {
+        let xi = &x[(i0 + j) * g.in_size()..(i0 + j + 1) * g.in_size()];
+        for (q, row) in d.chunks_exact_mut(g.wo).enumerate() {
+            let (c, oy) = (q / g.ho, q % g.ho);
+            let src = &xi[(c * g.h + s * oy) * g.w..];
+            for (ox, v) in row.iter_mut().enumerate() {
+                *v = src[s * ox];
+            }
+        }
+    };
+    let dst = &mut dst[..nc * per];
+    if par {
+        dst.par_chunks_mut(per).enumerate().for_each(one);
+    } else {
+        dst.chunks_mut(per).enumerate().for_each(one);
+    }
+}
+
+/// Images `i0..i0+nc` of `x`, zero-padded by `pad` and split into their four stride-2 phases for
+/// [`super::gemm::DirectB`]: `dst[j][c][py][px][yq][xq] = x_padded[i0 + j][c][2·yq + py][2·xq + px]`
+/// (`⌈(H + 2·pad)/2⌉ × ⌈(W + 2·pad)/2⌉` planes, zero outside the image; every element written).
+/// In parallel over images when `par`.
+fn phase_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], par: bool) {
+    let p = g.pad as isize;
+    let (hq, wq) = ((g.h + 2 * g.pad).div_ceil(2), (g.w + 2 * g.pad).div_ceil(2));
+    let per = 4 * g.c * hq * wq;
+    let one = |(j, d): (usize, &mut [f32])| {
+        let xi = &x[(i0 + j) * g.in_size()..(i0 + j + 1) * g.in_size()];
+        for (q, plane) in d.chunks_exact_mut(hq * wq).enumerate() {
+            let (c, py, px) = (q / 4, (q / 2) % 2, q % 2);
+            for (yq, row) in plane.chunks_exact_mut(wq).enumerate() {
+                let y = (2 * yq + py) as isize - p;
+                if y < 0 || y >= g.h as isize {
+                    row.fill(0.0);
+                    continue;
+                }
+                let src = &xi[(c * g.h + y as usize) * g.w..][..g.w];
+                for (xq, v) in row.iter_mut().enumerate() {
+                    let xx = (2 * xq + px) as isize - p;
+                    *v = if xx >= 0 && xx < g.w as isize { src[xx as usize] } else { 0.0 };
+                }
+            }
+        }
+    };
+    let dst = &mut dst[..nc * per];
+    if par {
+        dst.par_chunks_mut(per).enumerate().for_each(one);
+    } else {
+        dst.chunks_mut(per).enumerate().for_each(one);
+    }
+}
+
 /// Images `i0..i0+nc` of `x` expanded along kx for [`super::gemm::DirectB`] (maps narrower than
 /// 8): `dst[j][kx][c][y][ox] = x_padded[i0 + j][c][y][ox + kx]` for `y < H + 2·pad`, `ox < Wo`
 /// (every element written). In parallel over images when `par`.
@@ -380,12 +437,24 @@ fn expand_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32],
     let per = k * g.c * hp * wo;
     let one = |(j, d): (usize, &mut [f32])| {
         let xi = &x[(i0 + j) * g.in_size()..(i0 + j + 1) * g.in_size()];
-        for (q, row) in d.chunks_exact_mut(wo).enumerate() {
-            let (y, c, kx) = (q % hp, (q / hp) % g.c, q / (hp * g.c));
-            let yi = y as isize - p;
-            for (ox, v) in row.iter_mut().enumerate() {
-                let xx = (ox + kx) as isize - p;
-                *v = if yi >= 0 && yi < g.h as isize && xx >= 0 && xx < g.w as isize { xi[(c * g.h + yi as usize) * g.w + xx as usize] } else { 0.0 };
+        for (kx, dk) in d.chunks_exact_mut(g.c * hp * wo).enumerate() {
+            // Row segment `ox` of copy kx reads input column ox + kx − pad: columns lo..hi are
+            // inside the image.
+            let sh = kx as isize - p;
+            let lo = (-sh).clamp(0, wo as isize) as usize;
+            let hi = (g.w as isize - sh).clamp(lo as isize, wo as isize) as usize;
+            for (c, dc) in dk.chunks_exact_mut(hp * wo).enumerate() {
+                for (y, row) in dc.chunks_exact_mut(wo).enumerate() {
+                    let yi = y as isize - p;
+                    if yi < 0 || yi >= g.h as isize {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let src = &xi[(c * g.h + yi as usize) * g.w..][..g.w];
+                    row[..lo].fill(0.0);
+                    row[lo..hi].copy_from_slice(&src[(lo as isize + sh) as usize..(hi as isize + sh) as usize]);
+                    row[hi..].fill(0.0);
+                }
             }
         }
     };
@@ -432,20 +501,20 @@ fn for_chunks(p: &Plan, n: usize, per_image: usize, f: impl Fn(usize, &mut [f32]
 fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) -> Vec<f32> {
     let p = plan(g);
     let split = if p.par_chunks { 1 } else { p.threads };
-    let direct = g.stride == 1 && super::gemm::DirectB::applies(g.ho, g.wo);
+    // A strided 1×1 convolution without padding is a 1×1 convolution of the subsampled images.
+    let sub = g.k == 1 && g.pad == 0 && g.stride > 1 && super::gemm::DirectB::applies(g.ho, g.wo, 1);
+    let direct = sub || super::gemm::DirectB::applies(g.ho, g.wo, g.stride);
     let implicit = !direct && g.stride == 1 && super::gemm::ConvB::applies(g.ho, g.wo);
-    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    let (hp, wp) = if sub { (g.ho, g.wo) } else { (g.h + 2 * g.pad, g.w + 2 * g.pad) };
+    let db = super::gemm::DirectB { x: std::ptr::null(), c: g.c, hp, wp, k: g.k, ho: g.ho, wo: g.wo, stride: if sub { 1 } else { g.stride } };
     let y = for_chunks(&p, g.n, g.out_size(), |ci, yc| {
         let i0 = ci * p.nc;
         let nc = yc.len() / g.out_size();
         let ld = nc * g.hwo();
         let lc = padded(ld);
         let tmp_len = if nc == 1 { 0 } else { g.o * ld };
-        let expanded = direct && super::gemm::DirectB::expanded(g.wo);
-        let col_len = if expanded {
-            nc * g.k * g.c * hp * g.wo
-        } else if direct {
-            nc * g.c * hp * wp
+        let col_len = if direct {
+            nc * db.image_len()
         } else if implicit {
             0
         } else {
@@ -454,12 +523,16 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) 
         with_scratch(col_len, tmp_len, |col, tmp| {
             let b = if direct {
                 let _pc = super::profile::scope("conv.fwd.pad");
-                if expanded {
+                if sub {
+                    subsample_images(g, x, i0, nc, col, !p.par_chunks);
+                } else if g.stride == 2 {
+                    phase_images(g, x, i0, nc, col, !p.par_chunks);
+                } else if db.expanded() {
                     expand_images(g, x, i0, nc, col, !p.par_chunks);
                 } else {
                     pad_images(g, x, i0, nc, col, !p.par_chunks);
                 }
-                BSrc(super::gemm::BSource::Direct(super::gemm::DirectB { x: col.as_ptr(), c: g.c, hp, wp, k: g.k, ho: g.ho, wo: g.wo }))
+                BSrc(super::gemm::BSource::Direct(super::gemm::DirectB { x: col.as_ptr(), ..db }))
             } else if implicit {
                 BSrc(super::gemm::BSource::Conv(BSrc::conv(g, x[i0 * g.in_size()..].as_ptr())))
             } else {

@@ -503,9 +503,13 @@ impl ConvB {
 /// *expanded along kx* instead ([`DirectB::expanded`]): `[k, C, H + 2·pad, Wo]` per image, copy
 /// `kx` holding the padded rows shifted by `kx` and cut to `Wo`, so that the 16 outputs of a
 /// panel are 16 consecutive floats for every tap.
+///
+/// Stride-2 convolutions (maps 8 wide or more) read padded images split into their four
+/// *phases* (`[C, 2, 2, ⌈Hp/2⌉, ⌈Wp/2⌉]`: even/odd rows × even/odd columns), where the inputs of
+/// consecutive outputs are consecutive again.
 #[derive(Clone, Copy, Debug)]
 pub struct DirectB {
-    /// First element of the first padded (or expanded) image of the chunk.
+    /// First element of the first padded (expanded, phase-split) image of the chunk.
     pub x: *const f32,
     pub c: usize,
     /// Padded height and width.
@@ -514,26 +518,50 @@ pub struct DirectB {
     pub k: usize,
     pub ho: usize,
     pub wo: usize,
+    /// 1, or 2 (phase-split images).
+    pub stride: usize,
 }
 
 unsafe impl Send for DirectB {}
 unsafe impl Sync for DirectB {}
 
 impl DirectB {
-    /// Whether a stride-1 convolution with these output maps can be read directly.
-    pub fn applies(ho: usize, wo: usize) -> bool {
-        (ho * wo).is_multiple_of(NR) && (wo.is_multiple_of(NR) || NR.is_multiple_of(wo)) && fast_kernel()
+    /// Whether a convolution with these output maps and stride can be read directly.
+    pub fn applies(ho: usize, wo: usize, stride: usize) -> bool {
+        let panels = (ho * wo).is_multiple_of(NR) && fast_kernel();
+        match stride {
+            1 => panels && (wo.is_multiple_of(NR) || NR.is_multiple_of(wo)),
+            2 => panels && (wo.is_multiple_of(NR) || wo == 8),
+            _ => false,
+        }
     }
-    /// Whether the images are laid out expanded along kx (maps narrower than 8).
-    pub fn expanded(wo: usize) -> bool {
-        wo < 8
+    /// Whether the images are laid out expanded along kx (stride 1, maps narrower than 8).
+    pub fn expanded(&self) -> bool {
+        self.stride == 1 && self.wo < 8
     }
-    /// Floats per (padded or expanded) image.
+    /// Height and width of a phase plane (stride 2).
+    fn phase(&self) -> (usize, usize) {
+        (self.hp.div_ceil(2), self.wp.div_ceil(2))
+    }
+    /// Floats per (padded, expanded or phase-split) image.
     pub fn image_len(&self) -> usize {
-        if Self::expanded(self.wo) {
+        if self.stride == 2 {
+            let (hq, wq) = self.phase();
+            4 * self.c * hq * wq
+        } else if self.expanded() {
             self.k * self.c * self.hp * self.wo
         } else {
             self.c * self.hp * self.wp
+        }
+    }
+    /// Distance between the first inputs of consecutive output rows.
+    fn row(&self) -> usize {
+        if self.stride == 2 {
+            self.phase().1
+        } else if self.expanded() {
+            self.wo
+        } else {
+            self.wp
         }
     }
     /// The first element of panel column `j` (an output position) and the offset of its second
@@ -543,24 +571,23 @@ impl DirectB {
         let (img, r) = (j / hwo, j % hwo);
         let (oy, ox) = (r / self.wo, r % self.wo);
         // SAFETY (of later reads): the panel lies inside the chunk's images.
-        if Self::expanded(self.wo) {
-            return (self.x.wrapping_add(img * self.image_len() + oy * self.wo + ox), 8);
-        }
-        let base = self.x.wrapping_add(img * self.image_len() + oy * self.wp + ox);
-        (base, if self.wo >= NR { 8 } else { self.wp })
+        let base = self.x.wrapping_add(img * self.image_len() + oy * self.row() + ox);
+        (base, if self.wo >= NR || self.expanded() { 8 } else { self.row() })
     }
     /// Offsets of rows `(c, ky, kx)` from a panel's first element.
     fn offsets(&self) -> Vec<u32> {
         let k = self.k;
-        let expanded = Self::expanded(self.wo);
+        let (hq, wq) = self.phase();
         (0..self.c * k * k)
             .map(|p| {
                 let (c, ky, kx) = (p / (k * k), (p / k) % k, p % k);
-                if expanded {
-                    ((kx * self.c + c) * self.hp * self.wo + ky * self.wo) as u32
+                (if self.stride == 2 {
+                    ((c * 2 + ky % 2) * 2 + kx % 2) * hq * wq + (ky / 2) * wq + kx / 2
+                } else if self.expanded() {
+                    (kx * self.c + c) * self.hp * self.wo + ky * self.wo
                 } else {
-                    (c * self.hp * self.wp + ky * self.wp + kx) as u32
-                }
+                    c * self.hp * self.wp + ky * self.wp + kx
+                }) as u32
             })
             .collect()
     }

@@ -477,11 +477,15 @@ fn gather_images(src: &[f32], per_image: usize, rows: usize, i0: usize, nc: usiz
     }
 }
 
-fn scatter_images(src: &[f32], per_image: usize, rows: usize, nc: usize, dst_images: &mut [f32]) {
+/// `[O, nc·HWo]` (column blocks per image) → NCHW images at `dst` (every element written).
+///
+/// # Safety
+/// `dst` must be valid for `nc · per_image` writes.
+unsafe fn scatter_images(src: &[f32], per_image: usize, rows: usize, nc: usize, dst: *mut f32) {
     let cols = per_image / rows;
     for j in 0..nc {
         for r in 0..rows {
-            dst_images[j * per_image + r * cols..][..cols].copy_from_slice(&src[r * nc * cols + j * cols..][..cols]);
+            std::ptr::copy_nonoverlapping(src[r * nc * cols + j * cols..][..cols].as_ptr(), dst.add(j * per_image + r * cols), cols);
         }
     }
 }
@@ -507,9 +511,10 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) 
     let implicit = !direct && g.stride == 1 && super::gemm::ConvB::applies(g.ho, g.wo);
     let (hp, wp) = if sub { (g.ho, g.wo) } else { (g.h + 2 * g.pad, g.w + 2 * g.pad) };
     let db = super::gemm::DirectB { x: std::ptr::null(), c: g.c, hp, wp, k: g.k, ho: g.ho, wo: g.wo, stride: if sub { 1 } else { g.stride } };
-    let y = for_chunks(&p, g.n, g.out_size(), |ci, yc| {
+    // Every output element is written by the product (or the scatter after it): no zeroing.
+    let y = super::par_new_written(g.n * g.out_size(), p.nc * g.out_size(), p.par_chunks, |ci, yc, len| {
         let i0 = ci * p.nc;
-        let nc = yc.len() / g.out_size();
+        let nc = len / g.out_size();
         let ld = nc * g.hwo();
         let lc = padded(ld);
         let tmp_len = if nc == 1 { 0 } else { g.o * ld };
@@ -541,11 +546,12 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) 
                 BSrc::raw(col.as_ptr(), lc as isize, 1)
             };
             let _pg = super::profile::scope("conv.fwd.gemm");
-            let out: &mut [f32] = if nc == 1 { &mut *yc } else { &mut *tmp };
-            // Y [O, ld] = W [O, CKK] · col [CKK, ld]
-            sgemm_pa(pw, ld, b, out.as_mut_ptr(), ld, split, prec);
+            let out = if nc == 1 { yc } else { tmp.as_mut_ptr() };
+            // Y [O, ld] = W [O, CKK] · col [CKK, ld] (written, not accumulated)
+            sgemm_pa(pw, ld, b, out, ld, split, prec);
             if nc > 1 {
-                scatter_images(tmp, g.out_size(), g.o, nc, yc);
+                // SAFETY: `yc` holds the chunk's `nc` output images.
+                unsafe { scatter_images(tmp, g.out_size(), g.o, nc, yc) };
             }
         });
     });

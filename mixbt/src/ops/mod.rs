@@ -163,6 +163,40 @@ pub(crate) fn par_new_n<const N: usize>(len: usize, chunk: usize, par: bool, f: 
     vs
 }
 
+/// A new vector of `len` floats filled by `f(i, part, part_len)` for its parts of `chunk` floats
+/// (the last may be shorter), in parallel when `par`, *without* zeroing them first: `f` must
+/// write every element of its part through the pointer (the convolutions' outputs, written
+/// whole by their matrix products).
+pub(crate) fn par_new_written(len: usize, chunk: usize, par: bool, f: impl Fn(usize, *mut f32, usize) + Sync + Send) -> Vec<f32> {
+    use rayon::prelude::*;
+    /// The buffer, shared by the threads; each writes only its own parts.
+    struct Buf(*mut f32);
+    // SAFETY: the parts the threads write are disjoint.
+    unsafe impl Sync for Buf {}
+    impl Buf {
+        fn get(&self) -> *mut f32 {
+            self.0
+        }
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    let buf = Buf(v.as_mut_ptr());
+    let chunk = chunk.max(1);
+    let fill = |i: usize| {
+        let (start, n) = (i * chunk, chunk.min(len - i * chunk));
+        // SAFETY: `start + n <= len <= capacity`; part `i` is written by this call only.
+        f(i, unsafe { buf.get().add(start) }, n)
+    };
+    let count = len.div_ceil(chunk);
+    if par {
+        (0..count).into_par_iter().for_each(fill);
+    } else {
+        (0..count).for_each(fill);
+    }
+    // SAFETY: every part, hence every element below `len`, was written by `f` (its contract).
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Defines a function whose body is compiled twice: for AVX2/FMA, run when the CPU has them (its
 /// loops vectorise 8 lanes wide), and for the crate's baseline target (x86-64 = SSE2).
 ///

@@ -345,6 +345,16 @@ fn build_col(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, col: &mut [f32], par
     }
 }
 
+/// `f((j, image j of dst))` for the images of `per` floats in `dst`, in parallel when `par` (the
+/// copies of the images the direct reads need).
+fn for_images(dst: &mut [f32], per: usize, par: bool, f: impl Fn((usize, &mut [f32])) + Sync + Send) {
+    if par {
+        dst.par_chunks_mut(per).enumerate().for_each(f);
+    } else {
+        dst.chunks_mut(per).enumerate().for_each(f);
+    }
+}
+
 /// Images `i0..i0+nc` of `x`, zero-padded by `pad` on every side, into `dst`
 /// (`[nc, C, H + 2·pad, W + 2·pad]`; every element written). In parallel over images when `par`.
 fn pad_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], par: bool) {
@@ -363,12 +373,7 @@ fn pad_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], pa
             }
         }
     };
-    let dst = &mut dst[..nc * g.c * plane];
-    if par {
-        dst.par_chunks_mut(g.c * plane).enumerate().for_each(one);
-    } else {
-        dst.chunks_mut(g.c * plane).enumerate().for_each(one);
-    }
+    for_images(&mut dst[..nc * g.c * plane], g.c * plane, par, one);
 }
 
 /// Images `i0..i0+nc` of `x` subsampled by the stride (no padding): `dst[j][c][oy][ox] =
@@ -386,12 +391,7 @@ fn subsample_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f3
             }
         }
     };
-    let dst = &mut dst[..nc * per];
-    if par {
-        dst.par_chunks_mut(per).enumerate().for_each(one);
-    } else {
-        dst.chunks_mut(per).enumerate().for_each(one);
-    }
+    for_images(&mut dst[..nc * per], per, par, one);
 }
 
 /// Images `i0..i0+nc` of `x`, zero-padded by `pad` and split into their four stride-2 phases for
@@ -420,12 +420,7 @@ fn phase_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32], 
             }
         }
     };
-    let dst = &mut dst[..nc * per];
-    if par {
-        dst.par_chunks_mut(per).enumerate().for_each(one);
-    } else {
-        dst.chunks_mut(per).enumerate().for_each(one);
-    }
+    for_images(&mut dst[..nc * per], per, par, one);
 }
 
 /// Images `i0..i0+nc` of `x` expanded along kx for [`super::gemm::DirectB`] (maps narrower than
@@ -458,12 +453,7 @@ fn expand_images(g: &ConvGeom, x: &[f32], i0: usize, nc: usize, dst: &mut [f32],
             }
         }
     };
-    let dst = &mut dst[..nc * per];
-    if par {
-        dst.par_chunks_mut(per).enumerate().for_each(one);
-    } else {
-        dst.chunks_mut(per).enumerate().for_each(one);
-    }
+    for_images(&mut dst[..nc * per], per, par, one);
 }
 
 /// NCHW images `i0..i0+nc` → `[O, nc·HWo]` (column blocks per image, row stride `padded(nc·HWo)`).

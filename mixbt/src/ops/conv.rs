@@ -502,7 +502,7 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) 
     let (hp, wp) = if sub { (g.ho, g.wo) } else { (g.h + 2 * g.pad, g.w + 2 * g.pad) };
     let db = super::gemm::DirectB { x: std::ptr::null(), c: g.c, hp, wp, k: g.k, ho: g.ho, wo: g.wo, stride: if sub { 1 } else { g.stride } };
     // Every output element is written by the product (or the scatter after it): no zeroing.
-    let y = super::par_new_written(g.n * g.out_size(), p.nc * g.out_size(), p.par_chunks, |ci, yc, len| {
+    super::par_new_written(g.n * g.out_size(), p.nc * g.out_size(), p.par_chunks, |ci, yc, len| {
         let i0 = ci * p.nc;
         let nc = len / g.out_size();
         let ld = nc * g.hwo();
@@ -544,8 +544,7 @@ fn forward(g: &ConvGeom, x: &[f32], pw: &super::gemm::PackedA, prec: Precision) 
                 unsafe { scatter_images(tmp, g.out_size(), g.o, nc, yc) };
             }
         });
-    });
-    y
+    })
 }
 
 /// Forward convolution (its backward passes multiply at the same precision).

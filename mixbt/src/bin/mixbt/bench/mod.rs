@@ -282,7 +282,13 @@ fn bench_conv(batch: usize, runs: usize) -> Result<()> {
         fl += c * t.gflop;
     }
     println!("{:<18} {:>3} {:>9.1} {:>9.1} {:>9.1} {:>7.1} {:>7.1} {:>7.1}", "all (x count)", "", f, i, w, fl / f * 1e3, fl / i * 1e3, fl / w * 1e3);
-    println!("conv_total_ms={:.1} conv_gflops={:.1} (batch {batch}, median of {runs}, {} threads)", f + i + w, 3.0 * fl / (f + i + w) * 1e3, rayon::current_num_threads());
+    println!(
+        "conv_total_ms={:.1} conv_gflops={:.1} (batch {batch}, median of {runs}, {} threads, kernel={})",
+        f + i + w,
+        3.0 * fl / (f + i + w) * 1e3,
+        rayon::current_num_threads(),
+        mixbt::ops::gemm::kernel().name()
+    );
     print_profile("every call, warm-up included");
     Ok(())
 }

@@ -500,9 +500,9 @@ fn fused_relus_keep_nan() {
     assert!(y[0].is_nan() && y[6].is_nan() && y[1] == 0.0);
 }
 
-/// Inside `with_weight_cache` (nested too) each kernel is packed once and reused: a kernel
-/// applied to two batches gives the same outputs and gradients, bit for bit, as without the
-/// cache; after the scope a kernel changed in place is packed afresh.
+/// Inside `with_weight_cache` (nested too) each kernel is packed once and reused (the scope holds
+/// one forward and one flipped pack of a kernel used twice): the same outputs and gradients, bit
+/// for bit, as without the cache; after the scope a kernel changed in place is packed afresh.
 #[test]
 fn weight_cache_gives_the_same_numbers_and_ends_with_its_scope() {
     let dev = Device::Cpu;
@@ -518,8 +518,14 @@ fn weight_cache_gives_the_same_numbers_and_ends_with_its_scope() {
         [v(&ya), v(&yb), v(g.get(w.as_tensor()).unwrap()), v(g.get(xa.as_tensor()).unwrap()), v(g.get(xb.as_tensor()).unwrap())]
     };
     let plain = run();
-    let cached = ops::with_weight_cache(|| ops::with_weight_cache(run));
+    let cached = ops::with_weight_cache(|| {
+        let out = ops::with_weight_cache(run);
+        // Two uses, one kernel: packed once for the forward passes, once for the input gradients.
+        assert_eq!(ops::conv::cached_kernels(), 2);
+        out
+    });
     assert!(plain == cached, "the cached kernels changed the numbers");
+    assert_eq!(ops::conv::cached_kernels(), 0, "the cache outlived its scope");
     // The scope is over: a kernel updated in place must not be served from the cache.
     w.set(&(w.as_tensor() * 2.0).unwrap()).unwrap();
     let ours = ops::conv2d(xa.as_tensor(), w.as_tensor(), 1, 1).unwrap();

@@ -1377,11 +1377,7 @@ unsafe fn micro_rows<B: PanelB>(kc: usize, a: *const f32, b0: B, b1: Option<B>, 
 unsafe fn kernel_z<const P: usize, const W: usize, B: PanelB>(kc: usize, a: [*const f32; P], b: [B; W], c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
     use std::arch::x86_64::*;
     if load_c && csc == 1 {
-        for i in 0..mr {
-            for w in 0..W {
-                _mm_prefetch::<_MM_HINT_T0>(c.offset(i as isize * rsc).add(w * 16) as *const i8);
-            }
-        }
+        prefetch_tile::<W>(c, rsc, mr);
     }
     let mut acc = [[[_mm512_setzero_ps(); W]; MR]; P];
     let mut ap = a;
@@ -1420,11 +1416,7 @@ unsafe fn kernel_z<const P: usize, const W: usize, B: PanelB>(kc: usize, a: [*co
 unsafe fn kernel_da<const P: usize, const W: usize>(kc: usize, x: *const f32, groups: &[u32; 4], cols: *const u32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, load_c: bool) {
     use std::arch::x86_64::*;
     if load_c {
-        for i in 0..mr {
-            for w in 0..W {
-                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + w * 16) as *const i8);
-            }
-        }
+        prefetch_tile::<W>(c, ldc as isize, mr);
     }
     let mut g = [0usize; 4];
     for i in 0..2 * P {
@@ -1447,6 +1439,19 @@ unsafe fn kernel_da<const P: usize, const W: usize>(kc: usize, x: *const f32, gr
         }
     }
     store_tile(&acc, c, ldc as isize, 1, mr, nr, load_c);
+}
+
+/// Starts fetching the `mr` rows of `16·W` floats of a tile of C (row stride `rsc`) that a
+/// micro-kernel will add its sums to: they are read only after its loop, usually from L3.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_tile<const W: usize>(c: *const f32, rsc: isize, mr: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for i in 0..mr {
+        for w in 0..W {
+            _mm_prefetch::<_MM_HINT_T0>(c.offset(i as isize * rsc).add(w * 16) as *const i8);
+        }
+    }
 }
 
 /// Copies rows `0..kc` of a micro-panel into the packed layout (`dst[p·16 + j]`).
@@ -1489,11 +1494,7 @@ unsafe fn micro_rows_bf16(kc2: usize, a: *const u32, b0: *const u32, b1: Option<
 unsafe fn kernel_bz<const P: usize, const W: usize>(kc2: usize, a: [*const u32; P], b: [*const u32; W], c: *mut f32, rsc: isize, csc: isize, mr: usize, nr: usize, load_c: bool) {
     use std::arch::x86_64::*;
     if load_c && csc == 1 {
-        for i in 0..mr {
-            for w in 0..W {
-                _mm_prefetch::<_MM_HINT_T0>(c.offset(i as isize * rsc).add(w * 16) as *const i8);
-            }
-        }
+        prefetch_tile::<W>(c, rsc, mr);
     }
     let mut acc = [[[_mm512_setzero_ps(); W]; MR]; P];
     let mut ap = a;

@@ -126,6 +126,30 @@ pub(crate) fn par_new(len: usize, chunk: usize, par: bool, f: impl Fn(usize, &mu
 /// [`par_new`] for `N` vectors of the same length filled together: `f(i, parts)` gets part `i`
 /// of each.
 pub(crate) fn par_new_n<const N: usize>(len: usize, chunk: usize, par: bool, f: impl Fn(usize, [&mut [f32]; N]) + Sync + Send) -> [Vec<f32>; N] {
+    par_fill(len, chunk, par, |i, ptrs, n| {
+        // SAFETY: part `i` of each buffer (`n` floats at `ptrs[j]`) is this call's alone, and
+        // zeroed (a valid f32) before it is viewed as `&mut [f32]`.
+        let parts = ptrs.map(|p| unsafe {
+            std::ptr::write_bytes(p, 0, n);
+            std::slice::from_raw_parts_mut(p, n)
+        });
+        f(i, parts)
+    })
+}
+
+/// A new vector of `len` floats filled by `f(i, part, part_len)` for its parts of `chunk` floats
+/// (the last may be shorter), in parallel when `par`, *without* zeroing them first: `f` must
+/// write every element of its part through the pointer (the convolutions' outputs, written
+/// whole by their matrix products).
+pub(crate) fn par_new_written(len: usize, chunk: usize, par: bool, f: impl Fn(usize, *mut f32, usize) + Sync + Send) -> Vec<f32> {
+    let [v] = par_fill(len, chunk, par, |i, [p], n| f(i, p, n));
+    v
+}
+
+/// `N` new vectors of `len` floats, part `i` (`chunk` floats from `i·chunk`, the last maybe
+/// shorter) of each handed to `f(i, pointers, part_len)`, in parallel when `par`. `f` must
+/// write every element of its parts.
+fn par_fill<const N: usize>(len: usize, chunk: usize, par: bool, f: impl Fn(usize, [*mut f32; N], usize) + Sync + Send) -> [Vec<f32>; N] {
     use rayon::prelude::*;
     /// The vectors' buffers, shared by the threads; each writes only its own parts.
     struct Bufs<const N: usize>([*mut f32; N]);
@@ -141,14 +165,8 @@ pub(crate) fn par_new_n<const N: usize>(len: usize, chunk: usize, par: bool, f: 
     let chunk = chunk.max(1);
     let fill = |i: usize| {
         let (start, n) = (i * chunk, chunk.min(len - i * chunk));
-        // SAFETY: `start + n <= len <= capacity`; part `i` of each buffer is written by this call
-        // only, and zeroed (a valid f32) before it is viewed as `&mut [f32]`.
-        let parts = std::array::from_fn(|j| unsafe {
-            let p = bufs.get(j).add(start);
-            std::ptr::write_bytes(p, 0, n);
-            std::slice::from_raw_parts_mut(p, n)
-        });
-        f(i, parts)
+        // SAFETY: `start + n <= len <= capacity`.
+        f(i, std::array::from_fn(|j| unsafe { bufs.get(j).add(start) }), n)
     };
     let count = len.div_ceil(chunk);
     if par {
@@ -157,44 +175,10 @@ pub(crate) fn par_new_n<const N: usize>(len: usize, chunk: usize, par: bool, f: 
         (0..count).for_each(fill);
     }
     for v in &mut vs {
-        // SAFETY: every part, hence every element below `len`, was initialised above.
+        // SAFETY: every part, hence every element below `len`, was written by `f` (its contract).
         unsafe { v.set_len(len) };
     }
     vs
-}
-
-/// A new vector of `len` floats filled by `f(i, part, part_len)` for its parts of `chunk` floats
-/// (the last may be shorter), in parallel when `par`, *without* zeroing them first: `f` must
-/// write every element of its part through the pointer (the convolutions' outputs, written
-/// whole by their matrix products).
-pub(crate) fn par_new_written(len: usize, chunk: usize, par: bool, f: impl Fn(usize, *mut f32, usize) + Sync + Send) -> Vec<f32> {
-    use rayon::prelude::*;
-    /// The buffer, shared by the threads; each writes only its own parts.
-    struct Buf(*mut f32);
-    // SAFETY: the parts the threads write are disjoint.
-    unsafe impl Sync for Buf {}
-    impl Buf {
-        fn get(&self) -> *mut f32 {
-            self.0
-        }
-    }
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    let buf = Buf(v.as_mut_ptr());
-    let chunk = chunk.max(1);
-    let fill = |i: usize| {
-        let (start, n) = (i * chunk, chunk.min(len - i * chunk));
-        // SAFETY: `start + n <= len <= capacity`; part `i` is written by this call only.
-        f(i, unsafe { buf.get().add(start) }, n)
-    };
-    let count = len.div_ceil(chunk);
-    if par {
-        (0..count).into_par_iter().for_each(fill);
-    } else {
-        (0..count).for_each(fill);
-    }
-    // SAFETY: every part, hence every element below `len`, was written by `f` (its contract).
-    unsafe { v.set_len(len) };
-    v
 }
 
 /// Defines a function whose body is compiled twice: for AVX2/FMA, run when the CPU has them (its

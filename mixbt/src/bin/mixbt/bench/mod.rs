@@ -245,7 +245,8 @@ fn print_train_table(cases: &[BenchCase], a: &TrainArgs) {
     if let Some(r) = ratio("embed", a.embed_batch) {
         println!("embed_ratio_vs_pytorch={r:.2}");
     }
-    let first = a.batches.split(',').next().and_then(|b| b.trim().parse().ok()).unwrap_or(32);
+    // The BF16 training row runs at the first batch size.
+    let first = cases.iter().find(|c| c.case == "train-bf16").map_or(0, |c| c.batch);
     if let Some(r) = ratio("train-bf16", first) {
         println!("bf16_ratio_vs_pytorch_autocast={r:.2}");
     }

@@ -902,7 +902,9 @@ unsafe fn blocked(
                             let (base, half) = db.panel(j);
                             Direct { base, offs: offs[pc..].as_ptr(), half }
                         };
-                        let b1 = (jr + NR < n).then(|| panel(jr + NR));
+                        // The second panel only for 12×32 tiles (the AVX2 kernel would
+                        // compute a 6×16 tile for it and store none of it).
+                        let b1 = (step > NR && jr + NR < n).then(|| panel(jr + NR));
                         let cp = c.offset(ic as isize * rsc + jr as isize * csc);
                         micro_rows(kc, ap, panel(jr), b1, cp, rsc, csc, mc, step.min(n - jr), load_c);
                     }

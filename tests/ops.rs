@@ -19,8 +19,9 @@ fn max_abs(a: &Tensor) -> f32 {
 /// and 32-wide maps, a 1×1 kernel), and for the implicit weight gradient (more than 144 output
 /// channels with a partial last tap panel; 4-wide maps over an odd number of images), and maps
 /// narrower than 8 read directly from images expanded along kx (4-, 2- and 1-wide), and stride-2
-/// convolutions read directly from phase-split images (16- and 8-wide outputs, odd inputs, 1×1).
-const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 20] = [
+/// convolutions read directly from phase-split images (16- and 8-wide outputs, odd inputs, 1×1),
+/// and a Winograd convolution made in bands of tile rows 10 tiles wide.
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 21] = [
     (3, 4, 8, 8, 6, 3, 1, 1),
     (3, 4, 8, 8, 6, 3, 2, 1),
     (2, 6, 7, 7, 5, 3, 2, 1),
@@ -41,6 +42,7 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 20] = [
     (2, 8, 32, 32, 20, 3, 2, 1),
     (2, 16, 16, 16, 24, 1, 2, 0),
     (2, 5, 15, 15, 7, 3, 2, 1),
+    (1, 64, 20, 20, 64, 3, 1, 1),
 ];
 
 #[test]
@@ -63,6 +65,54 @@ fn conv_matches_candle_forward_and_backward() {
             let b = g2.get(v).unwrap();
             let tol = 1e-4 * (1.0 + max_abs(b));
             assert!(max_abs_diff(a, b) < tol, "{name} gradient {:?}: {}", (n, c, h, w, o, k, s, p), max_abs_diff(a, b));
+        }
+    }
+}
+
+/// Winograd F(2×2, 3×3), the default for 3×3 stride-1 convolutions on the fast kernels, against
+/// the direct path and candle (forward and both gradients) for every shape above it takes
+/// (partial 16-tile panels, tiles narrower than a vector, one image in bands of tile rows, one
+/// chunk split over the threads by ξ) and two more (64 channels on 32×32 maps in bands; a wide
+/// layer on 4×4 maps, several images per chunk).
+#[test]
+fn winograd_matches_direct_and_candle() {
+    use mixbt::ops::{conv::ConvGeom, winograd};
+    if !ops::gemm::fast_kernel() {
+        eprintln!("skipped: the Winograd path runs on the fast kernels only (MIXBT_GEMM_FALLBACK is set or the CPU lacks AVX2/FMA)");
+        return;
+    }
+    let fits = |&(n, c, h, w, o, k, s, p): &(usize, usize, usize, usize, usize, usize, usize, usize)| winograd::fits(&ConvGeom::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap(), ops::Precision::F32);
+    let shapes: Vec<_> = SHAPES.iter().copied().filter(fits).chain([(2, 64, 32, 32, 64, 3, 1, 1), (40, 256, 4, 4, 256, 3, 1, 1)]).collect();
+    assert_eq!(shapes.len(), 7, "{shapes:?}");
+    assert!(!fits(&(2, 3, 32, 32, 64, 3, 1, 1)) && !fits(&(2, 16, 7, 7, 16, 3, 1, 1)) && !fits(&(2, 16, 8, 8, 16, 3, 2, 1)));
+    let dev = Device::Cpu;
+    for shape in shapes {
+        let (n, c, h, w, o, k, s, p) = shape;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap()).unwrap();
+        let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
+        let coef = Tensor::randn(0f32, 1.0, (n, o, h, w), &dev).unwrap();
+        let grads = |y: &Tensor| {
+            let g = (y * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+            [x.as_tensor(), wt.as_tensor()].map(|v| g.get(v).unwrap().clone())
+        };
+        let run = |on: bool| {
+            winograd::with_enabled(on, || {
+                let before = winograd::runs();
+                let y = ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
+                let [gx, gw] = grads(&y);
+                (y, gx, gw, winograd::runs() - before)
+            })
+        };
+        let (yw, gxw, gww, runs) = run(true);
+        // The forward pass and the input gradient (a convolution with the flipped kernel).
+        assert!(runs >= 2, "{shape:?}: the Winograd path ran {runs} times");
+        let (yd, gxd, gwd, _) = run(false);
+        let theirs = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1).unwrap();
+        let [gxc, gwc] = grads(&theirs);
+        for (name, ours, direct, candle) in [("forward", &yw, &yd, &theirs), ("input gradient", &gxw, &gxd, &gxc), ("weight gradient", &gww, &gwd, &gwc)] {
+            let tol = 1e-4 * (1.0 + max_abs(candle));
+            assert!(max_abs_diff(ours, candle) < tol, "{name} {shape:?}: Winograd vs candle {}", max_abs_diff(ours, candle));
+            assert!(max_abs_diff(ours, direct) < tol, "{name} {shape:?}: Winograd vs direct {}", max_abs_diff(ours, direct));
         }
     }
 }
@@ -266,7 +316,7 @@ fn avx2_and_avx512_kernels_agree_bit_for_bit() {
     let default = gemm::kernel();
     let dev = Device::Cpu;
     // Convolutions exercise the implicit-im2col, direct and transposed B panels.
-    for &(n, c, h, w, o, k, stride, pad) in &[(2, 16, 8, 8, 24, 3, 1, 1), (3, 8, 16, 16, 13, 3, 2, 1), (2, 32, 4, 4, 64, 1, 1, 0), (1, 3, 32, 32, 16, 3, 1, 1), (3, 16, 32, 32, 40, 3, 1, 1), (4, 64, 4, 4, 512, 3, 1, 1), (5, 7, 9, 9, 33, 3, 2, 1), (2, 8, 32, 32, 20, 3, 2, 1), (2, 16, 16, 16, 24, 1, 2, 0)] {
+    for &(n, c, h, w, o, k, stride, pad) in &[(2, 16, 8, 8, 24, 3, 1, 1), (3, 8, 16, 16, 13, 3, 2, 1), (2, 32, 4, 4, 64, 1, 1, 0), (1, 3, 32, 32, 16, 3, 1, 1), (3, 16, 32, 32, 40, 3, 1, 1), (4, 64, 4, 4, 512, 3, 1, 1), (5, 7, 9, 9, 33, 3, 2, 1), (2, 8, 32, 32, 20, 3, 2, 1), (2, 16, 16, 16, 24, 1, 2, 0), (1, 64, 20, 20, 64, 3, 1, 1)] {
         let x = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap();
         let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
         let xv = Var::from_tensor(&x).unwrap();

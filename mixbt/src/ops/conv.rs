@@ -57,19 +57,19 @@ impl ConvGeom {
     fn label(&self) -> String {
         format!("{}→{} {}x{}/{} {}x{}", self.c, self.o, self.k, self.k, self.stride, self.h, self.w)
     }
-    fn ckk(&self) -> usize {
+    pub(super) fn ckk(&self) -> usize {
         self.c * self.k * self.k
     }
-    fn hwo(&self) -> usize {
+    pub(super) fn hwo(&self) -> usize {
         self.ho * self.wo
     }
-    fn hw(&self) -> usize {
+    pub(super) fn hw(&self) -> usize {
         self.h * self.w
     }
-    fn in_size(&self) -> usize {
+    pub(super) fn in_size(&self) -> usize {
         self.c * self.hw()
     }
-    fn out_size(&self) -> usize {
+    pub(super) fn out_size(&self) -> usize {
         self.o * self.hwo()
     }
 }
@@ -118,7 +118,7 @@ thread_local! {
 }
 
 /// Run `f` with two scratch buffers of at least `a` and `b` elements (contents unspecified).
-fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let [x, y] = &mut *s;
@@ -136,9 +136,14 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
 /// (`W'`, flipped and transposed: `[C, O·k·k]`).
 type PackKey = (candle_core::TensorId, bool);
 
+/// A kernel packed for the products of one pass: one matrix, or the 16 of a Winograd
+/// convolution ([`super::winograd`]).
+type Packs = std::sync::Arc<[super::gemm::PackedA]>;
+
 thread_local! {
-    /// The kernels packed in the current [`with_weight_cache`] scope of this thread.
-    static PACKED: std::cell::RefCell<Option<std::collections::HashMap<PackKey, std::sync::Arc<super::gemm::PackedA>>>> = const { std::cell::RefCell::new(None) };
+    /// The kernels packed in the current [`with_weight_cache`] scope of this thread (the key's
+    /// last field: the Winograd form).
+    static PACKED: std::cell::RefCell<Option<std::collections::HashMap<(candle_core::TensorId, bool, bool), Packs>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Runs `f` with the convolutions' packed kernels kept for the whole of `f`: each kernel tensor
@@ -178,12 +183,19 @@ fn pack_key(w: &Tensor, flipped: bool) -> Option<PackKey> {
 }
 
 /// The packed kernel for `key` from the scope's cache, or `make()` (cached when a scope is open).
-fn cached_pack(key: Option<PackKey>, make: impl FnOnce() -> super::gemm::PackedA) -> std::sync::Arc<super::gemm::PackedA> {
-    let Some(key) = key else { return std::sync::Arc::new(make()) };
+fn cached_pack(key: Option<PackKey>, make: impl FnOnce() -> super::gemm::PackedA) -> Packs {
+    cached_packs(key, false, || vec![make()])
+}
+
+/// The packed kernel for `key` (in its Winograd form when `winograd`) from the scope's cache,
+/// or `make()` (cached when a scope is open).
+fn cached_packs(key: Option<PackKey>, winograd: bool, make: impl FnOnce() -> Vec<super::gemm::PackedA>) -> Packs {
+    let Some((id, flipped)) = key else { return make().into() };
+    let key = (id, flipped, winograd);
     if let Some(p) = PACKED.with(|c| c.borrow().as_ref().and_then(|m| m.get(&key).cloned())) {
         return p;
     }
-    let p = std::sync::Arc::new(make());
+    let p: Packs = make().into();
     PACKED.with(|c| {
         if let Some(m) = c.borrow_mut().as_mut() {
             m.insert(key, p.clone());
@@ -564,6 +576,9 @@ pub struct Conv2dOp {
     pub prec: Precision,
     /// The kernel's key in the [`with_weight_cache`] scope, if one is open.
     pub key: Option<(candle_core::TensorId, bool)>,
+    /// Whether the forward pass and input gradient may run as Winograd F(2×2, 3×3) where the
+    /// shape allows ([`super::winograd`]; [`conv2d`] takes [`super::winograd::enabled`]).
+    pub winograd: bool,
 }
 
 /// Input gradient: `(dy, w) → dx`.
@@ -571,6 +586,7 @@ struct ConvBwdInput {
     g: ConvGeom,
     prec: Precision,
     key: Option<PackKey>,
+    winograd: bool,
 }
 
 /// Weight gradient: `(x, dy) → dw`.
@@ -590,10 +606,15 @@ impl CustomOp2 for Conv2dOp {
         let _pl = super::profile::scope_with(|| format!("conv.forward {}", g.label()));
         let x = super::f32_slice(xs, xl, "conv2d input")?;
         let w = super::f32_slice(ws, wl, "conv2d kernel")?;
+        if self.winograd && super::winograd::fits(&g, self.prec) {
+            let u = cached_packs(self.key, true, || super::winograd::kernel(g.o, g.c, |o, c| w[(o * g.c + c) * 9..][..9].try_into().unwrap()));
+            let y = super::winograd::forward(&g, x, &u);
+            return Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))));
+        }
         // W [O, CKK], packed once for every chunk (and, in a weight-cache scope, every call).
         // SAFETY: `w` holds O·CKK elements.
         let pw = cached_pack(self.key, || unsafe { super::gemm::PackedA::new(g.o, g.ckk(), w.as_ptr(), g.ckk() as isize, 1) });
-        let y = forward(&g, x, &pw, self.prec);
+        let y = forward(&g, x, &pw[0], self.prec);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
@@ -604,7 +625,7 @@ impl CustomOp2 for Conv2dOp {
         // frozen kernel's).
         let prec = self.prec;
         let key = self.key.and_then(|_| pack_key(w, true));
-        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g, prec, key })?) } else { None };
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &ConvBwdInput { g, prec, key, winograd: self.winograd })?) } else { None };
         let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&dy, &ConvBwdWeight { g, prec })?) } else { None };
         Ok((dx, dw))
     }
@@ -620,12 +641,19 @@ impl CustomOp2 for ConvBwdInput {
         let _pl = super::profile::scope_with(|| format!("conv.backward-input {}", g.label()));
         let dy = super::f32_slice(ds, dl, "conv2d grad")?;
         let w = super::f32_slice(ws, wl, "conv2d kernel")?;
+        // dx = conv(dy, W') with W'[c, o, ky, kx] = W[o, c, k−1−ky, k−1−kx] and padding
+        // k−1−pad (stride 1): a forward convolution, so no col2im.
+        let k = g.k;
+        let gt = ConvGeom { n: g.n, c: g.o, h: g.ho, w: g.wo, o: g.c, k, stride: 1, pad: (k - 1).saturating_sub(g.pad), ho: g.h, wo: g.w };
+        if self.winograd && g.stride == 1 && g.pad < g.k && super::winograd::fits(&gt, self.prec) {
+            // W'[c, o] = W[o, c] rotated by 180°.
+            let taps = |c: usize, o: usize| -> [f32; 9] { std::array::from_fn(|t| w[(o * g.c + c) * 9 + 8 - t]) };
+            let u = cached_packs(self.key, true, || super::winograd::kernel(g.c, g.o, taps));
+            let dx = super::winograd::forward(&gt, dy, &u);
+            return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))));
+        }
         if g.stride == 1 && g.pad < g.k && g.c >= 16 && super::gemm::ConvB::applies(g.h, g.w) {
-            // dx = conv(dy, W') with W'[c, o, ky, kx] = W[o, c, k−1−ky, k−1−kx] and padding
-            // k−1−pad: a forward convolution, so no col2im.
-            let k = g.k;
             let kk = k * k;
-            let gt = ConvGeom { n: g.n, c: g.o, h: g.ho, w: g.wo, o: g.c, k, stride: 1, pad: k - 1 - g.pad, ho: g.h, wo: g.w };
             // W' as [C, O·k·k], packed straight from W: W'[c, (o, t)] = W[o, c, k·k−1−t].
             let at = |c: usize, o: usize, t: usize| (o * g.c + c) * kk + kk - 1 - t;
             let panel = |c0: usize, q0: usize, kc: usize, d: &mut [f32]| {
@@ -642,7 +670,7 @@ impl CustomOp2 for ConvBwdInput {
                 }
             };
             let pw = cached_pack(self.key, || super::gemm::PackedA::from_panels(g.c, g.o * kk, panel, |c, q| w[at(c, q / kk, q % kk)]));
-            let dx = forward(&gt, dy, &pw, self.prec);
+            let dx = forward(&gt, dy, &pw[0], self.prec);
             return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))));
         }
         let p = plan(&g);
@@ -822,7 +850,7 @@ fn sum_partials(partials: Vec<Vec<f32>>, wsize: usize) -> Vec<f32> {
 /// The input gradient `dx` of a convolution with geometry `g` (CPU, f32 tensors, products at the
 /// thread's [`super::precision`]; no autograd).
 pub fn conv2d_backward_input(dy: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
-    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvBwdInput { g, prec: super::precision(), key: None })
+    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &ConvBwdInput { g, prec: super::precision(), key: None, winograd: super::winograd::enabled() })
 }
 
 /// The weight gradient `dw` of a convolution with geometry `g` (CPU, f32 tensors, products at the
@@ -840,7 +868,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     }
     let w = w.contiguous()?;
     let key = pack_key(&w, false);
-    x.contiguous()?.apply_op2(&w, Conv2dOp { stride, pad: padding, prec, key })
+    x.contiguous()?.apply_op2(&w, Conv2dOp { stride, pad: padding, prec, key, winograd: super::winograd::enabled() })
 }
 
 /// candle's own convolution (any device), at the thread's [`super::precision`]: at BF16 both

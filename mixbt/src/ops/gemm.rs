@@ -72,7 +72,7 @@ fn bf16_native() -> bool {
 /// A kernel-path switch decided on first use (`state`: 0 undecided, 1 on, 2 off): on when
 /// `supported()` and the environment variable `var` is not `off`; the `set_*` functions change
 /// it later.
-fn switch(state: &std::sync::atomic::AtomicU8, supported: fn() -> bool, var: &str, off: &str) -> bool {
+pub(super) fn switch(state: &std::sync::atomic::AtomicU8, supported: fn() -> bool, var: &str, off: &str) -> bool {
     use std::sync::atomic::Ordering;
     match state.load(Ordering::Relaxed) {
         1 => true,
@@ -302,6 +302,17 @@ fn take_buffer(n: usize) -> Vec<f32> {
     v
 }
 
+/// A raw pointer that may be shared by threads (each use writes its own elements).
+#[derive(Clone, Copy)]
+struct SendMut(*mut f32);
+unsafe impl Send for SendMut {}
+unsafe impl Sync for SendMut {}
+impl SendMut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// A raw pointer that may be shared by threads (reads only).
 #[derive(Clone, Copy)]
 struct ConstPtr(*const f32);
@@ -374,6 +385,28 @@ impl PackedA {
             });
         }
         Self { data, m, k, packed: true, bf16: Default::default(), rounded: Default::default() }
+    }
+    /// `N` matrices `A_q[m×k]` packed together (fast kernels only), for kernels computed
+    /// jointly: `full(i0, p0, kc, rows, dst)` fills micro-panel `i0..i0+6` (`rows` of them inside
+    /// A, the rest zero), depths `p0..p0+kc`, of every matrix: `A_q[i0 + r, p0 + p]` into
+    /// `dst[q][p·6 + r]`. In parallel over the micro-panels.
+    pub fn many_from_panels<const N: usize>(m: usize, k: usize, full: impl Fn(usize, usize, usize, usize, [&mut [f32]; N]) + Sync) -> [Self; N] {
+        use rayon::prelude::*;
+        assert!(fast_kernel(), "PackedA::many_from_panels packs for the fast kernels");
+        let _p = super::profile::scope("gemm.pack-a");
+        let panels = m.div_ceil(MR);
+        let mut data: [Vec<f32>; N] = std::array::from_fn(|_| take_buffer(panels * MR * k));
+        let ptrs: [SendMut; N] = std::array::from_fn(|q| SendMut(data[q].as_mut_ptr()));
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            (0..panels).into_par_iter().with_min_len(4).for_each(|pi| {
+                let off = pc * panels * MR + pi * MR * kc;
+                // SAFETY: each task fills its own micro-panel of every matrix.
+                let dst: [&mut [f32]; N] = std::array::from_fn(|q| unsafe { std::slice::from_raw_parts_mut(ptrs[q].get().add(off), MR * kc) });
+                full(pi * MR, pc, kc, MR.min(m - pi * MR), dst);
+            });
+        }
+        data.map(|data| Self { data, m, k, packed: true, bf16: Default::default(), rounded: Default::default() })
     }
     pub fn rows(&self) -> usize {
         self.m
@@ -628,6 +661,9 @@ pub enum BSource {
     ConvT(ConvB),
     /// The im2col matrix of a convolution, read unpacked from padded images.
     Direct(DirectB),
+    /// B already in the packed layout, all `k` rows of each 16-column panel together: column
+    /// `j` of row `p` at `b[(j / 16)·16·k + p·16 + j % 16]` (FP32 fast kernels only).
+    Panels { b: *const f32, k: usize },
 }
 
 /// `C[m×n] = A[m×k]·B[k×n]`, or `C += A·B` with `accumulate`; strides in elements.
@@ -912,6 +948,24 @@ unsafe fn blocked(
             }
             return;
         }
+        if let BSource::Panels { b: bp, k: kb } = b {
+            assert!(!bf16 && kb >= k, "pre-packed B panels are FP32, {kb} rows deep");
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let load_c = accumulate || pc > 0;
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    let (ap, _) = a_block(pa, ah, pc, kc, ic, mc);
+                    for jr in (0..n).step_by(step) {
+                        let panel = |j: usize| Packed(bp.add((j / NR) * NR * kb + pc * NR));
+                        let b1 = (step > NR && jr + NR < n).then(|| panel(jr + NR));
+                        let cp = c.offset(ic as isize * rsc + jr as isize * csc);
+                        micro_rows(kc, ap, panel(jr), b1, cp, rsc, csc, mc, step.min(n - jr), load_c);
+                    }
+                }
+            }
+            return;
+        }
         let offs = if let BSource::Direct(db) = b { db.offsets() } else { Vec::new() };
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
@@ -940,6 +994,7 @@ unsafe fn blocked(
                                 pack_panel(kc, Direct { base, offs: offs[pc..].as_ptr(), half }, &mut pb[i * NR * kc..]);
                             }
                         }
+                        BSource::Panels { .. } => unreachable!("pre-packed panels are multiplied above"),
                     }
                     let panels = cols.div_ceil(NR);
                     if native {

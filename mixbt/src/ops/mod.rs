@@ -5,6 +5,7 @@ pub mod bn;
 pub mod conv;
 pub mod gemm;
 pub mod profile;
+pub mod winograd;
 
 use candle_core::{DType, Result, Tensor};
 

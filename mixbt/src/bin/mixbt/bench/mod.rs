@@ -217,7 +217,7 @@ fn print_profile(what: &str) {
 }
 
 fn print_train_table(cases: &[BenchCase], a: &TrainArgs) {
-    println!("kernel={} bf16={} threads={}", mixbt::ops::gemm::kernel().name(), mixbt::ops::gemm::bf16_path().name(), rayon::current_num_threads());
+    println!("kernel={} bf16={} conv3x3={} threads={}", mixbt::ops::gemm::kernel().name(), mixbt::ops::gemm::bf16_path().name(), mixbt::ops::winograd::name(), rayon::current_num_threads());
     println!("{:<8} {:>6} {:>14} {:>14} {:>8}   ratio per round", "case", "batch", "mixbt img/s", "pytorch img/s", "ratio");
     for c in cases {
         let ratios = c.ratios();
@@ -284,11 +284,12 @@ fn bench_conv(batch: usize, runs: usize) -> Result<()> {
     }
     println!("{:<18} {:>3} {:>9.1} {:>9.1} {:>9.1} {:>7.1} {:>7.1} {:>7.1}", "all (x count)", "", f, i, w, fl / f * 1e3, fl / i * 1e3, fl / w * 1e3);
     println!(
-        "conv_total_ms={:.1} conv_gflops={:.1} (batch {batch}, median of {runs}, {} threads, kernel={})",
+        "conv_total_ms={:.1} conv_gflops={:.1} (batch {batch}, median of {runs}, {} threads, kernel={}, conv3x3={}; GFLOP/s count a direct convolution's multiply-adds)",
         f + i + w,
         3.0 * fl / (f + i + w) * 1e3,
         rayon::current_num_threads(),
-        mixbt::ops::gemm::kernel().name()
+        mixbt::ops::gemm::kernel().name(),
+        mixbt::ops::winograd::name()
     );
     print_profile("every call, warm-up included");
     Ok(())

@@ -393,7 +393,7 @@ pub fn conv_layers(n: usize, runs: usize) -> Result<Vec<ConvTiming>> {
             }
             Ok(median(&t))
         };
-        let forward_ms = time(&|| Ok(x.apply_op2_no_bwd(&w, &Conv2dOp { stride, pad, prec: mixbt::ops::precision(), key: None })?))?;
+        let forward_ms = time(&|| Ok(x.apply_op2_no_bwd(&w, &Conv2dOp { stride, pad, prec: mixbt::ops::precision(), key: None, winograd: mixbt::ops::winograd::enabled() })?))?;
         let backward_input_ms = time(&|| Ok(conv2d_backward_input(&dy, &w, g)?))?;
         let backward_weight_ms = time(&|| Ok(conv2d_backward_weight(&x, &dy, g)?))?;
         let gflop = 2.0 * (n * o * c * k * k * g.ho * g.wo) as f64 / 1e9;

@@ -40,13 +40,15 @@ fn tiny(m: &str, train: usize, epochs: usize) -> Recipe {
 #[test]
 fn every_method_trains_with_a_falling_loss() {
     for m in METHODS {
-        let r = tiny(m, 64, 8); // 4 steps per epoch, 32 steps
+        // 4 steps per epoch, 64 steps: over 32, W-MSE's loss moved by ~1 % and rounding alone
+        // (Winograd against direct convolutions) decided its sign.
+        let r = tiny(m, 64, 16);
         let mut t = Pretrainer::new(r, opts(None)).unwrap();
         while !t.finished() {
             t.step().unwrap();
         }
         let rows = &t.history().rows;
-        assert_eq!(rows.len(), 32, "{m}");
+        assert_eq!(rows.len(), 64, "{m}");
         let mean = |s: &[mixbt::train::StepStats]| s.iter().map(|r| r.loss).sum::<f64>() / s.len() as f64;
         let (first, last) = (mean(&rows[..6]), mean(&rows[rows.len() - 6..]));
         eprintln!("{m}: loss {first:.4} over the first 6 steps, {last:.4} over the last 6");
@@ -172,6 +174,11 @@ fn more_than_two_views() {
 
 #[test]
 fn a_checkpoint_written_before_methods_were_plug_ins_loads_and_continues_to_the_same_bits() {
+    // The fixture was written with direct convolutions: the same bits need the same arithmetic.
+    mixbt::ops::winograd::with_enabled(false, old_checkpoint_continues);
+}
+
+fn old_checkpoint_continues() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/v1-run");
     // The recipe: top-level loss / is_mixup → method: barlow-twins.
     let r = Recipe::from_file(&fixture.join("recipe.json")).unwrap();

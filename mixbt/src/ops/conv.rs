@@ -101,15 +101,20 @@ struct Plan {
 
 fn plan(g: &ConvGeom) -> Plan {
     let threads = rayon::current_num_threads().max(1);
-    let mut nc = TARGET_COLS.div_ceil(g.hwo()).clamp(1, g.n.max(1));
-    // A whole number of chunks per thread when the batch allows (3 chunks on 2 threads would
-    // leave one thread idle a third of the time).
-    if g.n >= threads {
-        let per_thread = g.n.div_ceil(nc).div_ceil(threads).max(1);
-        nc = g.n.div_ceil(per_thread * threads);
-    }
+    let nc = images_per_chunk(g.n, TARGET_COLS.div_ceil(g.hwo()), threads);
     let chunks = g.n.div_ceil(nc);
     Plan { nc, chunks, par_chunks: chunks >= threads, threads }
+}
+
+/// Images per chunk for a batch of `n` when `want` would fill one: at most `want`, and a whole
+/// number of chunks per thread when the batch allows (3 chunks on 2 threads would leave one
+/// thread idle a third of the time).
+pub(super) fn images_per_chunk(n: usize, want: usize, threads: usize) -> usize {
+    let nc = want.clamp(1, n.max(1));
+    if n < threads {
+        return nc;
+    }
+    n.div_ceil(n.div_ceil(nc).div_ceil(threads).max(1) * threads)
 }
 
 thread_local! {
@@ -204,11 +209,7 @@ fn cached_packs(key: Option<PackKey>, winograd: bool, make: impl FnOnce() -> Vec
     p
 }
 
-/// A raw pointer that may cross threads; every use writes disjoint elements.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+use super::SendPtr;
 
 /// Runs `f(first row, rows)` over the blocks of rows a product is split into: one block (on
 /// this thread) unless `split > 1` and C has enough rows, else `split` blocks in parallel, each a

@@ -302,17 +302,6 @@ fn take_buffer(n: usize) -> Vec<f32> {
     v
 }
 
-/// A raw pointer that may be shared by threads (each use writes its own elements).
-#[derive(Clone, Copy)]
-struct SendMut(*mut f32);
-unsafe impl Send for SendMut {}
-unsafe impl Sync for SendMut {}
-impl SendMut {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// A raw pointer that may be shared by threads (reads only).
 #[derive(Clone, Copy)]
 struct ConstPtr(*const f32);
@@ -396,13 +385,13 @@ impl PackedA {
         let _p = super::profile::scope("gemm.pack-a");
         let panels = m.div_ceil(MR);
         let mut data: [Vec<f32>; N] = std::array::from_fn(|_| take_buffer(panels * MR * k));
-        let ptrs: [SendMut; N] = std::array::from_fn(|q| SendMut(data[q].as_mut_ptr()));
+        let ptrs: [super::SendPtr; N] = std::array::from_fn(|q| super::SendPtr(data[q].as_mut_ptr()));
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             (0..panels).into_par_iter().with_min_len(4).for_each(|pi| {
                 let off = pc * panels * MR + pi * MR * kc;
                 // SAFETY: each task fills its own micro-panel of every matrix.
-                let dst: [&mut [f32]; N] = std::array::from_fn(|q| unsafe { std::slice::from_raw_parts_mut(ptrs[q].get().add(off), MR * kc) });
+                let dst: [&mut [f32]; N] = std::array::from_fn(|q| unsafe { std::slice::from_raw_parts_mut(ptrs[q].0.add(off), MR * kc) });
                 full(pi * MR, pc, kc, MR.min(m - pi * MR), dst);
             });
         }

@@ -119,6 +119,12 @@ pub(crate) fn f32_slice<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Lay
 /// may be shorter), in parallel when `par`. Each part arrives zeroed, zeroed on the thread that
 /// fills it right before `f` runs: `vec![0.0; len]` would zero the whole buffer on the calling
 /// thread (glibc's calloc reuses freed memory with a `memset`), leaving the other cores idle.
+/// A raw pointer that may cross threads; every use writes disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
 pub(crate) fn par_new(len: usize, chunk: usize, par: bool, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
     let [v] = par_new_n(len, chunk, par, |i, [part]| f(i, part));
     v

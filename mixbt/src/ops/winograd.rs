@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvGeom;
 use super::gemm::{BSource, PackedA};
-use super::Precision;
+use super::{Precision, SendPtr};
 
 /// The process default: 0 not decided yet, 1 on, 2 off.
 static ON: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -66,23 +66,12 @@ pub fn name() -> &'static str {
     }
 }
 
-/// Whether convolution `g` at precision `prec` runs as Winograd F(2×2, 3×3) when built on
-/// this thread now.
-pub fn applies(g: &ConvGeom, prec: Precision) -> bool {
-    enabled() && fits(g, prec)
-}
-
 /// Whether the shape and precision of `g` suit the Winograd path (3×3, stride 1, padding 1,
 /// even output maps, at least 16 input channels, FP32).
 pub fn fits(g: &ConvGeom, prec: Precision) -> bool {
     prec == Precision::F32 && g.k == 3 && g.stride == 1 && g.pad == 1 && g.ho.is_multiple_of(2) && g.wo.is_multiple_of(2) && g.c >= 16
 }
 
-/// A raw pointer that may cross threads; every use writes disjoint elements.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 thread_local! {
     /// Row transforms of one image plane / output tiles of one output plane (per thread).
@@ -153,7 +142,7 @@ fn transform_kernels(g: &[[f32; 96]; 9], dst: &mut [&mut [f32]; 16], l0: usize, 
 /// outputs (`16·(C + O)` floats per tile) are meant to stay in L2 (≈ 512 KiB: 64 tiles of a
 /// 64-channel layer, at least 32), made a band at a time when an image has more tiles; layers
 /// wider than 128 channels, whose transformed kernels do not fit in L2 anyway, take 128 tiles
-/// so that each product is wide. A whole number of chunks per thread when the batch allows.
+/// so that each product is wide. Chunks of whole images as [`super::conv::images_per_chunk`] says.
 struct Plan {
     th: usize,
     tw: usize,
@@ -167,11 +156,7 @@ fn plan(g: &ConvGeom) -> Plan {
     let threads = rayon::current_num_threads().max(1);
     let target = if g.c + g.o > 256 { 128 } else { (8192 / (g.c + g.o)).clamp(32, 256) };
     let band = if th * tw > target { (target / tw).clamp(1, th) } else { th };
-    let mut nc = target.div_ceil(th * tw).clamp(1, g.n.max(1));
-    if g.n >= threads {
-        let per_thread = g.n.div_ceil(nc).div_ceil(threads).max(1);
-        nc = g.n.div_ceil(per_thread * threads);
-    }
+    let nc = super::conv::images_per_chunk(g.n, target.div_ceil(th * tw), threads);
     Plan { th, tw, nc, band, par_chunks: g.n.div_ceil(nc) >= threads }
 }
 
@@ -270,6 +255,27 @@ unsafe fn deinterleave(p: *const f32) -> (std::arch::x86_64::__m256, std::arch::
     (_mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(even)), _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(odd)))
 }
 
+/// `Bᵀ·(d0, d1, d2, d3)` = `(d0 − d2, d1 + d2, d2 − d1, d1 − d3)` for 8 lanes, stored at `dst`
+/// (`+ i` each): the 1-d input transform, along rows and then along columns.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn bt_store(dst: [*mut f32; 4], i: usize, d: [std::arch::x86_64::__m256; 4]) {
+    use std::arch::x86_64::*;
+    _mm256_storeu_ps(dst[0].add(i), _mm256_sub_ps(d[0], d[2]));
+    _mm256_storeu_ps(dst[1].add(i), _mm256_add_ps(d[1], d[2]));
+    _mm256_storeu_ps(dst[2].add(i), _mm256_sub_ps(d[2], d[1]));
+    _mm256_storeu_ps(dst[3].add(i), _mm256_sub_ps(d[1], d[3]));
+}
+
+/// [`bt_store`] for one lane.
+#[inline(always)]
+unsafe fn bt_store1(dst: [*mut f32; 4], i: usize, d: [f32; 4]) {
+    *dst[0].add(i) = d[0] - d[2];
+    *dst[1].add(i) = d[1] + d[2];
+    *dst[2].add(i) = d[2] - d[1];
+    *dst[3].add(i) = d[1] - d[3];
+}
+
 /// Row `i` of `m·A` for 8 tiles (`M_ξ` at `m + ξ·ms`): `(m_i0 + m_i1 + m_i2, m_i1 − m_i2 − m_i3)`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -345,18 +351,11 @@ unsafe fn input_planes(g: &ConvGeom, p: &Plan, x: &[f32], (i0, nc): (usize, usiz
             while i + 8 <= tw {
                 let (ev0, od0) = deinterleave(pr.add(2 * i));
                 let (ev1, od1) = deinterleave(pr.add(2 * i + 2));
-                _mm256_storeu_ps(ek[0].add(i), _mm256_sub_ps(ev0, ev1));
-                _mm256_storeu_ps(ek[1].add(i), _mm256_add_ps(od0, ev1));
-                _mm256_storeu_ps(ek[2].add(i), _mm256_sub_ps(ev1, od0));
-                _mm256_storeu_ps(ek[3].add(i), _mm256_sub_ps(od0, od1));
+                bt_store(ek, i, [ev0, od0, ev1, od1]);
                 i += 8;
             }
             while i < tw {
-                let (ev0, od0, ev1, od1) = (*pr.add(2 * i), *pr.add(2 * i + 1), *pr.add(2 * i + 2), *pr.add(2 * i + 3));
-                *ek[0].add(i) = ev0 - ev1;
-                *ek[1].add(i) = od0 + ev1;
-                *ek[2].add(i) = ev1 - od0;
-                *ek[3].add(i) = od0 - od1;
+                bt_store1(ek, i, [*pr.add(2 * i), *pr.add(2 * i + 1), *pr.add(2 * i + 2), *pr.add(2 * i + 3)]);
                 i += 1;
             }
         }
@@ -373,21 +372,13 @@ unsafe fn input_planes(g: &ConvGeom, p: &Plan, x: &[f32], (i0, nc): (usize, usiz
                 let (ev1, od1) = (ev0.add(tw), od0.add(tw));
                 let d = [0, 4, 8, 12].map(|i| v.0.add((i + k) * vs + off));
                 let mut i = 0;
+                // Rows 2ty, 2ty + 1, 2ty + 2, 2ty + 3 of the tiles: even, odd, even, odd.
                 while i + 8 <= len {
-                    let (a0, a1) = (_mm256_loadu_ps(ev0.add(i)), _mm256_loadu_ps(ev1.add(i)));
-                    let (b0, b1) = (_mm256_loadu_ps(od0.add(i)), _mm256_loadu_ps(od1.add(i)));
-                    _mm256_storeu_ps(d[0].add(i), _mm256_sub_ps(a0, a1));
-                    _mm256_storeu_ps(d[1].add(i), _mm256_add_ps(b0, a1));
-                    _mm256_storeu_ps(d[2].add(i), _mm256_sub_ps(a1, b0));
-                    _mm256_storeu_ps(d[3].add(i), _mm256_sub_ps(b0, b1));
+                    bt_store(d, i, [_mm256_loadu_ps(ev0.add(i)), _mm256_loadu_ps(od0.add(i)), _mm256_loadu_ps(ev1.add(i)), _mm256_loadu_ps(od1.add(i))]);
                     i += 8;
                 }
                 while i < len {
-                    let (a0, a1, b0, b1) = (*ev0.add(i), *ev1.add(i), *od0.add(i), *od1.add(i));
-                    *d[0].add(i) = a0 - a1;
-                    *d[1].add(i) = b0 + a1;
-                    *d[2].add(i) = a1 - b0;
-                    *d[3].add(i) = b0 - b1;
+                    bt_store1(d, i, [*ev0.add(i), *od0.add(i), *ev1.add(i), *od1.add(i)]);
                     i += 1;
                 }
             }

@@ -17,6 +17,10 @@ cargo test --workspace
 # the AVX-512 one; tests/ops.rs also switches between them itself and says which it could not run).
 MIXBT_GEMM_FALLBACK=1 cargo test -p mixbt --test ops
 MIXBT_GEMM_KERNEL=avx2 cargo test -p mixbt --test ops
+# Every method learns on each of those paths, and on direct (non-Winograd) convolutions.
+for path in MIXBT_GEMM_FALLBACK=1 MIXBT_GEMM_KERNEL=avx2 MIXBT_CONV_WINOGRAD=0; do
+    env "$path" cargo test -p mixbt --test methods every_method_trains_with_a_falling_loss
+done
 if [ "${MIXBT_SKIP_NOTEBOOKS:-0}" != "1" ]; then
     ./evcxr-prelude/run-notebooks.sh
 fi

@@ -144,11 +144,14 @@ fn run_folders_are_locked_and_not_overwritten_by_accident() {
     assert_eq!(ckpts.len(), 2, "{ckpts:?}"); // step-00000001 and `latest`
     // A folder locked by a live process (this test) is refused, and the lock is left alone.
     let locked = dir.path().join("locked");
-    std::fs::create_dir_all(&locked).unwrap();
-    std::fs::write(locked.join(".mixbt.lock"), std::process::id().to_string()).unwrap();
+    let held = mixbt::io::DirLock::acquire(&locked).unwrap();
     fails(&pretrain_args(locked.to_str().unwrap(), &[]), &["in use by process", &std::process::id().to_string()]);
     assert!(locked.join(".mixbt.lock").is_file());
-    // A stale lock (no such process) is taken over; no lock is left after the run.
+    drop(held);
+    assert!(!locked.exists(), "the lock removes the folder it created, when empty");
+    // A stale lock file (its process gone, so its lock released) is taken over; no lock is
+    // left after the run.
+    std::fs::create_dir_all(&locked).unwrap();
     std::fs::write(locked.join(".mixbt.lock"), "4000000000").unwrap();
     succeeds(&pretrain_args(locked.to_str().unwrap(), &[]));
     assert!(!locked.join(".mixbt.lock").exists());

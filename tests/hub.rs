@@ -367,3 +367,40 @@ fn pull_through_a_cdn_redirect() {
     let reqs = s.requests();
     assert!(reqs.iter().any(|q| q.contains("/cdn/")), "the body came from the CDN address: {reqs:?}");
 }
+
+/// Pulls of one file at the same moment, from several processes and threads, into one empty
+/// cache: every one succeeds with the whole file, and the cache holds one blob, one link and
+/// no temporary files.
+#[test]
+fn simultaneous_pulls_of_one_file_all_succeed_with_one_blob() {
+    let s = server();
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    s.add_file("model", "tester/big", "w/model.bin", bytes.clone());
+    for t in 0..5 {
+        let cache = tempfile::tempdir().unwrap();
+        let procs: Vec<_> = (0..3)
+            .map(|_| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_mixbt"))
+                    .args(["hub", "pull", "hub:tester/big/w/model.bin"])
+                    .env("HF_ENDPOINT", s.url())
+                    .env("HF_HUB_CACHE", cache.path())
+                    .env("HF_TOKEN", TOKEN)
+                    .output()
+            })
+            .collect();
+        let c = cfg(&s, cache.path(), true);
+        let threads: Vec<_> = (0..2).map(|_| { let c = c.clone(); std::thread::spawn(move || hub::pull(&r("hub:tester/big/w/model.bin"), &c, None)) }).collect();
+        for p in procs {
+            let o = p.unwrap();
+            assert!(o.status.success(), "try {t}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        for th in threads {
+            let p = th.join().unwrap().unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), bytes, "try {t}");
+        }
+        let files = common::files_under(cache.path());
+        let blobs: Vec<_> = files.iter().filter(|f| f.parent().is_some_and(|d| d.ends_with("blobs"))).collect();
+        assert_eq!(blobs.len(), 1, "try {t}: {files:?}");
+        assert!(files.iter().all(|f| !f.to_string_lossy().contains(".tmp-") && !f.to_string_lossy().contains("incomplete")), "try {t}: {files:?}");
+    }
+}

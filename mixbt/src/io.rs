@@ -39,10 +39,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The temporary name used while `path` is being written.
+/// A temporary name for writing `path`, unique to this process and call (two threads writing
+/// the same file never share one).
 pub fn temp_path(path: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// Serialise tensors (any device) to safetensors bytes, with optional string metadata.
@@ -159,15 +162,135 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     guard(path, "parquet file", || ParquetReader::new(f).finish().map_err(|e| Error::format(path, format!("parquet: {e}"))))
 }
 
-/// A lock on a folder for one writing process: `<dir>/.mixbt.lock` holding the pid, created
-/// exclusively. A lock whose process is gone is stale and taken over; one held by this process is
-/// shared (a notebook may build a second trainer on the same run). Dropping the lock removes
-/// the file, and the folder too when the lock created it and it is still empty.
+/// An exclusive claim of a path by one process: an advisory lock (`flock`) on a lock file,
+/// which the operating system releases when the process ends, so a crashed writer never
+/// leaves a stale lock behind. The lock file holds the owner's pid, for the error message.
+/// Taking it is one atomic step: of two processes trying at once, exactly one gets it.
+/// Within one process the claim is shared (a notebook may build a second trainer on the run
+/// it has open). Dropping the last claim removes the lock file.
+#[derive(Debug)]
+struct HeldLock {
+    /// The lock file's path (the registry key).
+    path: PathBuf,
+}
+
+/// Lock files this process holds: path → (claims, the open file that holds the `flock`).
+static HELD: std::sync::Mutex<Vec<(PathBuf, usize, std::fs::File)>> = std::sync::Mutex::new(Vec::new());
+
+/// How to wait for a lock another process holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Wait {
+    /// Fail at once, naming the holder.
+    No,
+    /// Block until the holder releases it.
+    Yes,
+}
+
+/// Why a lock could not be taken.
+enum LockError {
+    /// Another process holds it (its pid when the lock file names one).
+    Busy(Option<u32>),
+    Io(std::io::Error),
+}
+
+impl HeldLock {
+    fn acquire(path: &Path, wait: Wait) -> std::result::Result<Self, LockError> {
+        if Self::share(path) {
+            return Ok(Self { path: path.to_path_buf() });
+        }
+        // The holder may remove the lock file between our open and our lock: then we hold a
+        // lock on a file no longer at `path`, and try again with the file there now.
+        for _ in 0..100 {
+            let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(LockError::Io)?;
+            match wait {
+                Wait::Yes => f.lock().map_err(LockError::Io)?,
+                Wait::No => match f.try_lock() {
+                    Ok(()) => {}
+                    // Another thread of this process may have taken it meanwhile: share it.
+                    Err(std::fs::TryLockError::WouldBlock) if Self::share(path) => return Ok(Self { path: path.to_path_buf() }),
+                    Err(std::fs::TryLockError::WouldBlock) => return Err(LockError::Busy(lock_holder(&mut f))),
+                    Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+                },
+            }
+            if !same_file(&f, path) {
+                continue;
+            }
+            f.set_len(0).map_err(LockError::Io)?;
+            f.write_all(std::process::id().to_string().as_bytes()).map_err(LockError::Io)?;
+            HELD.lock().unwrap_or_else(|p| p.into_inner()).push((path.to_path_buf(), 1, f));
+            return Ok(Self { path: path.to_path_buf() });
+        }
+        Err(LockError::Io(std::io::Error::other("the lock file kept being replaced")))
+    }
+
+    /// Take one more claim on a lock this process holds already.
+    fn share(path: &Path) -> bool {
+        let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+        match held.iter_mut().find(|(p, _, _)| p == path) {
+            Some(entry) => {
+                entry.1 += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether this is the process's only claim on the lock.
+    fn is_last(&self) -> bool {
+        HELD.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(p, n, _)| p == &self.path && *n == 1)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = held.iter().position(|(p, _, _)| p == &self.path) {
+            held[i].1 -= 1;
+            if held[i].1 == 0 {
+                // Removed while still locked, then unlocked by closing: a process waiting on
+                // the old file sees it is no longer at the path and opens the new one.
+                let _ = std::fs::remove_file(&self.path);
+                held.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// The pid an open lock file names, read through our own handle (the holder may remove the
+/// file meanwhile; the handle still reads what it wrote). It may be empty for an instant
+/// after its holder took it.
+fn lock_holder(f: &mut std::fs::File) -> Option<u32> {
+    use std::io::{Read, Seek};
+    for _ in 0..50 {
+        let mut s = String::new();
+        if f.rewind().is_ok() && f.read_to_string(&mut s).is_ok() {
+            if let Ok(pid) = s.trim().parse::<u32>() {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    None
+}
+
+/// Whether the open file `f` is still the file at `path`.
+fn same_file(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// A lock on a folder for one writing process: `<dir>/.mixbt.lock`, see [`HeldLock`]. The
+/// folder is created if missing; dropping the lock removes the lock file, and the folder too
+/// when this lock created it and it is still empty. Check what the folder holds *after*
+/// taking the lock: the check and the claim are then one step.
 #[derive(Debug)]
 pub struct DirLock {
-    file: PathBuf,
     dir: PathBuf,
     created_dir: bool,
+    _lock: HeldLock,
 }
 
 /// The lock file's name inside a locked folder.
@@ -176,47 +299,120 @@ pub const LOCK_FILE: &str = ".mixbt.lock";
 impl DirLock {
     /// Lock `dir` (created if missing); an error names the folder and the process holding it.
     pub fn acquire(dir: &Path) -> Result<Self> {
-        let created_dir = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let file = dir.join(LOCK_FILE);
-        let me = std::process::id();
-        for _ in 0..3 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&file) {
-                Ok(mut f) => {
-                    f.write_all(me.to_string().as_bytes()).map_err(|e| Error::io(&file, e))?;
-                    return Ok(Self { file, dir: dir.to_path_buf(), created_dir });
+        if let Some(file) = dir.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir()) {
+            return Err(Error::format(file, format!("is a file, not a folder: cannot write {} inside it", dir.display())));
+        }
+        // The folder may vanish between its creation and the lock (a run that failed at once
+        // removes the folder it created): then create it again.
+        for _ in 0..20 {
+            let created_dir = match std::fs::create_dir(dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                    true
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if pid == me => return Ok(Self { file, dir: dir.to_path_buf(), created_dir: false }),
-                        Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
-                            return Err(Error::format(
-                                dir,
-                                format!("this run folder is in use by process {pid} (lock file {LOCK_FILE}); wait for that run to end, or use another --out"),
-                            ))
-                        }
-                        // Stale (its process is gone) or unreadable: take it over.
-                        _ => {
-                            let _ = std::fs::remove_file(&file);
-                        }
-                    }
+                Err(e) => return Err(Error::io(dir, e)),
+            };
+            // One key per folder however it is spelt (relative, absolute, through links).
+            let file = match std::fs::canonicalize(dir) {
+                Ok(d) => d.join(LOCK_FILE),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(dir, e)),
+            };
+            match HeldLock::acquire(&file, Wait::No) {
+                Ok(lock) => return Ok(Self { dir: dir.to_path_buf(), created_dir, _lock: lock }),
+                Err(LockError::Busy(pid)) => {
+                    let who = pid.map(|p| format!("process {p}")).unwrap_or_else(|| "another process".into());
+                    return Err(Error::format(dir, format!("is in use by {who} (lock file {LOCK_FILE}); wait for it to end, or use another --out")));
                 }
-                Err(e) => return Err(Error::io(&file, e)),
+                Err(LockError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(LockError::Io(e)) => return Err(Error::io(&file, e)),
             }
         }
-        Err(Error::format(dir, "could not take the run folder's lock"))
+        Err(Error::format(dir, "could not take the folder's lock: the folder kept disappearing"))
+    }
+
+    /// Lock `dir` and check it holds none of `outputs` (files or folders a previous run of the
+    /// same command wrote), or remove them when `overwrite` is set; `what` names them in the
+    /// error ("a previous run"). Other files are never touched.
+    pub fn claim(dir: &Path, outputs: &[&str], overwrite: bool, what: &str, hint: &str) -> Result<Self> {
+        let lock = Self::acquire(dir)?;
+        let previous: Vec<&str> = outputs.iter().copied().filter(|f| dir.join(f).symlink_metadata().is_ok()).collect();
+        if previous.is_empty() {
+            return Ok(lock);
+        }
+        if !overwrite {
+            return Err(Error::format(dir, format!("holds {what} ({}); {hint}", previous.join(", "))));
+        }
+        for f in previous {
+            let p = dir.join(f);
+            let res = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            match res {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
+                _ => {}
+            }
+        }
+        Ok(lock)
     }
 }
 
 impl Drop for DirLock {
     fn drop(&mut self) {
-        let mine = std::fs::read_to_string(&self.file).ok().and_then(|s| s.trim().parse::<u32>().ok()) == Some(std::process::id());
-        if mine {
-            let _ = std::fs::remove_file(&self.file);
+        // The lock file goes first (HeldLock's drop runs after this body).
+        if self.created_dir && self._lock.is_last() {
+            let dir = self.dir.clone();
+            let only_lock = std::fs::read_dir(&dir).map(|mut it| it.all(|e| e.is_ok_and(|e| e.file_name() == LOCK_FILE))).unwrap_or(false);
+            if only_lock {
+                let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+                let _ = std::fs::remove_dir(&dir);
+            }
         }
-        if self.created_dir {
-            let _ = std::fs::remove_dir(&self.dir); // only succeeds when empty
+    }
+}
+
+/// A claim of one output file `path` for one writing process: the lock file
+/// `.<name>.mixbt.lock` beside it ([`HeldLock`]). Taken, the caller checks whether `path`
+/// exists and writes it; a second process claiming the same path meanwhile gets an error
+/// naming the holder.
+#[derive(Debug)]
+pub struct FileLock {
+    _lock: HeldLock,
+}
+
+impl FileLock {
+    /// Claim `path` (its folder is created if missing). With `overwrite` false, an existing
+    /// file at `path` is an error that says to pass `hint`'s flag.
+    pub fn claim(path: &Path, overwrite: bool, hint: &str) -> Result<Self> {
+        let lock = Self::lock(path, Wait::No)?;
+        if !overwrite && path.symlink_metadata().is_ok() {
+            return Err(Error::format(path, format!("already exists; {hint}")));
+        }
+        Ok(lock)
+    }
+
+    /// Wait for the claim of `path` (for caches: the second writer waits for the first, then
+    /// finds its file complete).
+    pub fn wait(path: &Path) -> Result<Self> {
+        Self::lock(path, Wait::Yes)
+    }
+
+    fn lock(path: &Path, wait: Wait) -> Result<Self> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Some(file) = dir.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir()) {
+            return Err(Error::format(file, format!("is a file, not a folder: cannot write {} inside it", path.display())));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let dir = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = dir.join(format!(".{name}.mixbt.lock"));
+        match HeldLock::acquire(&file, wait) {
+            Ok(lock) => Ok(Self { _lock: lock }),
+            Err(LockError::Busy(pid)) => {
+                let who = pid.map(|p| format!("process {p}")).unwrap_or_else(|| "another process".into());
+                Err(Error::format(path, format!("is being written by {who} (lock file {}); wait for it to end, or choose another output", file.display())))
+            }
+            Err(LockError::Io(e)) => Err(Error::io(&file, e)),
         }
     }
 }

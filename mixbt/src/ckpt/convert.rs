@@ -26,7 +26,13 @@ pub struct Converted {
     pub released: Option<Released>,
 }
 
-/// Convert `src` (a `.pth`, `.safetensors` or run folder) into `out_dir`.
+/// The files whose presence in a folder means it holds a conversion (`convert` also writes
+/// the model card `README.md`).
+pub const OUTPUT_FILES: [&str; 2] = ["model.safetensors", "config.json"];
+
+/// Convert `src` (a `.pth`, `.safetensors` or run folder) into `out_dir`, replacing a previous
+/// conversion there; `out_dir` is locked while it is written (another process writing it is an
+/// error). `mixbt hub convert` refuses a folder holding one unless `--overwrite`.
 pub fn convert(src: &Path, source_name: &str, out_dir: &Path) -> Result<Converted> {
     let is_pth = src.extension().map(|e| e == "pth" || e == "pt").unwrap_or(false);
     let (map, skipped): (BTreeMap<String, Tensor>, Vec<String>) = if is_pth {
@@ -60,7 +66,8 @@ pub fn convert(src: &Path, source_name: &str, out_dir: &Path) -> Result<Converte
     } else {
         "full"
     };
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    // Held while the three files are written: two conversions into one folder never mix.
+    let _lock = crate::io::DirLock::acquire(out_dir)?;
     let mut meta = BTreeMap::new();
     meta.insert(ckpt::META_ENCODER.to_string(), serde_json::to_string(&cfg)?);
     meta.insert("format".into(), "pt".into());

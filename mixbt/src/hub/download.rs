@@ -123,8 +123,12 @@ pub fn download(r: &HubRef, cfg: &HubConfig) -> Result<PathBuf> {
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
     let blob = blobs.join(&m.etag);
-    if !blob.is_file() || std::fs::metadata(&blob).map(|x| x.len()).unwrap_or(0) != m.size {
-        let tmp = blobs.join(format!("{}.incomplete-{}", m.etag, std::process::id()));
+    let complete = |b: &Path| b.is_file() && std::fs::metadata(b).map(|x| x.len()).unwrap_or(0) == m.size;
+    // One download of a blob at a time: a second process (or thread) pulling the same file
+    // waits, then finds it complete.
+    let _claim = if complete(&blob) { None } else { Some(crate::io::FileLock::wait(&blob)?) };
+    if !complete(&blob) {
+        let tmp = crate::io::temp_path(&blob.with_file_name(format!("{}.incomplete", m.etag)));
         let res = fetch_body(&what, cfg, &m, &tmp);
         if let Err(e) = res {
             let _ = std::fs::remove_file(&tmp);
@@ -136,11 +140,19 @@ pub fn download(r: &HubRef, cfg: &HubConfig) -> Result<PathBuf> {
     if let Some(parent) = pointer.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    if pointer.symlink_metadata().is_err() {
-        // A relative link: `snapshots/<commit>/<a>/<b>` → `../../../blobs/<etag>`.
-        let depth = r.path.split('/').count() + 1;
-        let target: PathBuf = std::iter::repeat_n(Path::new(".."), depth).collect::<PathBuf>().join("blobs").join(&m.etag);
-        std::os::unix::fs::symlink(&target, &pointer).map_err(|e| Error::io(&pointer, e))?;
+    // A relative link: `snapshots/<commit>/<a>/<b>` → `../../../blobs/<etag>`.
+    let depth = r.path.split('/').count() + 1;
+    let target: PathBuf = std::iter::repeat_n(Path::new(".."), depth).collect::<PathBuf>().join("blobs").join(&m.etag);
+    if std::fs::read_link(&pointer).ok().as_ref() != Some(&target) {
+        // Made under a temporary name and renamed over: a concurrent pull of the same file
+        // makes the same link, and a stale link is replaced.
+        let tmp = crate::io::temp_path(&pointer);
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| Error::io(&pointer, e))?;
+        std::fs::rename(&tmp, &pointer).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(&pointer, e)
+        })?;
     }
     let refp = dir.join("refs").join(&r.revision);
     if let Some(parent) = refp.parent() {

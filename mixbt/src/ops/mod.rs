@@ -4,6 +4,7 @@
 pub mod bn;
 pub mod conv;
 pub mod gemm;
+pub mod geom;
 pub mod profile;
 pub mod winograd;
 

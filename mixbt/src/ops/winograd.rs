@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::ConvGeom;
+use super::geom::{images_per_chunk, with_scratch, ConvGeom};
 use super::gemm::{BSource, PackedA};
 use super::{Precision, SendPtr};
 
@@ -142,7 +142,7 @@ fn transform_kernels(g: &[[f32; 96]; 9], dst: &mut [&mut [f32]; 16], l0: usize, 
 /// outputs (`16·(C + O)` floats per tile) are meant to stay in L2 (≈ 512 KiB: 64 tiles of a
 /// 64-channel layer, at least 32), made a band at a time when an image has more tiles; layers
 /// wider than 128 channels, whose transformed kernels do not fit in L2 anyway, take 128 tiles
-/// so that each product is wide. Chunks of whole images as [`super::conv::images_per_chunk`] says.
+/// so that each product is wide. Chunks of whole images as [`super::geom::images_per_chunk`] says.
 struct Plan {
     th: usize,
     tw: usize,
@@ -156,7 +156,7 @@ fn plan(g: &ConvGeom) -> Plan {
     let threads = rayon::current_num_threads().max(1);
     let target = if g.c + g.o > 256 { 128 } else { (8192 / (g.c + g.o)).clamp(32, 256) };
     let band = if th * tw > target { (target / tw).clamp(1, th) } else { th };
-    let nc = super::conv::images_per_chunk(g.n, target.div_ceil(th * tw), threads);
+    let nc = images_per_chunk(g.n, target.div_ceil(th * tw), threads);
     Plan { th, tw, nc, band, par_chunks: g.n.div_ceil(nc) >= threads }
 }
 
@@ -190,7 +190,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], u: &[PackedA]) -> Vec<f32> {
         let (vs, lm) = (odd_lines(most.div_ceil(16) * 16 * g.c), ldm(most));
         let ms = odd_lines(g.o * lm);
         let par = !p.par_chunks;
-        super::conv::with_scratch(16 * vs, 16 * ms, |v, m| {
+        with_scratch(16 * vs, 16 * ms, |v, m| {
             let (vp, mp) = (SendPtr(v.as_mut_ptr()), SendPtr(m.as_mut_ptr()));
             for ty0 in (0..p.th).step_by(p.band) {
                 let ty1 = (ty0 + p.band).min(p.th);

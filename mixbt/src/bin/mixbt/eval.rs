@@ -81,6 +81,9 @@ pub struct EmbedArgs {
     device: String,
     #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     batch_size: usize,
+    /// Replace an existing --out file instead of refusing.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args)]
@@ -169,6 +172,8 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         "none" => Transform::normalize_only((eval.mean, eval.std)),
         other => return Err(Error::Config(format!("--transform {other}: use eval or none"))),
     };
+    // Claimed before the work: a second `embed` into the same file fails at once.
+    let _claim = mixbt::io::FileLock::claim(&a.out, a.overwrite, "replace it with --overwrite, or choose another --out")?;
     let n = mixbt::eval::features::embed_folder(&enc, &a.images, &t, a.batch_size, &a.out)?;
     println!("wrote {n} feature rows [{n}, {}] to {}", cfg.feature_dim(), a.out.display());
     Ok(())

@@ -28,6 +28,9 @@ pub enum HubCmd {
         checkpoint: String,
         #[arg(long)]
         out: PathBuf,
+        /// Replace a previous conversion in --out instead of refusing.
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         hub: HubArgs,
     },
@@ -95,8 +98,15 @@ pub fn run(cmd: HubCmd) -> Result<()> {
             println!("{}", hub::resolve_checkpoint(&reference)?.display());
             Ok(())
         }
-        HubCmd::Convert { checkpoint, out, hub: h } => {
+        HubCmd::Convert { checkpoint, out, overwrite, hub: h } => {
             h.apply();
+            let _claim = mixbt::io::DirLock::claim(
+                &out,
+                &convert::OUTPUT_FILES,
+                overwrite,
+                "a previous conversion",
+                "replace it with --overwrite, or choose another --out",
+            )?;
             let c = convert::convert(&hub::resolve_checkpoint(&checkpoint)?, &checkpoint, &out)?;
             let e = &c.encoder;
             let skipped = if c.skipped_keys.is_empty() { String::new() } else { format!(", {} thop keys skipped", c.skipped_keys.len()) };

@@ -8,7 +8,7 @@ use clap::Args;
 use mixbt::data::transfer::TargetSpec;
 use mixbt::eval::transfer::{transfer, TransferConfig, TransferEvent};
 use mixbt::eval::{LinearProbeConfig, ProbeOptimizer};
-use mixbt::{Error, Result};
+use mixbt::Result;
 
 use crate::{at_least_one, parse_device, positive, workers};
 
@@ -59,7 +59,13 @@ pub struct TransferArgs {
     /// Print the report as JSON on the last line.
     #[arg(long)]
     json: bool,
+    /// Replace a previous report in --out instead of refusing.
+    #[arg(long)]
+    overwrite: bool,
 }
+
+/// The files `transfer` writes into --out.
+const OUTPUT_FILES: [&str; 4] = ["transfer.csv", "transfer.parquet", "transfer.json", "transfer.svg"];
 
 pub fn run(a: TransferArgs) -> Result<()> {
     let targets = if a.targets.trim() == "all" { TargetSpec::all_known() } else { TargetSpec::parse_list(&a.targets)? };
@@ -84,7 +90,8 @@ pub fn run(a: TransferArgs) -> Result<()> {
     probe.workers = workers(a.workers);
     let cfg = TransferConfig { probe, resize: a.resize, ..Default::default() };
     let resize = cfg.resize.unwrap_or_else(|| mixbt::eval::transfer::default_resize(&enc));
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    // Claimed before the work: a second `transfer` into the same folder fails at once.
+    let _claim = mixbt::io::DirLock::claim(&a.out, &OUTPUT_FILES, a.overwrite, "a previous transfer report", "replace it with --overwrite, or choose another --out")?;
     let what = if a.random_init { format!("the randomly initialised {} of {}", enc_cfg.backbone.arch.name(), path.display()) } else { path.display().to_string() };
     eprintln!("transfer of {what} ({resize}×{resize} images) to {} target(s)", targets.len());
 

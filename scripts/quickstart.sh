@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Set up and run the main job on a fresh machine: build mixbt, pre-train Mixed Barlow Twins on
 # the built-in data set (preset `quickstart`), print k-NN accuracy against the random network.
-# Extra arguments go to `mixbt pretrain` (e.g. --out runs/mine --seed 1).
+# Extra arguments go to `mixbt pretrain` (e.g. --seed 1, --epochs 6). The run goes to
+# runs/quickstart (runs/quickstart-seed<S> with --seed S), replacing this script's previous run
+# there; with --out DIR it goes to DIR, which must not hold another run; --resume DIR continues
+# a run (e.g. --resume runs/quickstart --epochs 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
@@ -10,4 +13,16 @@ if ! command -v cargo >/dev/null 2>&1; then
     # shellcheck disable=SC1091
     . "$HOME/.cargo/env"
 fi
-exec cargo run -p mixbt --bin mixbt -- pretrain --preset quickstart --out runs/quickstart "$@"
+preset=(--preset quickstart)
+out=(--out runs/quickstart --overwrite)
+prev=""
+for a in "$@"; do
+    case "$a" in
+        --out|--out=*) out=() ;;
+        --resume|--resume=*) out=(); preset=() ;;
+    esac
+    if [ "$prev" = "--seed" ] && [ ${#out[@]} -gt 0 ]; then out=(--out "runs/quickstart-seed$a" --overwrite); fi
+    case "$a" in --seed=*) [ ${#out[@]} -gt 0 ] && out=(--out "runs/quickstart-seed${a#--seed=}" --overwrite) ;; esac
+    prev="$a"
+done
+exec cargo run -p mixbt --bin mixbt -- pretrain "${preset[@]}" "${out[@]}" "$@"

@@ -5,6 +5,7 @@ pub mod history;
 pub mod presets;
 pub mod pretrainer;
 pub mod recipe;
+pub mod study;
 pub mod sweep;
 
 pub use history::{History, Metrics, StepStats};

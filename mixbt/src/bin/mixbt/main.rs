@@ -60,6 +60,7 @@ mod data;
 mod eval;
 mod hub;
 mod pretrain;
+mod study;
 mod transfer;
 
 use std::path::PathBuf;
@@ -102,6 +103,11 @@ enum Cmd {
     Hub {
         #[command(subcommand)]
         cmd: hub::HubCmd,
+    },
+    /// Studies: grids of runs stored as tables with the command that made them, and a verdict.
+    Study {
+        #[command(subcommand)]
+        cmd: study::StudyCmd,
     },
     /// Benchmarks, side by side with PyTorch / torchvision when available.
     Bench {
@@ -240,6 +246,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Transfer(a) => transfer::run(a),
         Cmd::Data { cmd } => data::run(cmd),
         Cmd::Hub { cmd } => hub::run(cmd),
+        Cmd::Study { cmd } => study::run(cmd),
         Cmd::Bench { cmd } => bench::run(cmd),
     }
 }

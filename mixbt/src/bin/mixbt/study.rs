@@ -1,0 +1,148 @@
+//! `mixbt study`: grids of runs whose results are stored with the command that made them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use mixbt::eval::LinearProbeConfig;
+use mixbt::train::study::OverfittingStudy;
+use mixbt::train::PretrainOptions;
+use mixbt::{Error, Result};
+
+use crate::{at_least_one, parse_device, workers, DataArgs};
+
+#[derive(Subcommand)]
+pub enum StudyCmd {
+    /// Barlow Twins and Mixed Barlow Twins side by side, k-NN every few epochs, over embedding
+    /// sizes and seeds: does Barlow Twins' k-NN peak and fall while Mixed Barlow Twins' keeps
+    /// rising (the paper's claim)? Running it again continues where it stopped.
+    Overfitting(OverfittingArgs),
+}
+
+#[derive(Args)]
+pub struct OverfittingArgs {
+    /// The recipe of every run (a Barlow Twins preset: each arm sets λ_reg and d).
+    #[arg(long, default_value = "cifar10-cpu-study")]
+    preset: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Embedding sizes d, comma-separated.
+    #[arg(long, default_value = "128,1024", value_delimiter = ',')]
+    dims: Vec<usize>,
+    /// Seeds, comma-separated.
+    #[arg(long, default_value = "0,1,2", value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Epochs of every run (default: the preset's).
+    #[arg(long, value_parser = at_least_one)]
+    epochs: Option<usize>,
+    /// Pre-training images (a stratified sample; default: the preset's).
+    #[arg(long, value_parser = at_least_one)]
+    train_subset: Option<usize>,
+    /// k-NN every this many epochs (default: the preset's).
+    #[arg(long, value_parser = at_least_one)]
+    knn_every: Option<usize>,
+    /// Epochs of the linear probe of each final model (frozen features, no augmentation); 0: none.
+    #[arg(long, default_value_t = 100)]
+    linear_epochs: usize,
+    /// Run folders (checkpoints and models: large, keep them out of a repository).
+    #[arg(long, default_value = "runs/study-overfitting")]
+    work: PathBuf,
+    /// Result tables (small): knn.csv, runs.csv, epochs/, verdict.md, study.json.
+    #[arg(long, default_value = "results/overfitting")]
+    out: PathBuf,
+    /// Stop after this many runs have been worked on in this sitting (the rest next time).
+    #[arg(long, value_parser = at_least_one)]
+    max_runs: Option<usize>,
+    /// Only write the tables of the runs finished so far.
+    #[arg(long)]
+    report_only: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Decode/augment threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(cmd: StudyCmd) -> Result<()> {
+    match cmd {
+        StudyCmd::Overfitting(a) => overfitting(a),
+    }
+}
+
+fn overfitting(a: OverfittingArgs) -> Result<()> {
+    let mut recipe = mixbt::train::presets::get(&a.preset)?;
+    if recipe.barlow_twins().is_none() {
+        return Err(Error::Config(format!("--preset {}: the study needs a Barlow Twins recipe", a.preset)));
+    }
+    a.data.apply(&mut recipe.data, &format!("recipe `{}`", recipe.name))?;
+    if let Some(e) = a.epochs {
+        recipe.epochs = e;
+    }
+    if a.train_subset.is_some() {
+        recipe.data.train_subset = a.train_subset;
+    }
+    if let Some(k) = a.knn_every {
+        recipe.knn_every_epochs = k;
+    }
+    recipe.time_budget_s = None; // runs end at their epochs, whatever the sittings
+    if a.dims.is_empty() || a.dims.contains(&0) || a.seeds.is_empty() {
+        return Err(Error::Config("--dims and --seeds need at least one value each (d ≥ 1)".into()));
+    }
+    let linear = (a.linear_epochs > 0).then(|| LinearProbeConfig { epochs: a.linear_epochs, batch_size: 512, augment: false, workers: workers(a.workers), ..LinearProbeConfig::small() });
+    let opts = PretrainOptions { device: parse_device(&a.device)?, workers: workers(a.workers), progress: !a.no_progress, ..Default::default() };
+    let study = OverfittingStudy { recipe, dims: a.dims, seeds: a.seeds, work_dir: a.work.clone(), out_dir: a.out.clone(), linear, opts };
+    let runs = study.runs();
+    let started = chrono_now();
+    let t0 = std::time::Instant::now();
+    if !a.report_only {
+        let mut worked = 0;
+        for (i, r) in runs.iter().enumerate() {
+            if study.is_done(r) {
+                continue;
+            }
+            if a.max_runs.is_some_and(|m| worked >= m) {
+                eprintln!("stopping after {worked} run(s) (--max-runs); run the same command again to continue");
+                break;
+            }
+            eprintln!("[{}/{}] {} → {}", i + 1, runs.len(), r.name, study.run_dir(r).display());
+            study.run_one(r)?;
+            worked += 1;
+            // The tables after every run: an interrupted study still leaves its results.
+            study.write_results(&meta(&study, &started, t0.elapsed().as_secs_f64()))?;
+        }
+    }
+    let verdict = study.write_results(&meta(&study, &started, t0.elapsed().as_secs_f64()))?;
+    println!("{verdict}");
+    println!("tables in {}", a.out.display());
+    Ok(())
+}
+
+/// What `study.json` records: the command line, the machine, the commit, the recipe.
+fn meta(study: &OverfittingStudy, started: &str, seconds: f64) -> serde_json::Value {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()));
+    let flags = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("flags")).map(|l| l.to_string())).unwrap_or_default();
+    let isa: Vec<&str> = ["avx2", "avx512f", "avx512_bf16", "amx_tile"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
+    let commit = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    serde_json::json!({
+        "command": format!("mixbt {}", args.join(" ")),
+        "commit": commit,
+        "mixbt_version": env!("CARGO_PKG_VERSION"),
+        "cpu": cpu,
+        "cpu_features": isa,
+        "cores": std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1),
+        "last_sitting_started": started,
+        "last_sitting_seconds": seconds,
+        "recipe": study.recipe,
+        "dims": study.dims,
+        "seeds": study.seeds,
+    })
+}
+
+/// The time now, UTC, as `YYYY-MM-DDTHH:MM:SSZ`.
+fn chrono_now() -> String {
+    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    chrono::DateTime::from_timestamp(s as i64, 0).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+}

@@ -1,0 +1,370 @@
+//! Studies: grids of pre-training runs whose results are kept as small tables, with the
+//! command, machine and commit that made them and a verdict computed from the numbers.
+//!
+//! [`OverfittingStudy`] is the paper's central claim as an experiment: Barlow Twins and Mixed
+//! Barlow Twins side by side (the same recipe, λ_reg = 0 or not), at several embedding sizes d
+//! and seeds, with k-NN every few epochs. Does Barlow Twins' k-NN peak and fall with long
+//! training while Mixed Barlow Twins' keeps rising (more so at large d)? Each run is an
+//! ordinary run folder under `work_dir` (checkpointed every epoch): running the study again
+//! skips finished runs and resumes unfinished ones bit-exactly, so it can be spread over
+//! several sittings. [`OverfittingStudy::write_results`] writes what the runs finished so far.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{PretrainOptions, Pretrainer, Recipe, Summary};
+use crate::eval::{linear_probe, LinearProbeConfig};
+use crate::io::{atomic_write, read_parquet, write_csv, DirLock};
+use crate::{data, Error, Result};
+
+/// The methods a study compares, as `--method` names.
+pub const STUDY_METHODS: [&str; 2] = ["bt", "mixbt"];
+
+/// A k-NN drop larger than this many points from a run's peak to its end counts as a fall
+/// (with 10,000 test images one standard error of an accuracy near 50 % is 0.5 points).
+pub const FALL_POINTS: f64 = 1.0;
+
+/// A grid of Barlow Twins / Mixed Barlow Twins runs over embedding sizes and seeds.
+#[derive(Debug, Clone)]
+pub struct OverfittingStudy {
+    /// The recipe of every run (a Barlow Twins recipe; each arm sets λ_reg and d).
+    pub recipe: Recipe,
+    /// Embedding sizes d (the projector's output width).
+    pub dims: Vec<usize>,
+    pub seeds: Vec<u64>,
+    /// Where the run folders (checkpoints, models) go.
+    pub work_dir: PathBuf,
+    /// Where the result tables go (small: fit for a repository).
+    pub out_dir: PathBuf,
+    /// The linear probe of each final model (`None`: none).
+    pub linear: Option<LinearProbeConfig>,
+    /// Run-time options of every run (device, workers, progress); seed and folder are set per run.
+    pub opts: PretrainOptions,
+}
+
+/// One run of a study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyRun {
+    /// `<method>-d<d>-s<seed>`.
+    pub name: String,
+    pub method: String,
+    pub d: usize,
+    pub seed: u64,
+}
+
+/// What a finished run of a study gave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run: StudyRun,
+    /// (epoch, k-NN top-1, top-5), epoch 0 being the randomly initialised network.
+    pub knn: Vec<(usize, f64, f64)>,
+    pub epochs: usize,
+    pub knn_random_init: f64,
+    pub knn_peak: f64,
+    pub peak_epoch: usize,
+    pub knn_final: f64,
+    pub linear_top1: Option<f64>,
+    /// Seconds of training and evaluation, summed over the sittings.
+    pub wall_seconds: f64,
+}
+
+impl RunResult {
+    /// Points from the peak down to the end (0 when the end is the peak).
+    pub fn drop_from_peak(&self) -> f64 {
+        self.knn_peak - self.knn_final
+    }
+    /// Whether k-NN peaked before the end and fell by more than [`FALL_POINTS`].
+    pub fn fell(&self) -> bool {
+        self.drop_from_peak() > FALL_POINTS
+    }
+    pub fn gain(&self) -> f64 {
+        self.knn_final - self.knn_random_init
+    }
+}
+
+/// Per-run bookkeeping kept in the run folder (`study.json`): sittings' wall time, linear probe.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RunNotes {
+    wall_seconds: f64,
+    linear_top1: Option<f64>,
+    linear_top5: Option<f64>,
+}
+
+const NOTES: &str = "study.json";
+
+impl OverfittingStudy {
+    /// Every run, seed-major (all arms of seed 0 first: a partial study compares like with like).
+    pub fn runs(&self) -> Vec<StudyRun> {
+        let mut out = vec![];
+        for &seed in &self.seeds {
+            for &d in &self.dims {
+                for m in STUDY_METHODS {
+                    out.push(StudyRun { name: format!("{m}-d{d}-s{seed}"), method: m.into(), d, seed });
+                }
+            }
+        }
+        out
+    }
+
+    /// The recipe of `run`: the study's recipe with its method and d.
+    pub fn recipe_for(&self, run: &StudyRun) -> Result<Recipe> {
+        let mut r = super::presets::with_method(self.recipe.clone(), &run.method)?;
+        super::sweep::set_param(&mut r, "d", run.d as f64)?;
+        r.name = format!("{}-{}", self.recipe.name, run.name);
+        Ok(r)
+    }
+
+    pub fn run_dir(&self, run: &StudyRun) -> PathBuf {
+        self.work_dir.join(&run.name)
+    }
+
+    /// Whether `run` has finished (its summary and, when the study probes, its linear probe).
+    pub fn is_done(&self, run: &StudyRun) -> bool {
+        let dir = self.run_dir(run);
+        dir.join("summary.json").is_file() && (self.linear.is_none() || read_notes(&dir).linear_top1.is_some())
+    }
+
+    /// Train `run` to its end (fresh, or resumed from its last checkpoint), then probe it.
+    pub fn run_one(&self, run: &StudyRun) -> Result<()> {
+        let dir = self.run_dir(run);
+        let recipe = self.recipe_for(run)?;
+        let opts = PretrainOptions { seed: run.seed, out_dir: Some(dir.clone()), ..self.opts.clone() };
+        if !dir.join("summary.json").is_file() {
+            let t0 = std::time::Instant::now();
+            let mut t = if super::checkpoint::resolve(&dir).is_ok() {
+                let t = Pretrainer::resume(&dir, opts)?;
+                if t.recipe() != &recipe {
+                    return Err(Error::format(&dir, "holds a run of another recipe: a study's settings cannot change between sittings (use another --work)"));
+                }
+                t
+            } else {
+                Pretrainer::new(recipe.clone(), opts)?
+            };
+            t.fit()?;
+            let mut notes = read_notes(&dir);
+            notes.wall_seconds += t0.elapsed().as_secs_f64();
+            write_notes(&dir, &notes)?;
+        }
+        if let Some(cfg) = &self.linear {
+            let mut notes = read_notes(&dir);
+            if notes.linear_top1.is_none() {
+                let _lock = DirLock::acquire(&dir)?;
+                let t0 = std::time::Instant::now();
+                let (enc, _, _) = crate::ckpt::load_encoder(&dir.join("model.safetensors"), &self.opts.device)?;
+                let train = data::open(&recipe.data, data::Split::Train)?;
+                let test = data::open(&recipe.data, data::Split::Test)?;
+                let res = linear_probe(&enc, train, test, &recipe.data.eval, &recipe.data.eval, cfg, |_| {})?;
+                notes.linear_top1 = Some(res.last_top1);
+                notes.linear_top5 = Some(res.last_top5);
+                notes.wall_seconds += t0.elapsed().as_secs_f64();
+                write_notes(&dir, &notes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The results of the finished runs.
+    pub fn results(&self) -> Result<Vec<RunResult>> {
+        self.runs().into_iter().filter(|r| self.is_done(r)).map(|r| self.result_of(r)).collect()
+    }
+
+    fn result_of(&self, run: StudyRun) -> Result<RunResult> {
+        let dir = self.run_dir(&run);
+        let sp = dir.join("summary.json");
+        let summary: Summary = serde_json::from_slice(&std::fs::read(&sp).map_err(|e| Error::io(&sp, e))?)?;
+        let mut knn = vec![(0, summary.knn_top1_random_init, summary.knn_top5_random_init)];
+        knn.extend(knn_by_epoch(&read_parquet(&dir.join("history.parquet"))?, &dir)?);
+        let (peak_epoch, knn_peak) = knn.iter().skip(1).fold((0, f64::NEG_INFINITY), |b, &(e, k, _)| if k > b.1 { (e, k) } else { b });
+        let notes = read_notes(&dir);
+        Ok(RunResult {
+            epochs: summary.epochs,
+            knn_random_init: summary.knn_top1_random_init,
+            knn_peak,
+            peak_epoch,
+            knn_final: summary.knn_top1,
+            linear_top1: notes.linear_top1,
+            wall_seconds: notes.wall_seconds,
+            knn,
+            run,
+        })
+    }
+
+    /// Write the result tables of the finished runs into `out_dir`: `knn.csv` (run, method, d,
+    /// seed, epoch, knn_top1, knn_top5; epoch 0 = random init), `runs.csv` (one row per run),
+    /// `epochs/<run>.csv` (per-epoch means of the loss and its components, and k-NN),
+    /// `verdict.md` and `study.json` (`meta`: command, machine, commit, …). Returns the verdict.
+    pub fn write_results(&self, meta: &serde_json::Value) -> Result<String> {
+        let res = self.results()?;
+        std::fs::create_dir_all(self.out_dir.join("epochs")).map_err(|e| Error::io(&self.out_dir, e))?;
+        let (mut names, mut methods, mut d, mut seed, mut ep, mut k1, mut k5) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for r in &res {
+            for &(e, a, b) in &r.knn {
+                names.push(r.run.name.clone());
+                methods.push(r.run.method.clone());
+                d.push(r.run.d as u32);
+                seed.push(r.run.seed);
+                ep.push(e as u32);
+                k1.push(a);
+                k5.push(b);
+            }
+            let dir = self.run_dir(&r.run);
+            let mut epochs = epoch_table(&read_parquet(&dir.join("history.parquet"))?, &dir)?;
+            write_csv(&self.out_dir.join("epochs").join(format!("{}.csv", r.run.name)), &mut epochs)?;
+        }
+        let mut knn = df!("run" => names, "method" => methods, "d" => d, "seed" => seed, "epoch" => ep, "knn_top1" => k1, "knn_top5" => k5)
+            .map_err(|e| Error::msg(e.to_string()))?;
+        write_csv(&self.out_dir.join("knn.csv"), &mut knn)?;
+        let mut runs = runs_table(&res)?;
+        write_csv(&self.out_dir.join("runs.csv"), &mut runs)?;
+        let verdict = verdict(&res, &self.runs());
+        atomic_write(&self.out_dir.join("verdict.md"), verdict.as_bytes())?;
+        atomic_write(&self.out_dir.join("study.json"), serde_json::to_string_pretty(meta)?.as_bytes())?;
+        Ok(verdict)
+    }
+}
+
+fn read_notes(dir: &Path) -> RunNotes {
+    std::fs::read(dir.join(NOTES)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn write_notes(dir: &Path, n: &RunNotes) -> Result<()> {
+    atomic_write(&dir.join(NOTES), serde_json::to_string_pretty(n)?.as_bytes())
+}
+
+/// A numeric column as `f64`s (missing values `None`).
+fn f64_col(h: &DataFrame, name: &str, dir: &Path) -> Result<Vec<Option<f64>>> {
+    let c = h.column(name).map_err(|_| Error::format(dir, format!("history.parquet has no `{name}` column")))?;
+    let c = c.cast(&DataType::Float64).map_err(|e| Error::format(dir, format!("`{name}`: {e}")))?;
+    Ok(c.f64().map_err(|e| Error::format(dir, format!("`{name}`: {e}")))?.iter().collect())
+}
+
+/// (epoch, top-1, top-5) of every history row that carries a k-NN evaluation.
+fn knn_by_epoch(h: &DataFrame, dir: &Path) -> Result<Vec<(usize, f64, f64)>> {
+    let (e, a, b) = (f64_col(h, "epoch", dir)?, f64_col(h, "knn_top1", dir)?, f64_col(h, "knn_top5", dir)?);
+    Ok(e.into_iter().zip(a).zip(b).filter_map(|((e, a), b)| Some((e? as usize, a?, b.unwrap_or(f64::NAN)))).collect())
+}
+
+/// Per-epoch means of every numeric history column but step, epoch and k-NN, with the epoch's
+/// k-NN (where measured).
+fn epoch_table(h: &DataFrame, dir: &Path) -> Result<DataFrame> {
+    let epochs: Vec<u32> = f64_col(h, "epoch", dir)?.into_iter().map(|x| x.unwrap_or(0.0) as u32).collect();
+    let mut uniq = epochs.clone();
+    uniq.dedup();
+    let mut out: Vec<Column> = vec![Column::new("epoch".into(), &uniq)];
+    for c in h.columns() {
+        let name = c.name().as_str();
+        if matches!(name, "step" | "epoch") || !c.dtype().is_primitive_numeric() {
+            continue;
+        }
+        let v = f64_col(h, name, dir)?;
+        let knn = name.starts_with("knn_");
+        let agg: Vec<Option<f64>> = uniq
+            .iter()
+            .map(|&u| {
+                let xs: Vec<f64> = epochs.iter().zip(&v).filter(|(e, _)| **e == u).filter_map(|(_, x)| *x).collect();
+                match (knn, xs.is_empty()) {
+                    (_, true) => None,
+                    (true, false) => xs.last().copied(),
+                    (false, false) => Some(xs.iter().sum::<f64>() / xs.len() as f64),
+                }
+            })
+            .collect();
+        out.push(Column::new(name.into(), agg));
+    }
+    DataFrame::new(uniq.len(), out).map_err(|e| Error::msg(e.to_string()))
+}
+
+fn runs_table(res: &[RunResult]) -> Result<DataFrame> {
+    let s = |f: &dyn Fn(&RunResult) -> String| res.iter().map(f).collect::<Vec<_>>();
+    let n = |f: &dyn Fn(&RunResult) -> f64| res.iter().map(f).collect::<Vec<_>>();
+    let u = |f: &dyn Fn(&RunResult) -> u64| res.iter().map(f).collect::<Vec<_>>();
+    df!(
+        "run" => s(&|r| r.run.name.clone()),
+        "method" => s(&|r| r.run.method.clone()),
+        "d" => u(&|r| r.run.d as u64),
+        "seed" => u(&|r| r.run.seed),
+        "epochs" => u(&|r| r.epochs as u64),
+        "knn_random_init" => n(&|r| r.knn_random_init),
+        "knn_peak" => n(&|r| r.knn_peak),
+        "peak_epoch" => u(&|r| r.peak_epoch as u64),
+        "knn_final" => n(&|r| r.knn_final),
+        "drop_from_peak" => n(&|r| r.drop_from_peak()),
+        "gain_over_random_init" => n(&|r| r.gain()),
+        "linear_top1" => res.iter().map(|r| r.linear_top1).collect::<Vec<_>>(),
+        "wall_seconds" => n(&|r| r.wall_seconds)
+    )
+    .map_err(|e| Error::msg(e.to_string()))
+}
+
+fn method_label(m: &str) -> &'static str {
+    if m == "bt" {
+        "Barlow Twins"
+    } else {
+        "Mixed Barlow Twins"
+    }
+}
+
+/// The verdict, computed from the finished runs: for each method and d, on how many seeds
+/// k-NN peaked and fell (by more than [`FALL_POINTS`]), by how much; then Mixed BT − BT per seed.
+pub fn verdict(res: &[RunResult], planned: &[StudyRun]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} of {} planned runs finished. A run *fell* when its k-NN top-1 ended more than {FALL_POINTS} point below its peak.\n\n",
+        res.len(),
+        planned.len()
+    ));
+    let mut dims: Vec<usize> = res.iter().map(|r| r.run.d).collect();
+    dims.sort();
+    dims.dedup();
+    for &d in &dims {
+        for m in STUDY_METHODS {
+            let rs: Vec<&RunResult> = res.iter().filter(|r| r.run.d == d && r.run.method == m).collect();
+            if rs.is_empty() {
+                continue;
+            }
+            let fell = rs.iter().filter(|r| r.fell()).count();
+            let mean = |f: &dyn Fn(&RunResult) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64;
+            out.push_str(&format!(
+                "- {} (d = {d}): k-NN peaked and fell on {fell} of {} seeds; mean peak {:.2} % (epochs {}), mean final {:.2} % (drop {:.2} points, largest {:.2}); gain over the random network {:.2} points (smallest {:.2}).\n",
+                method_label(m),
+                rs.len(),
+                mean(&|r| r.knn_peak),
+                rs.iter().map(|r| r.peak_epoch.to_string()).collect::<Vec<_>>().join(", "),
+                mean(&|r| r.knn_final),
+                mean(&|r| r.drop_from_peak()),
+                rs.iter().map(|r| r.drop_from_peak()).fold(f64::NEG_INFINITY, f64::max),
+                mean(&|r| r.gain()),
+                rs.iter().map(|r| r.gain()).fold(f64::INFINITY, f64::min),
+            ));
+        }
+        // Paired by seed: Mixed BT − BT at the end.
+        let pairs: Vec<(u64, f64)> = res
+            .iter()
+            .filter(|r| r.run.d == d && r.run.method == "mixbt")
+            .filter_map(|m| res.iter().find(|b| b.run.d == d && b.run.method == "bt" && b.run.seed == m.run.seed).map(|b| (m.run.seed, m.knn_final - b.knn_final)))
+            .collect();
+        if !pairs.is_empty() {
+            let ahead = pairs.iter().filter(|p| p.1 > 0.0).count();
+            out.push_str(&format!(
+                "- d = {d}, final k-NN of Mixed BT − BT by seed: {} (Mixed BT ahead on {ahead} of {}; with this few seeds only the sign is worth reading).\n",
+                pairs.iter().map(|(s, x)| format!("seed {s}: {x:+.2}")).collect::<Vec<_>>().join(", "),
+                pairs.len()
+            ));
+        }
+    }
+    let bt_fell = res.iter().filter(|r| r.run.method == "bt" && r.fell()).count();
+    let mix_fell = res.iter().filter(|r| r.run.method == "mixbt" && r.fell()).count();
+    let (nb, nm) = (res.iter().filter(|r| r.run.method == "bt").count(), res.iter().filter(|r| r.run.method == "mixbt").count());
+    out.push_str(&format!(
+        "\nVerdict: Barlow Twins' k-NN fell from its peak in {bt_fell} of {nb} runs, Mixed Barlow Twins' in {mix_fell} of {nm}. {}\n",
+        match (bt_fell, mix_fell) {
+            (0, 0) => "Neither curve bent at this budget: the paper's overfitting did not appear here.",
+            (b, m) if b > m => "Barlow Twins fell more often, as the paper reports.",
+            (b, m) if b == m => "Both fell equally often: no difference at this budget.",
+            _ => "Mixed Barlow Twins fell more often: the opposite of the paper's report at this budget.",
+        }
+    ));
+    out
+}

@@ -1,0 +1,163 @@
+//! `mixbt study overfitting` on a tiny grid: every run trains, an interrupted run resumes from
+//! its checkpoint, the tables hold what the runs measured, and the verdict is computed from
+//! the numbers (checked on made-up curves whose answer is known).
+
+mod common;
+
+use mixbt::eval::LinearProbeConfig;
+use mixbt::train::study::{verdict, OverfittingStudy, RunResult, StudyRun};
+use mixbt::train::PretrainOptions;
+
+fn study(work: &std::path::Path, out: &std::path::Path) -> OverfittingStudy {
+    let mut recipe = common::tiny_recipe(64, 2);
+    recipe.knn_every_epochs = 1;
+    OverfittingStudy {
+        recipe,
+        dims: vec![16, 32],
+        seeds: vec![3],
+        work_dir: work.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        linear: Some(LinearProbeConfig { epochs: 2, batch_size: 32, augment: false, ..LinearProbeConfig::small() }),
+        opts: PretrainOptions { progress: false, workers: 1, ..Default::default() },
+    }
+}
+
+const CHILD: &str = "MIXBT_STUDY_CHILD";
+
+/// The second run of the tiny study, in a process the test kills (a no-op as a plain test).
+#[test]
+fn study_child() {
+    let Ok(dirs) = std::env::var(CHILD) else { return };
+    let (work, out) = dirs.split_once('|').unwrap();
+    let s = study(std::path::Path::new(work), std::path::Path::new(out));
+    s.run_one(&s.runs()[1]).unwrap();
+}
+
+fn csv(path: &std::path::Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| l.split(',').map(String::from).collect()).collect()
+}
+
+#[test]
+fn a_tiny_study_runs_resumes_and_writes_its_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, out) = (tmp.path().join("work"), tmp.path().join("results"));
+    let s = study(&work, &out);
+    let runs = s.runs();
+    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["bt-d16-s3", "mixbt-d16-s3", "bt-d32-s3", "mixbt-d32-s3"]);
+    // Each arm: the study's recipe with its λ_reg and d.
+    let bt = s.recipe_for(&runs[0]).unwrap();
+    let mix = s.recipe_for(&runs[3]).unwrap();
+    assert_eq!((bt.lambda_reg(), bt.encoder.out_dim()), (Some(0.0), 16));
+    assert_eq!((mix.lambda_reg(), mix.encoder.out_dim()), (Some(4.0), 32));
+
+    // The first run, then the second in a process killed after its first checkpoint.
+    s.run_one(&runs[0]).unwrap();
+    assert!(s.is_done(&runs[0]));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "study_child", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, format!("{}|{}", work.display(), out.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = s.run_dir(&runs[1]).join("checkpoints/latest");
+    let t0 = std::time::Instant::now();
+    while !latest.exists() {
+        assert!(t0.elapsed().as_secs() < 120, "the child wrote no checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!s.is_done(&runs[1]), "killed before the end of its run");
+    let v = s.write_results(&serde_json::json!({"command": "test"})).unwrap();
+    assert!(v.starts_with("1 of 4 planned runs finished"), "{v}");
+    // The rest: the second run continues from step 5 (its history has 8 steps, not 13).
+    for r in &runs[1..] {
+        s.run_one(r).unwrap();
+    }
+    let h = csv(&s.run_dir(&runs[1]).join("history.csv"));
+    assert_eq!(h.len(), 1 + 8);
+    // Resumed bit-exactly: the same model as the run made in one go.
+    let whole = study(&tmp.path().join("work2"), &tmp.path().join("results2"));
+    whole.run_one(&runs[1]).unwrap();
+    let model = |st: &OverfittingStudy| std::fs::read(st.run_dir(&runs[1]).join("model.safetensors")).unwrap();
+    assert!(model(&s) == model(&whole), "the resumed run ends where the uninterrupted one does");
+    let v = s.write_results(&serde_json::json!({"command": "test"})).unwrap();
+    assert!(v.starts_with("4 of 4 planned runs finished"), "{v}");
+    for d in [16, 32] {
+        assert!(v.contains(&format!("Barlow Twins (d = {d})")) && v.contains(&format!("d = {d}, final k-NN of Mixed BT − BT by seed: seed 3:")), "{v}");
+    }
+    assert!(v.contains("\nVerdict: "), "{v}");
+    assert_eq!(std::fs::read_to_string(out.join("verdict.md")).unwrap(), v);
+
+    // knn.csv: epochs 0 (random init), 1 and 2 of every run, as the run's history has them.
+    let knn = csv(&out.join("knn.csv"));
+    assert_eq!(knn[0], ["run", "method", "d", "seed", "epoch", "knn_top1", "knn_top5"]);
+    assert_eq!(knn.len(), 1 + 4 * 3);
+    let results = s.results().unwrap();
+    for r in &results {
+        let rows: Vec<&Vec<String>> = knn.iter().filter(|row| row[0] == r.run.name).collect();
+        assert_eq!(rows.iter().map(|x| x[4].as_str()).collect::<Vec<_>>(), ["0", "1", "2"], "{}", r.run.name);
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.run_dir(&r.run).join("summary.json")).unwrap()).unwrap();
+        assert_eq!(rows[2][5].parse::<f64>().unwrap(), summary["knn_top1"].as_f64().unwrap());
+        assert_eq!(rows[0][5].parse::<f64>().unwrap(), summary["knn_top1_random_init"].as_f64().unwrap());
+        assert!(r.linear_top1.is_some_and(|x| (0.0..=100.0).contains(&x)), "{}: a linear probe", r.run.name);
+        assert!(r.wall_seconds > 0.0);
+        assert!(out.join("epochs").join(format!("{}.csv", r.run.name)).is_file());
+    }
+    // Both arms of one seed and d start from the same network.
+    assert_eq!(results[0].knn_random_init, results[1].knn_random_init);
+    let runs_csv = csv(&out.join("runs.csv"));
+    assert_eq!(runs_csv.len(), 5);
+    assert!(runs_csv[0].contains(&"drop_from_peak".to_string()) && runs_csv[0].contains(&"linear_top1".to_string()));
+    let epochs = csv(&out.join("epochs/mixbt-d32-s3.csv"));
+    assert_eq!(epochs.len(), 3, "one row per epoch");
+    assert!(epochs[0].contains(&"loss_reg".to_string()) && epochs[0].contains(&"knn_top1".to_string()));
+
+    // A study whose settings changed between sittings refuses to mix the runs.
+    let mut other = study(&work, &out);
+    other.recipe.batch_size = 8;
+    std::fs::remove_file(s.run_dir(&runs[3]).join("summary.json")).unwrap();
+    let e = other.run_one(&runs[3]).unwrap_err().to_string();
+    assert!(e.contains("another recipe"), "{e}");
+}
+
+fn result(method: &str, seed: u64, curve: &[f64]) -> RunResult {
+    let knn: Vec<(usize, f64, f64)> = curve.iter().enumerate().map(|(e, &k)| (e * 10, k, 90.0)).collect();
+    let (peak_epoch, knn_peak) = knn.iter().skip(1).fold((0, f64::NEG_INFINITY), |b, &(e, k, _)| if k > b.1 { (e, k) } else { b });
+    RunResult {
+        run: StudyRun { name: format!("{method}-d1024-s{seed}"), method: method.into(), d: 1024, seed },
+        knn_random_init: curve[0],
+        knn_peak,
+        peak_epoch,
+        knn_final: *curve.last().unwrap(),
+        epochs: (curve.len() - 1) * 10,
+        linear_top1: None,
+        wall_seconds: 1.0,
+        knn,
+    }
+}
+
+#[test]
+fn the_verdict_reads_the_curves() {
+    // Barlow Twins peaks at epoch 20 and falls 4 points on two seeds; Mixed BT keeps rising.
+    let res = vec![
+        result("bt", 0, &[30.0, 50.0, 56.0, 54.0, 52.0]),
+        result("mixbt", 0, &[30.0, 49.0, 55.0, 57.0, 58.0]),
+        result("bt", 1, &[31.0, 51.0, 57.0, 55.0, 53.0]),
+        result("mixbt", 1, &[31.0, 50.0, 54.0, 56.0, 57.5]),
+        result("bt", 2, &[29.0, 50.0, 55.0, 55.5, 55.2]),
+    ];
+    assert!(res[0].fell() && !res[1].fell() && !res[4].fell());
+    let planned: Vec<StudyRun> = res.iter().map(|r| r.run.clone()).collect();
+    let v = verdict(&res, &planned);
+    assert!(v.contains("Barlow Twins (d = 1024): k-NN peaked and fell on 2 of 3 seeds"), "{v}");
+    assert!(v.contains("Mixed Barlow Twins (d = 1024): k-NN peaked and fell on 0 of 2 seeds"), "{v}");
+    assert!(v.contains("seed 0: +6.00, seed 1: +4.50 (Mixed BT ahead on 2 of 2"), "{v}");
+    assert!(v.contains("Verdict: Barlow Twins' k-NN fell from its peak in 2 of 3 runs, Mixed Barlow Twins' in 0 of 2. Barlow Twins fell more often, as the paper reports."), "{v}");
+    // Nothing bends: said so.
+    let flat = vec![result("bt", 0, &[30.0, 40.0, 45.0]), result("mixbt", 0, &[30.0, 41.0, 44.5])];
+    let v = verdict(&flat, &planned);
+    assert!(v.contains("Neither curve bent at this budget"), "{v}");
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mixbt::io::{DirLock, FileLock};
+use mixbt::io::{DirLock, FileLock, Outputs};
 
 const ROLE: &str = "MIXBT_RACE_ROLE";
 const TARGET: &str = "MIXBT_RACE_TARGET";
@@ -37,7 +37,7 @@ fn claimant() {
         std::thread::yield_now();
     }
     let claimed = match role.as_str() {
-        "dir" => DirLock::claim(&target, &["result.txt"], false, "a previous result", "use --overwrite").map(|l| {
+        "dir" => DirLock::claim(&target, &Outputs { previous: &["result.txt"], removed: &["result.txt"], what: "a previous result", hint: "use --overwrite" }, false).map(|l| {
             mixbt::io::atomic_write(&target.join("result.txt"), me.to_string().as_bytes()).unwrap();
             std::thread::sleep(Duration::from_millis(5));
             drop(l)

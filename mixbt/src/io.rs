@@ -333,19 +333,19 @@ impl DirLock {
         Err(Error::format(dir, "could not take the folder's lock: the folder kept disappearing"))
     }
 
-    /// Lock `dir` and check it holds none of `outputs` (files or folders a previous run of the
-    /// same command wrote), or remove them when `overwrite` is set; `what` names them in the
-    /// error ("a previous run"). Other files are never touched.
-    pub fn claim(dir: &Path, outputs: &[&str], overwrite: bool, what: &str, hint: &str) -> Result<Self> {
+    /// Lock `dir`, then check that it holds none of the files of `out.previous` (what an earlier
+    /// run of the same command wrote), or remove `out.removed` when `overwrite` is set. Other
+    /// files are never touched. Checked under the lock: two writers never both pass.
+    pub fn claim(dir: &Path, out: &Outputs, overwrite: bool) -> Result<Self> {
         let lock = Self::acquire(dir)?;
-        let previous: Vec<&str> = outputs.iter().copied().filter(|f| dir.join(f).symlink_metadata().is_ok()).collect();
+        let previous: Vec<&str> = out.previous.iter().copied().filter(|f| dir.join(f).symlink_metadata().is_ok()).collect();
         if previous.is_empty() {
             return Ok(lock);
         }
         if !overwrite {
-            return Err(Error::format(dir, format!("holds {what} ({}); {hint}", previous.join(", "))));
+            return Err(Error::format(dir, format!("holds {} ({}); {}", out.what, previous.join(", "), out.hint)));
         }
-        for f in previous {
+        for f in out.removed {
             let p = dir.join(f);
             let res = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
             match res {
@@ -355,6 +355,19 @@ impl DirLock {
         }
         Ok(lock)
     }
+}
+
+/// The outputs a command writes into a folder, for [`DirLock::claim`].
+#[derive(Debug, Clone, Copy)]
+pub struct Outputs<'a> {
+    /// Files (or folders) whose presence means the folder holds an earlier output.
+    pub previous: &'a [&'a str],
+    /// What `--overwrite` removes.
+    pub removed: &'a [&'a str],
+    /// The earlier output, for the error ("a previous run").
+    pub what: &'a str,
+    /// What to do about it, for the error.
+    pub hint: &'a str,
 }
 
 impl Drop for DirLock {

@@ -26,9 +26,14 @@ pub struct Converted {
     pub released: Option<Released>,
 }
 
-/// The files whose presence in a folder means it holds a conversion (`convert` also writes
-/// the model card `README.md`).
-pub const OUTPUT_FILES: [&str; 2] = ["model.safetensors", "config.json"];
+/// What `convert` writes into its folder; the model card `README.md` alone does not make a
+/// folder hold a conversion (it may be the user's).
+pub const OUTPUTS: crate::io::Outputs = crate::io::Outputs {
+    previous: &["model.safetensors", "config.json"],
+    removed: &["model.safetensors", "config.json"],
+    what: "a previous conversion",
+    hint: "replace it with --overwrite, or choose another --out",
+};
 
 /// Convert `src` (a `.pth`, `.safetensors` or run folder) into `out_dir`, replacing a previous
 /// conversion there; `out_dir` is locked while it is written (another process writing it is an

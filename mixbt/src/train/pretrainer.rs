@@ -17,7 +17,7 @@ use super::history::{History, Metrics, StepStats};
 use super::recipe::{Recipe, StepSchedule};
 use crate::data::{self, Loader, LoaderConfig, ViewsEpoch};
 use crate::eval::{knn_eval, knn_eval_all, KnnResult};
-use crate::io::{atomic_write, read_safetensors, DirLock};
+use crate::io::{atomic_write, read_safetensors, DirLock, Outputs};
 use crate::loss::LossParts;
 use crate::method::{BarlowTwins, Method, StepContext};
 use crate::model::{encoder, Encoder};
@@ -110,40 +110,26 @@ fn mixbt() -> String {
     "mixbt".into()
 }
 
-/// The files whose presence means a run folder holds a previous run (a lone `recipe.json` is
-/// what a run that failed at its start left).
-const PREVIOUS_RUN: [&str; 6] = ["checkpoints", "model.safetensors", "model.json", "summary.json", "history.csv", "history.parquet"];
-/// Every file a run writes into its run folder (what `--overwrite` removes).
-const RUN_FILES: [&str; 8] = ["checkpoints", "model.safetensors", "model.json", "summary.json", "history.csv", "history.parquet", "plots", "recipe.json"];
+/// A run folder's outputs: a previous run is one with checkpoints, a model, a history or a
+/// summary (a lone `recipe.json` is what a run that failed at its start left); `--overwrite`
+/// removes every file a run writes, and nothing else.
+const RUN_OUTPUTS: Outputs = Outputs {
+    previous: &["checkpoints", "model.safetensors", "model.json", "summary.json", "history.csv", "history.parquet"],
+    removed: &["checkpoints", "model.safetensors", "model.json", "summary.json", "history.csv", "history.parquet", "plots", "recipe.json"],
+    what: "a previous run",
+    hint: "continue it with --resume, replace it with --overwrite, or choose another --out",
+};
 
-/// Check that the run directory `dir` holds no previous run (checkpoints, a model, a history or
-/// a summary; a lone `recipe.json` of a run that failed at its start does not count), or remove
-/// that run when `overwrite` is set. Other files are never touched.
-fn claim_run_dir(dir: &Path, overwrite: bool) -> Result<()> {
-    let previous: Vec<&str> = PREVIOUS_RUN.iter().copied().filter(|f| dir.join(f).exists()).collect();
-    if previous.is_empty() {
-        return Ok(());
-    }
-    if !overwrite {
-        return Err(Error::format(
-            dir,
-            format!("holds a previous run ({}); continue it with --resume, replace it with --overwrite, or choose another --out", previous.join(", ")),
-        ));
-    }
-    for f in RUN_FILES {
-        let p = dir.join(f);
-        let res = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-        match res {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
-            _ => {}
-        }
-    }
+/// Lock the run directory `dir` for a fresh run: it must hold no previous run, or, with
+/// `overwrite`, the previous run is removed (with the model card mixbt wrote for it).
+fn claim_run_dir(dir: &Path, overwrite: bool) -> Result<DirLock> {
+    let lock = DirLock::claim(dir, &RUN_OUTPUTS, overwrite)?;
     // A model card mixbt wrote for the old run (`hub push`) describes the old run.
     let card = dir.join("README.md");
-    if std::fs::read_to_string(&card).is_ok_and(|c| c.contains("library_name: mixbt")) {
+    if overwrite && std::fs::read_to_string(&card).is_ok_and(|c| c.contains("library_name: mixbt")) {
         let _ = std::fs::remove_file(&card);
     }
-    Ok(())
+    Ok(lock)
 }
 
 /// Step-wise self-supervised pre-training with the recipe's method.
@@ -187,13 +173,8 @@ impl Pretrainer {
         }
         opts.validate()?;
         let lock = match &opts.out_dir {
-            Some(d) => {
-                let lock = DirLock::acquire(d)?;
-                if fresh {
-                    claim_run_dir(d, opts.overwrite)?;
-                }
-                Some(lock)
-            }
+            Some(d) if fresh => Some(claim_run_dir(d, opts.overwrite)?),
+            Some(d) => Some(DirLock::acquire(d)?),
             None => None,
         };
         let store = ParamStore::new(opts.seed, DType::F32, &opts.device);

@@ -100,13 +100,7 @@ pub fn run(cmd: HubCmd) -> Result<()> {
         }
         HubCmd::Convert { checkpoint, out, overwrite, hub: h } => {
             h.apply();
-            let _claim = mixbt::io::DirLock::claim(
-                &out,
-                &convert::OUTPUT_FILES,
-                overwrite,
-                "a previous conversion",
-                "replace it with --overwrite, or choose another --out",
-            )?;
+            let _claim = mixbt::io::DirLock::claim(&out, &convert::OUTPUTS, overwrite)?;
             let c = convert::convert(&hub::resolve_checkpoint(&checkpoint)?, &checkpoint, &out)?;
             let e = &c.encoder;
             let skipped = if c.skipped_keys.is_empty() { String::new() } else { format!(", {} thop keys skipped", c.skipped_keys.len()) };

@@ -65,7 +65,12 @@ pub struct TransferArgs {
 }
 
 /// The files `transfer` writes into --out.
-const OUTPUT_FILES: [&str; 4] = ["transfer.csv", "transfer.parquet", "transfer.json", "transfer.svg"];
+const OUTPUTS: mixbt::io::Outputs = mixbt::io::Outputs {
+    previous: &["transfer.csv", "transfer.parquet", "transfer.json", "transfer.svg"],
+    removed: &["transfer.csv", "transfer.parquet", "transfer.json", "transfer.svg"],
+    what: "a previous transfer report",
+    hint: "replace it with --overwrite, or choose another --out",
+};
 
 pub fn run(a: TransferArgs) -> Result<()> {
     let targets = if a.targets.trim() == "all" { TargetSpec::all_known() } else { TargetSpec::parse_list(&a.targets)? };
@@ -91,7 +96,7 @@ pub fn run(a: TransferArgs) -> Result<()> {
     let cfg = TransferConfig { probe, resize: a.resize, ..Default::default() };
     let resize = cfg.resize.unwrap_or_else(|| mixbt::eval::transfer::default_resize(&enc));
     // Claimed before the work: a second `transfer` into the same folder fails at once.
-    let _claim = mixbt::io::DirLock::claim(&a.out, &OUTPUT_FILES, a.overwrite, "a previous transfer report", "replace it with --overwrite, or choose another --out")?;
+    let _claim = mixbt::io::DirLock::claim(&a.out, &OUTPUTS, a.overwrite)?;
     let what = if a.random_init { format!("the randomly initialised {} of {}", enc_cfg.backbone.arch.name(), path.display()) } else { path.display().to_string() };
     eprintln!("transfer of {what} ({resize}×{resize} images) to {} target(s)", targets.len());
 

@@ -554,3 +554,134 @@ pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references
     }
     Ok(Svg(out))
 }
+
+/// One arm of [`curves_svg`]: a name and one curve per seed, `[(x, y)]` each.
+#[derive(Debug, Clone)]
+pub struct Arm {
+    pub name: String,
+    pub curves: Vec<Vec<(f64, f64)>>,
+}
+
+/// Curves of several arms over several seeds on one chart: each seed a thin line, the mean over
+/// the seeds (at the x values every seed has) a thick one, and horizontal reference lines
+/// (`(label, y)`: chance, the randomly initialised network, …) dashed in grey. The legend sits
+/// to the right of the plot, never over the data; x ticks are whole numbers (epochs).
+pub fn curves_svg(title: &str, x_label: &str, y_label: &str, arms: &[Arm], references: &[(String, f64)]) -> Result<Svg> {
+    fonts();
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (900, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let (plot, legend) = root.split_horizontally(680);
+        let pts = arms.iter().flat_map(|a| a.curves.iter().flatten()).copied().chain(references.iter().map(|r| (f64::NAN, r.1)));
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        for (x, y) in pts {
+            if x.is_finite() {
+                x0 = x0.min(x);
+                x1 = x1.max(x);
+            }
+            if y.is_finite() {
+                y0 = y0.min(y);
+                y1 = y1.max(y);
+            }
+        }
+        if !x0.is_finite() {
+            (x0, x1) = (0.0, 1.0);
+        }
+        if !y0.is_finite() {
+            (y0, y1) = (0.0, 1.0);
+        }
+        if x1 <= x0 {
+            x1 = x0 + 1.0;
+        }
+        let pad = ((y1 - y0) * 0.05).max(0.5);
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+            .map_err(perr)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_label_formatter(&|x| format!("{:.0}", x))
+            .y_label_formatter(&|y| format!("{:.0}", y))
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .draw()
+            .map_err(perr)?;
+        let grey = RGBColor(110, 110, 110);
+        for (label, y) in references {
+            // Dashed: short segments along the line.
+            let n = 60;
+            let step = (x1 - x0) / n as f64;
+            chart
+                .draw_series((0..n).step_by(2).map(|i| PathElement::new(vec![(x0 + i as f64 * step, *y), (x0 + (i + 1) as f64 * step, *y)], grey.stroke_width(1))))
+                .map_err(perr)?;
+            let style = TextStyle::from(("sans-serif", 12).into_font()).color(&grey).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Left, plotters::style::text_anchor::VPos::Bottom));
+            chart.draw_series(std::iter::once(Text::new(label.clone(), (x0 + (x1 - x0) * 0.01, *y), style))).map_err(perr)?;
+        }
+        for (i, arm) in arms.iter().enumerate() {
+            let c = color(i);
+            for curve in &arm.curves {
+                chart.draw_series(LineSeries::new(curve.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()), c.mix(0.35).stroke_width(1))).map_err(perr)?;
+            }
+            let mean = mean_curve(&arm.curves);
+            chart.draw_series(LineSeries::new(mean, c.stroke_width(3))).map_err(perr)?;
+        }
+        // The legend, beside the plot.
+        let font = ("sans-serif", 14).into_font();
+        let mut y = 60;
+        for (i, arm) in arms.iter().enumerate() {
+            let c = color(i);
+            legend.draw(&PathElement::new(vec![(10, y), (40, y)], c.stroke_width(3))).map_err(perr)?;
+            legend.draw(&Text::new(format!("{} (mean)", arm.name), (48, y - 8), font.clone())).map_err(perr)?;
+            y += 24;
+            legend.draw(&PathElement::new(vec![(10, y), (40, y)], c.mix(0.35).stroke_width(1))).map_err(perr)?;
+            legend.draw(&Text::new(format!("one seed ({})", arm.curves.len()), (48, y - 8), font.clone())).map_err(perr)?;
+            y += 32;
+        }
+        if !references.is_empty() {
+            legend.draw(&PathElement::new(vec![(10, y), (18, y)], grey.stroke_width(1))).map_err(perr)?;
+            legend.draw(&PathElement::new(vec![(24, y), (32, y)], grey.stroke_width(1))).map_err(perr)?;
+            legend.draw(&Text::new("reference", (48, y - 8), font.clone())).map_err(perr)?;
+        }
+        root.present().map_err(perr)?;
+    }
+    Ok(Svg(out))
+}
+
+/// The mean over curves at the x values all of them have (in the first curve's order).
+pub fn mean_curve(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+    let Some(first) = curves.first() else { return vec![] };
+    first
+        .iter()
+        .filter_map(|&(x, _)| {
+            let ys: Option<Vec<f64>> = curves.iter().map(|c| c.iter().find(|p| p.0 == x).map(|p| p.1)).collect();
+            ys.filter(|v| v.iter().all(|y| y.is_finite())).map(|v| (x, v.iter().sum::<f64>() / v.len() as f64))
+        })
+        .collect()
+}
+
+/// The overfitting study at one d ([`crate::train::study`]): k-NN top-1 over the epochs of
+/// Barlow Twins and Mixed Barlow Twins, each seed a thin line and their mean a thick one, with
+/// chance (`100 / classes`) and the randomly initialised networks' mean as references.
+pub fn study_chart(results: &[crate::train::study::RunResult], d: usize, classes: usize, data: &str) -> Result<Svg> {
+    let arms: Vec<Arm> = crate::train::study::STUDY_METHODS
+        .iter()
+        .map(|m| Arm {
+            name: if *m == "bt" { "Barlow Twins".into() } else { "Mixed Barlow Twins".into() },
+            curves: results.iter().filter(|r| r.run.d == d && r.run.method == *m).map(|r| r.knn.iter().map(|&(e, k, _)| (e as f64, k)).collect()).collect(),
+        })
+        .filter(|a| !a.curves.is_empty())
+        .collect();
+    let ri: Vec<f64> = results.iter().filter(|r| r.run.d == d).map(|r| r.knn_random_init).collect();
+    let mut refs = vec![(format!("chance ({:.0} %)", 100.0 / classes.max(1) as f64), 100.0 / classes.max(1) as f64)];
+    if !ri.is_empty() {
+        let m = ri.iter().sum::<f64>() / ri.len() as f64;
+        refs.push((format!("random network ({m:.1} %)"), m));
+    }
+    curves_svg(&format!("k-NN top-1 over pre-training, d = {d}, {data}"), "epoch", "k-NN top-1 (%)", &arms, &refs)
+}

@@ -148,6 +148,26 @@ pub fn cifar10_cpu() -> Recipe {
     }
 }
 
+/// Real CIFAR-10 on a 2-core CPU at a budget where Barlow Twins and Mixed Barlow Twins learn:
+/// `cifar10_cpu`'s network and augmentations with batch 128, Adam at a peak lr of 3e-3
+/// (6e-3 × batch/256), projector 64-512-d, no time budget (runs end at their epochs, across
+/// `--resume`), the whole test split for k-NN and a bank of `bank` training images.
+fn cifar10_cpu_budget(name: &str, method: &str, d: usize, train_subset: Option<usize>, epochs: usize, knn_every: usize, bank: Option<usize>, description: &str) -> Recipe {
+    let mut r = cifar10_cpu();
+    r.name = name.into();
+    r.description = description.into();
+    r.encoder.projector = ProjectorConfig::small_with_hidden(r.encoder.feature_dim(), 512, d);
+    r.data.train_subset = train_subset;
+    r.data.test_subset = None;
+    r.data.bank_subset = bank;
+    r.batch_size = 128;
+    r.optimizer.set_base_lr(3e-3 * 256.0 / 128.0);
+    r.epochs = epochs;
+    r.time_budget_s = None;
+    r.knn_every_epochs = knn_every;
+    with_method(r, method).expect("a Barlow Twins method")
+}
+
 /// The `ssl-sota` recipe of `method` on `kind` (reference §7; `scripts-pretrain/<method>/<data>.sh`
 /// over `cfg.py`'s defaults): ResNet-50 (`conv1` 3×3 stride 1, max-pool kept except on CIFAR),
 /// head `Linear(2048, 1024) → BN1d → ReLU → Linear(1024, emb)` with biases, `aug_transform`

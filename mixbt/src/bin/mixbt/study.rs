@@ -63,6 +63,9 @@ pub struct OverfittingArgs {
     workers: usize,
     #[arg(long)]
     no_progress: bool,
+    /// The data set's name in chart titles.
+    #[arg(long, default_value = "CIFAR-10")]
+    label: String,
 }
 
 pub fn run(cmd: StudyCmd) -> Result<()> {
@@ -114,6 +117,17 @@ fn overfitting(a: OverfittingArgs) -> Result<()> {
         }
     }
     let verdict = study.write_results(&meta(&study, &started, t0.elapsed().as_secs_f64()))?;
+    // One chart per d beside the tables.
+    let results = study.results()?;
+    let classes = mixbt::data::open(&study.recipe.data, mixbt::data::Split::Test)?.classes().len();
+    let train = mixbt::data::open(&study.recipe.data, mixbt::data::Split::Train)?.len();
+    let label = format!("{} ({train} training images)", a.label);
+    for &d in &study.dims {
+        if results.iter().any(|r| r.run.d == d) {
+            let path = a.out.join(format!("knn-d{d}.svg"));
+            mixbt::report::study_chart(&results, d, classes, &label)?.save(&path)?;
+        }
+    }
     println!("{verdict}");
     println!("tables in {}", a.out.display());
     Ok(())

@@ -407,6 +407,10 @@ fn transfer_command_end_to_end() {
     let broken = tmp.path().join("broken");
     copy_target("dtd", &broken);
     std::fs::remove_file(broken.join("dtd/labels/test1.txt")).unwrap();
+    // (Into a folder of their own: `out` holds the report above, which a second run refuses to replace.)
+    let (ok, _, stderr) = mixbt_cli(&["transfer", "--checkpoint", model.to_str().unwrap(), "--targets", "dtd", "--data-root", broken.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("holds a previous transfer report") && stderr.contains("--overwrite"), "{stderr}");
+    let out = tmp.path().join("out-bad");
     let (ok, _, stderr) = mixbt_cli(&["transfer", "--checkpoint", model.to_str().unwrap(), "--targets", "dtd", "--data-root", broken.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!ok && stderr.contains("transfer target dtd") && stderr.contains("test1.txt"), "{stderr}");
     let (ok, _, stderr) = mixbt_cli(&["transfer", "--checkpoint", model.to_str().unwrap(), "--targets", "imagenet9", "--out", out.to_str().unwrap()]);

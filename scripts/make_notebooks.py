@@ -14,8 +14,7 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "notebooks")
 
-SETUP = """:dep mixbt = { path = "../evcxr-prelude", package = "mixbt-notebook" }
-:timing false"""
+SETUP = """:dep mixbt = { path = "../evcxr-prelude", package = "mixbt-notebook" }"""
 
 PRELUDE = """use mixbt::prelude::*;
 use mixbt::report::{self, Table};
@@ -399,7 +398,7 @@ The paper's released checkpoints are listed in `hub/registry.json` (Hub repo `wg
 This notebook lists them, pulls one through the Hub client (cache, checksum), imports the
 original PyTorch file, embeds images and runs k-NN, and compares with the paper's number.
 
-Offline (as in CI) it talks to a local server that speaks the Hub's HTTP protocol: set
+Offline it can talk to a local server that speaks the Hub's HTTP protocol: set
 `HF_ENDPOINT` and `MIXBT_HUB_CHECKPOINT` (see `evcxr-prelude/run-notebooks.sh`).
 """),
     code(SETUP),
@@ -419,12 +418,12 @@ let df = DataFrame::new(c.len(), vec![
 Table::new(df.clone())"""),
     md("""
 Pull a checkpoint. By default the paper's ResNet-18 CIFAR-10 model; `MIXBT_HUB_CHECKPOINT`
-overrides it (CI points it at the local Hub server).
+overrides it (any `hub:` reference or local file).
 """),
     code("""let reference = std::env::var("MIXBT_HUB_CHECKPOINT")
     .unwrap_or_else(|_| "hub:wgcban/mix-bt/checkpoints/4wdhbpcf_0.0078125_1024_256_cifar10_model.pth".into());
 let path = mixbt::hub::resolve_checkpoint(&reference)?;
-println!("{reference}\\n→ {}", path.display());
+println!("{reference}\\n→ {} (in the local Hub cache)", path.file_name().unwrap_or_default().to_string_lossy());
 let (enc, store, cfg) = mixbt::ckpt::load_encoder(&path, &device)?;
 println!("{} ({} stem, width ×{}), projector {:?}, {} tensors", cfg.backbone.arch.name(), cfg.backbone.stem.name(), cfg.backbone.width, cfg.projector.sizes, store.names().len());"""),
     md("Embed the test images and run the weighted k-NN (bank: train split, eval transform):"),
@@ -434,7 +433,7 @@ let knn = knn_eval(&enc, &r.data, &KnnConfig::default(), 0)?;
 println!("k-NN top-1 {:.2}%, top-5 {:.2}% on {} test images", knn.top1, knn.top5, knn.n_test);"""),
     md("""
 Beside the paper's number — only when the data are the paper's. On the built-in data set (the
-default, and CI) a CIFAR-10 model meets images it never saw, so its k-NN accuracy there says
+default) a CIFAR-10 model meets images it never saw, so its k-NN accuracy there says
 nothing about the paper's 90.52 %: the chart then shows our number alone and the paper's is
 printed, labelled, apart. Set `MIXBT_CIFAR10` to the real CIFAR-10 to compare like with like.
 """),
@@ -482,7 +481,7 @@ probing (a quirk); `probe.bn_train_mode_quirk` reproduces it on the slow path.
     code(PRELUDE),
     md("""
 Pull a checkpoint through the Hub client: by default the paper's ResNet-18 CIFAR-10 model;
-`MIXBT_HUB_CHECKPOINT` overrides it (CI points it at the local Hub server and a small model).
+`MIXBT_HUB_CHECKPOINT` overrides it (any `hub:` reference or local file).
 """),
     code("""use mixbt::eval::transfer::{self, TransferConfig, TransferTarget};
 use mixbt::data::transfer::{TargetSpec, TARGETS};
@@ -491,18 +490,18 @@ let reference = std::env::var("MIXBT_HUB_CHECKPOINT")
 let path = mixbt::hub::resolve_checkpoint(&reference)?;
 let (enc, _, cfg) = mixbt::ckpt::load_encoder(&path, &device)?;
 let size = transfer::default_resize(&enc);
-println!("{reference}\\n→ {} ({}, {} stem): images resized to {size}×{size}", path.display(), cfg.backbone.arch.name(), cfg.backbone.stem.name());"""),
+println!("{reference}\\n→ {} ({}, {} stem): images resized to {size}×{size}", path.file_name().unwrap_or_default().to_string_lossy(), cfg.backbone.arch.name(), cfg.backbone.stem.name());"""),
     md("""
 Where the targets are: `MIXBT_TRANSFER_ROOT` (one folder per target, named as in the original's
-scripts, each holding the files its official archive unpacks to; see `data/README.md`). CI uses
-the tiny copies in each real format that the tests read (`tests/fixtures/transfer`). Targets
-whose folder is absent are skipped.
+scripts, each holding the files its official archive unpacks to; see `data/README.md`). The
+tests use tiny copies in each real format (`tests/fixtures/transfer`). Targets whose folder is
+absent are skipped.
 """),
     code("""let root = std::path::PathBuf::from(std::env::var("MIXBT_TRANSFER_ROOT").unwrap_or_else(|_| "../data/transfer".into()));
 let specs = TargetSpec::all_known();
 for s in &specs {
     let dir = s.folder(Some(&root)).unwrap();
-    println!("{:>13}: {} {}", s.name, if dir.exists() { "found  " } else { "missing" }, dir.display());
+    println!("{:>13}: {} {}", s.name, if dir.exists() { "found  " } else { "missing" }, dir.strip_prefix(&root).unwrap_or(&dir).display());
 }"""),
     md("""
 ## One target, step by step
@@ -533,12 +532,12 @@ one row per target with its class count, split sizes, the best and the last test
 wall time.
 """),
     code("""let report_t = transfer::transfer(&enc, &specs, Some(&root), &tcfg, |_| {})?;
-for (t, f) in &report_t.skipped { println!("skipped {t}: {} not found", f.display()); }
+for (t, f) in &report_t.skipped { println!("skipped {t}: {} not found", f.strip_prefix(&root).unwrap_or(f).display()); }
 Table::new(report_t.to_dataframe()?)"""),
     md("""
 **Beside the paper.** The paper reports its transfer accuracies per target in a table of the PDF
-(arXiv 2312.02151); those numbers are not in this project's reference material
-(`../shared/docs/reference.md` §8.1 says so), so none are drawn here rather than made up. What
+(arXiv 2312.02151); they have not been transcribed into this project, so none are drawn here
+rather than made up. What
 the original does publish for the pulled model is its accuracy on its *own* data set, shown
 below as a labelled reference (the paper's CIFAR-10 linear probe): it says how good the features
 are at home, not how they transfer. `report::transfer_chart` takes per-target references
@@ -549,7 +548,7 @@ let reg = mixbt::hub::registry();
 let home = reg.checkpoints.iter().find(|c| c.file == file).and_then(|c| c.linear_top1);
 match home {
     Some(v) => println!("paper, this checkpoint on its own data set ({}): linear top-1 {v:.2}% (not a transfer number)", reg.checkpoints.iter().find(|c| c.file == file).unwrap().dataset),
-    None => println!("{file} is not a released checkpoint: no paper number to show (CI's tiny model)"),
+    None => println!("{file} is not a released checkpoint: no paper number to show"),
 }
 report::transfer_chart("Linear transfer of the pulled model (best and last test top-1 per target)", &report_t.rows, &[])?"""),
 ])
@@ -622,9 +621,10 @@ let table = DataFrame::new(runs.len(), vec![
 Table::new(table.clone())"""),
     md("""
 One seed and three epochs of toy data: read the table as a smoke test of each method, not as a
-ranking. Over seeds 0–2 (README, "Methods") Barlow Twins, Mixed Barlow Twins and SimCLR beat the
-randomly initialised network every time, BYOL and W-MSE only with seed 0; SimCLR learns these
-shapes fastest.
+ranking. Over seeds 0–2 (`docs/methods.md`, measured with an earlier `quickstart` whose Barlow
+Twins embedding was d = 512) Barlow Twins, Mixed Barlow Twins and SimCLR beat the randomly
+initialised network every time, BYOL and W-MSE only with seed 0; SimCLR learned these shapes
+fastest.
 
 k-NN top-1 over training, all five on one chart (the flat line is the shared random initialisation):
 """),
@@ -660,10 +660,10 @@ online B → target A; W-MSE: one term per whitening iteration.
 ## Beside the published numbers
 
 Published references, labelled as such: the paper's ResNet-18 on CIFAR-10 (2,000 epochs, the
-released checkpoint; `../shared/docs/reference.md` §8.1) reaches k-NN top-1 **90.52 %** with Mixed
-Barlow Twins. The baselines' numbers in the paper's comparison table and in the W-MSE paper are
-not in this project's reference material and are not drawn rather than made up. On the built-in
-data (the default, and CI) our numbers are not comparable with any of them: the chart then shows
+released checkpoint, as the original README reports it) reaches k-NN top-1 **90.52 %** with
+Mixed Barlow Twins. The baselines' numbers in the paper's comparison table and in the W-MSE paper
+have not been transcribed into this project and are not drawn rather than made up. On the built-in
+data (the default) our numbers are not comparable with any of them: the chart then shows
 ours alone; with `MIXBT_CIFAR10` the paper's bar is drawn beside them, still a 2,000-epoch run
 against our minutes.
 """),

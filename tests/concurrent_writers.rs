@@ -23,8 +23,9 @@ fn tries(default: usize) -> usize {
     std::env::var("MIXBT_RACE_TRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// The body of a racing process (a no-op when the test harness runs it as a plain test).
+/// The body of a racing process, started by the tests below (ignored when the harness runs).
 #[test]
+#[ignore = "a child process of the race tests"]
 fn claimant() {
     let Ok(role) = std::env::var(ROLE) else { return };
     let target = PathBuf::from(std::env::var(TARGET).unwrap());
@@ -64,7 +65,7 @@ fn race(role: &str, target: &Path, barrier: &Path, n: usize) -> Vec<(u32, i32)> 
     let children: Vec<Child> = (0..n)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "claimant", "--nocapture", "--test-threads", "1"])
+                .args(["--exact", "claimant", "--ignored", "--nocapture", "--test-threads", "1"])
                 .env(ROLE, role)
                 .env(TARGET, target)
                 .env(BARRIER, barrier)
@@ -99,28 +100,40 @@ fn check_one_winner(results: &[(u32, i32)], output: &Path, what: &str) {
     assert_eq!(std::fs::read_to_string(output).unwrap(), winners[0].to_string(), "{what}: the output is not the winner's");
 }
 
-#[test]
-fn exactly_one_of_simultaneous_folder_claims_proceeds() {
+/// `tries` races of two claimants of `role` on a fresh target each (`target(tmp, t)`; its
+/// parent is missing too), each checked by `check(target, t)` after the one winner is.
+fn races(role: &str, target: impl Fn(&Path, usize) -> PathBuf, output: impl Fn(&Path) -> PathBuf, check: impl Fn(&Path, usize)) {
     let tmp = tempfile::tempdir().unwrap();
     for t in 0..tries(100) {
-        // A folder that does not exist yet (the race the issue found), with its parent missing too.
-        let target = tmp.path().join(format!("try{t}/out"));
-        let results = race("dir", &target, &tmp.path().join(format!("barrier{t}")), 2);
-        check_one_winner(&results, &target.join("result.txt"), &format!("try {t}"));
-        assert!(!target.join(mixbt::io::LOCK_FILE).exists(), "try {t}: a lock file was left behind");
+        let target = target(tmp.path(), t);
+        let results = race(role, &target, &tmp.path().join(format!("barrier{t}")), 2);
+        check_one_winner(&results, &output(&target), &format!("try {t}"));
+        check(&target, t);
     }
 }
 
 #[test]
+fn exactly_one_of_simultaneous_folder_claims_proceeds() {
+    // A folder that does not exist yet (the race the issue found).
+    races(
+        "dir",
+        |tmp, t| tmp.join(format!("try{t}/out")),
+        |out| out.join("result.txt"),
+        |out, t| assert!(!out.join(mixbt::io::LOCK_FILE).exists(), "try {t}: a lock file was left behind"),
+    );
+}
+
+#[test]
 fn exactly_one_of_simultaneous_file_claims_proceeds() {
-    let tmp = tempfile::tempdir().unwrap();
-    for t in 0..tries(100) {
-        let target = tmp.path().join(format!("try{t}/features.safetensors"));
-        let results = race("file", &target, &tmp.path().join(format!("barrier{t}")), 2);
-        check_one_winner(&results, &target, &format!("try {t}"));
-        let left: Vec<_> = std::fs::read_dir(target.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(left.len(), 1, "try {t}: only the output is left: {left:?}");
-    }
+    races(
+        "file",
+        |tmp, t| tmp.join(format!("try{t}/features.safetensors")),
+        |f| f.to_path_buf(),
+        |f, t| {
+            let left: Vec<_> = std::fs::read_dir(f.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert_eq!(left.len(), 1, "try {t}: only the output is left: {left:?}");
+        },
+    );
 }
 
 /// A lock file left by a process that died is taken over: the operating system released its lock.

@@ -36,35 +36,11 @@ fn strip_comments(s: &str) -> String {
     s.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
 }
 
-/// The first path segment after each `crate::` (each item of a `crate::{…}` group too).
+/// The first path segment after each `crate::` (each item of a `crate::{…}` group too), in
+/// order, repeats next to each other dropped.
 fn crate_refs(text: &str) -> Vec<String> {
-    let mut out = vec![];
-    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
-    for (i, _) in text.match_indices("crate::") {
-        let rest = &text[i + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // Split the group at depth 0 and take each item's first segment.
-            let (mut depth, mut start) = (0usize, 0usize);
-            for (j, c) in group.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => {
-                        out.push(ident(group[start..j].trim()));
-                        break;
-                    }
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => {
-                        out.push(ident(group[start..j].trim()));
-                        start = j + 1;
-                    }
-                    _ => {}
-                }
-            }
-        } else {
-            out.push(ident(rest));
-        }
-    }
-    out.retain(|s| !s.is_empty() && s != "self");
+    let mut out: Vec<String> = paths(text).into_iter().filter(|p| p[0] == "crate" && p.len() > 1 && p[1] != "self").map(|p| p[1].clone()).collect();
+    out.dedup();
     out
 }
 

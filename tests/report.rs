@@ -128,3 +128,40 @@ fn notebook_device_choice() {
         assert!(matches!(mixbt::params::device_from_env().unwrap(), Device::Cpu));
     }
 }
+
+/// The text elements of an SVG, trimmed.
+fn texts(svg: &str) -> Vec<String> {
+    svg.split("<text").skip(1).filter_map(|t| t.split_once('>').map(|(_, r)| r.split('<').next().unwrap_or("").trim().to_string())).collect()
+}
+
+/// Bars draw with positive sizes and their labels, one bar or several (a single bar used to get
+/// a negative width).
+#[test]
+fn bars_have_positive_sizes_and_labels() {
+    for bars in [vec![("alone".to_string(), 42.5)], vec![("a".to_string(), 10.0), ("bb".to_string(), 30.0), ("ccc".to_string(), 20.0)]] {
+        let svg = mixbt::report::bars_svg("t", "accuracy %", &bars).unwrap().0;
+        assert!(!svg.contains("width=\"-") && !svg.contains("height=\"-"), "negative size in {svg}");
+        let t = texts(&svg);
+        for (name, v) in &bars {
+            assert!(t.contains(name), "label {name} in {t:?}");
+            assert!(t.contains(&format!("{v:.2}")), "value {v} in {t:?}");
+        }
+    }
+}
+
+/// Study curves: both arms in the legend (beside the plot), references labelled, whole-number ticks.
+#[test]
+fn curves_name_arms_and_references() {
+    use mixbt::report::{curves_svg, mean_curve, Arm};
+    let arms = vec![
+        Arm { name: "Barlow Twins".into(), curves: vec![vec![(0.0, 30.0), (4.0, 40.0)], vec![(0.0, 32.0), (4.0, 44.0)]] },
+        Arm { name: "Mixed Barlow Twins".into(), curves: vec![vec![(0.0, 30.0), (4.0, 45.0)]] },
+    ];
+    assert_eq!(mean_curve(&arms[0].curves), vec![(0.0, 31.0), (4.0, 42.0)]);
+    let svg = curves_svg("k-NN", "epoch", "k-NN top-1 (%)", &arms, &[("chance (10 %)".into(), 10.0)]).unwrap().0;
+    let t = texts(&svg);
+    for s in ["Barlow Twins (mean)", "Mixed Barlow Twins (mean)", "one seed (2)", "one seed (1)", "chance (10 %)", "epoch"] {
+        assert!(t.iter().any(|x| x == s), "{s} in {t:?}");
+    }
+    assert!(t.iter().all(|x| x.parse::<f64>().map_or(true, |v| v.fract() == 0.0)), "whole-number ticks: {t:?}");
+}

@@ -298,39 +298,37 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Sv
         let root = SVGBackend::with_string(&mut out, (720, 400)).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;
         let ymax = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
-        let n = bars.len();
+        let n = bars.len().max(1);
+        // A numeric x axis, bar i centred on x = i (a segmented axis of one segment has no
+        // width, and gave a single bar a negative one).
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            // A segmented 0..k has k + 1 segments.
-            .build_cartesian_2d((0..n.max(1) - 1).into_segmented(), 0.0..ymax)
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..ymax)
             .map_err(perr)?;
         let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .x_labels(n)
             .y_desc(y_label)
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
+            .x_label_formatter(&|v| {
+                let i = v.round();
+                if (v - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
             })
             .label_style(("sans-serif", 12))
             .draw()
             .map_err(perr)?;
         chart
-            .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                let mut r = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)], color(i).filled());
-                r.set_margin(0, 0, 12, 12);
-                r
-            }))
+            .draw_series(bars.iter().enumerate().map(|(i, (_, v))| Rectangle::new([(i as f64 - 0.35, 0.0), (i as f64 + 0.35, *v)], color(i).filled())))
             .map_err(perr)?;
         // Each value centred just above its bar.
         let anchor = plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom);
         chart
             .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                EmptyElement::at((SegmentValue::CenterOf(i), *v)) + Text::new(format!("{v:.2}"), (0, -3), TextStyle::from(("sans-serif", 12).into_font()).pos(anchor))
+                EmptyElement::at((i as f64, *v)) + Text::new(format!("{v:.2}"), (0, -3), TextStyle::from(("sans-serif", 12).into_font()).pos(anchor))
             }))
             .map_err(perr)?;
         root.present().map_err(perr)?;
@@ -620,8 +618,9 @@ pub fn curves_svg(title: &str, x_label: &str, y_label: &str, arms: &[Arm], refer
             chart
                 .draw_series((0..n).step_by(2).map(|i| PathElement::new(vec![(x0 + i as f64 * step, *y), (x0 + (i + 1) as f64 * step, *y)], grey.stroke_width(1))))
                 .map_err(perr)?;
-            let style = TextStyle::from(("sans-serif", 12).into_font()).color(&grey).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Left, plotters::style::text_anchor::VPos::Bottom));
-            chart.draw_series(std::iter::once(Text::new(label.clone(), (x0 + (x1 - x0) * 0.01, *y), style))).map_err(perr)?;
+            // Labelled at the right end: the curves start at the left, on the random network.
+            let style = TextStyle::from(("sans-serif", 12).into_font()).color(&grey).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Right, plotters::style::text_anchor::VPos::Bottom));
+            chart.draw_series(std::iter::once(Text::new(label.clone(), (x1 - (x1 - x0) * 0.01, *y), style))).map_err(perr)?;
         }
         for (i, arm) in arms.iter().enumerate() {
             let c = color(i);

@@ -194,8 +194,9 @@ impl OverfittingStudy {
     /// Write the result tables of the finished runs into `out_dir`: `knn.csv` (run, method, d,
     /// seed, epoch, knn_top1, knn_top5; epoch 0 = random init), `runs.csv` (one row per run),
     /// `epochs/<run>.csv` (per-epoch means of the loss and its components, and k-NN),
-    /// `verdict.md` and `study.json` (`meta`: command, machine, commit, …). Returns the verdict.
-    pub fn write_results(&self, meta: &serde_json::Value) -> Result<String> {
+    /// `verdict.md` and `study.json` (`meta`: command, machine, commit, …). Returns the
+    /// verdict and the results it was computed from.
+    pub fn write_results(&self, meta: &serde_json::Value) -> Result<(String, Vec<RunResult>)> {
         let res = self.results()?;
         std::fs::create_dir_all(self.out_dir.join("epochs")).map_err(|e| Error::io(&self.out_dir, e))?;
         let (mut names, mut methods, mut d, mut seed, mut ep, mut k1, mut k5) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -221,7 +222,7 @@ impl OverfittingStudy {
         let verdict = verdict(&res, &self.runs());
         atomic_write(&self.out_dir.join("verdict.md"), verdict.as_bytes())?;
         atomic_write(&self.out_dir.join("study.json"), serde_json::to_string_pretty(meta)?.as_bytes())?;
-        Ok(verdict)
+        Ok((verdict, res))
     }
 }
 

@@ -99,6 +99,25 @@ fn overfitting(a: OverfittingArgs) -> Result<()> {
     let runs = study.runs();
     let started = chrono_now();
     let t0 = std::time::Instant::now();
+    // For the charts: chance from the classes, and the pre-training set's size.
+    let classes = mixbt::data::open(&study.recipe.data, mixbt::data::Split::Test)?.classes().len();
+    let train = mixbt::data::open(&study.recipe.data, mixbt::data::Split::Train)?.len();
+    let label = format!("{} ({train} training images)", a.label);
+    // `--report-only` trains nothing: the record of the sitting that trained stays.
+    let previous: Option<serde_json::Value> =
+        if a.report_only { std::fs::read(a.out.join("study.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()) } else { None };
+    let machine = machine();
+    // The tables and one chart per d, after every run: an interrupted study still leaves its results.
+    let report = || -> Result<String> {
+        let record = previous.clone().unwrap_or_else(|| meta(&study, &machine, &started, t0.elapsed().as_secs_f64()));
+        let (verdict, results) = study.write_results(&record)?;
+        for &d in &study.dims {
+            if results.iter().any(|r| r.run.d == d) {
+                mixbt::report::study_chart(&results, d, classes, &label)?.save(&a.out.join(format!("knn-d{d}.svg")))?;
+            }
+        }
+        Ok(verdict)
+    };
     if !a.report_only {
         let mut worked = 0;
         for (i, r) in runs.iter().enumerate() {
@@ -112,47 +131,45 @@ fn overfitting(a: OverfittingArgs) -> Result<()> {
             eprintln!("[{}/{}] {} → {}", i + 1, runs.len(), r.name, study.run_dir(r).display());
             study.run_one(r)?;
             worked += 1;
-            // The tables after every run: an interrupted study still leaves its results.
-            study.write_results(&meta(&study, &started, t0.elapsed().as_secs_f64()))?;
+            report()?;
         }
     }
-    let verdict = study.write_results(&meta(&study, &started, t0.elapsed().as_secs_f64()))?;
-    // One chart per d beside the tables.
-    let results = study.results()?;
-    let classes = mixbt::data::open(&study.recipe.data, mixbt::data::Split::Test)?.classes().len();
-    let train = mixbt::data::open(&study.recipe.data, mixbt::data::Split::Train)?.len();
-    let label = format!("{} ({train} training images)", a.label);
-    for &d in &study.dims {
-        if results.iter().any(|r| r.run.d == d) {
-            let path = a.out.join(format!("knn-d{d}.svg"));
-            mixbt::report::study_chart(&results, d, classes, &label)?.save(&path)?;
-        }
-    }
-    println!("{verdict}");
+    println!("{}", report()?);
     println!("tables in {}", a.out.display());
     Ok(())
 }
 
-/// What `study.json` records: the command line, the machine, the commit, the recipe.
-fn meta(study: &OverfittingStudy, started: &str, seconds: f64) -> serde_json::Value {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()));
-    let flags = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("flags")).map(|l| l.to_string())).unwrap_or_default();
+/// The machine: CPU model, the instruction sets the kernels choose between, cores, commit.
+fn machine() -> serde_json::Value {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| info.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string());
+    let flags = field("flags").unwrap_or_default();
     let isa: Vec<&str> = ["avx2", "avx512f", "avx512_bf16", "amx_tile"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
     let commit = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     serde_json::json!({
-        "command": format!("mixbt {}", args.join(" ")),
         "commit": commit,
         "mixbt_version": env!("CARGO_PKG_VERSION"),
-        "cpu": cpu,
+        "cpu": field("model name"),
         "cpu_features": isa,
         "cores": std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1),
+    })
+}
+
+/// What `study.json` records: the command line, the machine, the sitting, the recipe.
+fn meta(study: &OverfittingStudy, machine: &serde_json::Value, started: &str, seconds: f64) -> serde_json::Value {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut m = serde_json::json!({
+        "command": format!("mixbt {}", args.join(" ")),
         "last_sitting_started": started,
         "last_sitting_seconds": seconds,
         "recipe": study.recipe,
         "dims": study.dims,
         "seeds": study.seeds,
-    })
+    });
+    if let (Some(m), Some(x)) = (m.as_object_mut(), machine.as_object()) {
+        m.extend(x.clone());
+    }
+    m
 }
 
 /// The time now, UTC, as `YYYY-MM-DDTHH:MM:SSZ`.

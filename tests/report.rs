@@ -75,9 +75,10 @@ fn sweep_parameters_and_spread() {
     let e = set_param(&mut r, "d", 0.0).unwrap_err().to_string();
     assert!(e.contains("`d`"), "{e}");
 
-    let row = |value, seed, t1| SweepRow { value, seed, knn_top1: t1, knn_top5: 90.0, final_loss: 1.0, seconds: 1.0 };
+    let row = |value, seed, t1| SweepRow { value, seed, knn_top1: t1, knn_top5: 90.0, knn_random_init: 30.0, final_loss: 1.0, seconds: 1.0 };
     let noisy = sweep_table("lambda_reg", &[row(0.0, 0, 40.0), row(0.0, 1, 44.0), row(4.0, 0, 41.0), row(4.0, 1, 42.0)]).unwrap();
-    assert_eq!(noisy.get_column_names().iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["param", "value", "seed", "knn_top1", "knn_top5", "final_loss", "seconds"]);
+    assert_eq!(noisy.get_column_names().iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["param", "value", "seed", "knn_top1", "knn_top5", "knn_random_init", "gain", "final_loss", "seconds"]);
+    assert_eq!(noisy.column("gain").unwrap().f64().unwrap().get(1), Some(14.0));
     assert_eq!(spread(&noisy, "knn_top1").unwrap(), vec![(0.0, 42.0, 40.0, 44.0), (4.0, 41.5, 41.0, 42.0)]);
     assert!(spread_verdict(&noisy, "knn_top1").unwrap().contains("within the seed-to-seed noise"));
     let clear = sweep_table("lambda_reg", &[row(0.0, 0, 40.0), row(0.0, 1, 40.5), row(4.0, 0, 45.0), row(4.0, 1, 45.2)]).unwrap();
@@ -108,6 +109,10 @@ fn sweep_runs_every_value_and_seed() {
     assert_eq!(df.height(), 4);
     let loss: Vec<f64> = df.column("final_loss").unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect();
     assert_ne!(loss[0], loss[1], "two seeds, two runs");
+    // Each row carries its own random network's k-NN (the same for both values of a seed).
+    let ri: Vec<f64> = df.column("knn_random_init").unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert!(ri.iter().all(|x| (0.0..=100.0).contains(x)), "{ri:?}");
+    assert_eq!((ri[0], ri[1]), (ri[2], ri[3]), "{ri:?}");
     let again = mixbt::train::sweep(&r, "lambda_reg", &[0.0], &[1]).unwrap();
     assert_eq!(again.column("final_loss").unwrap().f64().unwrap().get(0), Some(loss[1]), "a seed repeats its run");
     assert!(mixbt::train::sweep(&r, "lambda_reg", &[], &[0]).is_err());

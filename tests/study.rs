@@ -5,7 +5,7 @@
 mod common;
 
 use mixbt::eval::LinearProbeConfig;
-use mixbt::train::study::{verdict, OverfittingStudy, RunResult, StudyRun};
+use mixbt::train::study::{read_study, verdict, OverfittingStudy, RunResult, StudyRun};
 use mixbt::train::PretrainOptions;
 
 fn study(work: &std::path::Path, out: &std::path::Path) -> OverfittingStudy {
@@ -84,8 +84,19 @@ fn a_tiny_study_runs_resumes_and_writes_its_tables() {
     whole.run_one(&runs[1]).unwrap();
     let model = |st: &OverfittingStudy| std::fs::read(st.run_dir(&runs[1]).join("model.safetensors")).unwrap();
     assert!(model(&s) == model(&whole), "the resumed run ends where the uninterrupted one does");
-    let (v, _) = s.write_results(&serde_json::json!({"command": "test"})).unwrap();
+    let (v, _) = s.write_results(&serde_json::json!({"command": "test", "dims": [16, 32], "seeds": [3], "recipe": s.recipe})).unwrap();
     assert!(v.starts_with("4 of 4 planned runs finished"), "{v}");
+    // The stored tables alone give back the results, the plan, the recipe and the verdict.
+    let stored = read_study(&out).unwrap();
+    assert_eq!(stored.verdict(), v);
+    assert_eq!(stored.planned, s.runs());
+    assert_eq!(stored.dims(), [16, 32]);
+    assert_eq!(stored.recipe().unwrap(), s.recipe);
+    for (a, b) in stored.results.iter().zip(s.results().unwrap()) {
+        assert_eq!((&a.run, a.epochs, a.peak_epoch, a.linear_top1), (&b.run, b.epochs, b.peak_epoch, b.linear_top1));
+        assert_eq!((a.knn_random_init, a.knn_peak, a.knn_final), (b.knn_random_init, b.knn_peak, b.knn_final));
+        assert_eq!(a.knn.iter().map(|k| (k.0, k.1)).collect::<Vec<_>>(), b.knn.iter().map(|k| (k.0, k.1)).collect::<Vec<_>>());
+    }
     for d in [16, 32] {
         assert!(v.contains(&format!("Barlow Twins (d = {d})")) && v.contains(&format!("d = {d}, final k-NN of Mixed BT − BT by seed: seed 3:")), "{v}");
     }
@@ -122,6 +133,23 @@ fn a_tiny_study_runs_resumes_and_writes_its_tables() {
     std::fs::remove_file(s.run_dir(&runs[3]).join("summary.json")).unwrap();
     let e = other.run_one(&runs[3]).unwrap_err().to_string();
     assert!(e.contains("another recipe"), "{e}");
+
+    // Stored tables that do not add up: errors that name the file.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in ["runs.csv", "knn.csv", "study.json"] {
+        std::fs::copy(out.join(f), bad.join(f)).unwrap();
+    }
+    std::fs::write(bad.join("knn.csv"), "run,method,d,seed,epoch,knn_top1,knn_top5\n").unwrap();
+    let e = read_study(&bad).unwrap_err().to_string();
+    assert!(e.contains("knn.csv") && e.contains("no k-NN rows"), "{e}");
+    std::fs::write(bad.join("study.json"), "{\"dims\": [16]}").unwrap();
+    let e = read_study(&bad).unwrap_err().to_string();
+    assert!(e.contains("study.json") && e.contains("seeds"), "{e}");
+    std::fs::remove_file(bad.join("runs.csv")).unwrap();
+    std::fs::write(bad.join("study.json"), "{\"dims\": [16], \"seeds\": [3]}").unwrap();
+    let e = read_study(&bad).unwrap_err().to_string();
+    assert!(e.contains("runs.csv"), "{e}");
 }
 
 fn result(method: &str, seed: u64, curve: &[f64]) -> RunResult {

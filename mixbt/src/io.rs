@@ -149,6 +149,18 @@ pub fn write_csv(path: &Path, df: &mut DataFrame) -> Result<()> {
     atomic_write(path, &buf)
 }
 
+/// Read a CSV file with a header row into a DataFrame.
+pub fn read_csv(path: &Path) -> Result<DataFrame> {
+    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    guard(path, "CSV file", || {
+        CsvReadOptions::default()
+            .with_has_header(true)
+            .try_into_reader_with_file_path(Some(path.to_path_buf()))
+            .and_then(|r| r.finish())
+            .map_err(|e| Error::format(path, format!("csv: {e}")))
+    })
+}
+
 /// Write a DataFrame as parquet, atomically.
 pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<()> {
     let mut buf = Vec::new();

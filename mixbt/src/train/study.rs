@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PretrainOptions, Pretrainer, Recipe, Summary};
 use crate::eval::{linear_probe, LinearProbeConfig};
-use crate::io::{atomic_write, read_parquet, write_csv, DirLock};
+use crate::io::{atomic_write, read_csv, read_parquet, write_csv, DirLock};
 use crate::{data, Error, Result};
 
 /// The methods a study compares, as `--method` names.
@@ -94,18 +94,24 @@ struct RunNotes {
 
 const NOTES: &str = "study.json";
 
-impl OverfittingStudy {
-    /// Every run, seed-major (all arms of seed 0 first: a partial study compares like with like).
-    pub fn runs(&self) -> Vec<StudyRun> {
-        let mut out = vec![];
-        for &seed in &self.seeds {
-            for &d in &self.dims {
-                for m in STUDY_METHODS {
-                    out.push(StudyRun { name: format!("{m}-d{d}-s{seed}"), method: m.into(), d, seed });
-                }
+/// Every run of a study over `dims` and `seeds`, seed-major (all arms of seed 0 first: a
+/// partial study compares like with like).
+pub fn planned_runs(dims: &[usize], seeds: &[u64]) -> Vec<StudyRun> {
+    let mut out = vec![];
+    for &seed in seeds {
+        for &d in dims {
+            for m in STUDY_METHODS {
+                out.push(StudyRun { name: format!("{m}-d{d}-s{seed}"), method: m.into(), d, seed });
             }
         }
-        out
+    }
+    out
+}
+
+impl OverfittingStudy {
+    /// Every run, seed-major ([`planned_runs`]).
+    pub fn runs(&self) -> Vec<StudyRun> {
+        planned_runs(&self.dims, &self.seeds)
     }
 
     /// The recipe of `run`: the study's recipe with its method and d.
@@ -224,6 +230,90 @@ impl OverfittingStudy {
         atomic_write(&self.out_dir.join("study.json"), serde_json::to_string_pretty(meta)?.as_bytes())?;
         Ok((verdict, res))
     }
+}
+
+/// A study as its result tables store it ([`OverfittingStudy::write_results`]): the finished
+/// runs and the plan, read from `out_dir` alone (no run folders needed: a study committed to
+/// a repository can be drawn and judged anywhere).
+#[derive(Debug, Clone)]
+pub struct StoredStudy {
+    pub results: Vec<RunResult>,
+    /// Every run the study planned (from `study.json`'s `dims` and `seeds`).
+    pub planned: Vec<StudyRun>,
+    /// `study.json`: command, commit, CPU, recipe, …
+    pub meta: serde_json::Value,
+}
+
+impl StoredStudy {
+    /// The verdict computed from the stored numbers ([`verdict`]).
+    pub fn verdict(&self) -> String {
+        verdict(&self.results, &self.planned)
+    }
+    /// The recipe every run shared, as `study.json` stores it.
+    pub fn recipe(&self) -> Result<Recipe> {
+        Ok(serde_json::from_value(self.meta.get("recipe").cloned().unwrap_or_default())?)
+    }
+    /// The embedding sizes of the plan.
+    pub fn dims(&self) -> Vec<usize> {
+        let mut d: Vec<usize> = self.planned.iter().map(|r| r.d).collect();
+        d.dedup();
+        d.sort();
+        d.dedup();
+        d
+    }
+}
+
+/// Read the study stored in `out_dir` (`runs.csv`, `knn.csv`, `study.json`).
+pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
+    let mp = out_dir.join("study.json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&mp).map_err(|e| Error::io(&mp, e))?)
+        .map_err(|e| Error::format(&mp, format!("not JSON: {e}")))?;
+    let list = |k: &str| -> Result<Vec<u64>> {
+        meta.get(k)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+            .ok_or_else(|| Error::format(&mp, format!("no `{k}` list")))
+    };
+    let dims: Vec<usize> = list("dims")?.into_iter().map(|d| d as usize).collect();
+    let planned = planned_runs(&dims, &list("seeds")?);
+    let rp = out_dir.join("runs.csv");
+    let runs = read_csv(&rp)?;
+    let kp = out_dir.join("knn.csv");
+    let knn = read_csv(&kp)?;
+    let text = |df: &DataFrame, p: &Path, n: &str| -> Result<Vec<String>> {
+        let c = df.column(n).map_err(|_| Error::format(p, format!("no `{n}` column")))?;
+        let c = c.cast(&DataType::String).map_err(|e| Error::format(p, format!("`{n}`: {e}")))?;
+        Ok(c.str().map_err(|e| Error::format(p, format!("`{n}`: {e}")))?.iter().map(|s| s.unwrap_or("").to_string()).collect())
+    };
+    let num = |df: &DataFrame, p: &Path, n: &str| -> Result<Vec<Option<f64>>> { f64_col(df, n, p) };
+    let need = |v: Option<f64>, p: &Path, n: &str, i: usize| v.ok_or_else(|| Error::format(p, format!("row {}: `{n}` is empty", i + 1)));
+    let (kn, ke, k1, k5) = (text(&knn, &kp, "run")?, num(&knn, &kp, "epoch")?, num(&knn, &kp, "knn_top1")?, num(&knn, &kp, "knn_top5")?);
+    let names = text(&runs, &rp, "run")?;
+    let cols = ["epochs", "knn_random_init", "knn_peak", "peak_epoch", "knn_final", "linear_top1", "wall_seconds"];
+    let c: Vec<Vec<Option<f64>>> = cols.iter().map(|n| num(&runs, &rp, n)).collect::<Result<_>>()?;
+    let mut results = vec![];
+    for (i, name) in names.iter().enumerate() {
+        let run = planned.iter().find(|r| &r.name == name).cloned().ok_or_else(|| Error::format(&rp, format!("run `{name}` is not in the plan of study.json")))?;
+        let mut curve = vec![];
+        for j in (0..kn.len()).filter(|&j| &kn[j] == name) {
+            curve.push((need(ke[j], &kp, "epoch", j)? as usize, need(k1[j], &kp, "knn_top1", j)?, k5[j].unwrap_or(f64::NAN)));
+        }
+        if curve.is_empty() {
+            return Err(Error::format(&kp, format!("no k-NN rows for run `{name}`")));
+        }
+        results.push(RunResult {
+            run,
+            knn: curve,
+            epochs: need(c[0][i], &rp, cols[0], i)? as usize,
+            knn_random_init: need(c[1][i], &rp, cols[1], i)?,
+            knn_peak: need(c[2][i], &rp, cols[2], i)?,
+            peak_epoch: need(c[3][i], &rp, cols[3], i)? as usize,
+            knn_final: need(c[4][i], &rp, cols[4], i)?,
+            linear_top1: c[5][i],
+            wall_seconds: c[6][i].unwrap_or(f64::NAN),
+        });
+    }
+    Ok(StoredStudy { results, planned, meta })
 }
 
 fn read_notes(dir: &Path) -> RunNotes {

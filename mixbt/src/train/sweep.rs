@@ -57,13 +57,17 @@ pub struct SweepRow {
     pub seed: u64,
     pub knn_top1: f64,
     pub knn_top5: f64,
+    /// k-NN top-1 of the same network before its first step (NaN when the options skip it).
+    pub knn_random_init: f64,
     pub final_loss: f64,
     pub seconds: f64,
 }
 
 /// Pre-train `recipe` with `param` set to each of `values`, once per seed of `seeds` (fresh
 /// network and data order per seed; in memory, no run folder), and return one row per
-/// (value, seed): `param, value, seed, knn_top1, knn_top5, final_loss, seconds`.
+/// (value, seed): `param, value, seed, knn_top1, knn_top5, knn_random_init, gain, final_loss,
+/// seconds` (`gain` = `knn_top1 − knn_random_init`: whether the run learned at all; the random
+/// network's k-NN is skipped, and NaN, with `opts.skip_random_init_knn`).
 /// `on_row` sees each row as it finishes (progress in a notebook).
 pub fn sweep_with(recipe: &Recipe, param: &str, values: &[f64], seeds: &[u64], opts: &PretrainOptions, mut on_row: impl FnMut(&SweepRow)) -> Result<DataFrame> {
     if values.is_empty() || seeds.is_empty() {
@@ -76,10 +80,10 @@ pub fn sweep_with(recipe: &Recipe, param: &str, values: &[f64], seeds: &[u64], o
         r.validate()?;
         for &seed in seeds {
             let t0 = Instant::now();
-            let o = PretrainOptions { seed, out_dir: None, progress: false, skip_random_init_knn: true, ..opts.clone() };
+            let o = PretrainOptions { seed, out_dir: None, progress: false, ..opts.clone() };
             let mut t = Pretrainer::new(r.clone(), o)?;
             let s = t.fit()?;
-            let row = SweepRow { value: v, seed, knn_top1: s.knn_top1, knn_top5: s.knn_top5, final_loss: s.final_loss, seconds: t0.elapsed().as_secs_f64() };
+            let row = SweepRow { value: v, seed, knn_top1: s.knn_top1, knn_top5: s.knn_top5, knn_random_init: s.knn_top1_random_init, final_loss: s.final_loss, seconds: t0.elapsed().as_secs_f64() };
             on_row(&row);
             rows.push(row);
         }
@@ -92,7 +96,7 @@ pub fn sweep(recipe: &Recipe, param: &str, values: &[f64], seeds: &[u64]) -> Res
     sweep_with(recipe, param, values, seeds, &PretrainOptions::default(), |_| {})
 }
 
-/// Sweep rows as a table (`param, value, seed, knn_top1, knn_top5, final_loss, seconds`).
+/// Sweep rows as a table (`param, value, seed, knn_top1, knn_top5, knn_random_init, gain, final_loss, seconds`).
 pub fn sweep_table(param: &str, rows: &[SweepRow]) -> Result<DataFrame> {
     let f = |g: fn(&SweepRow) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
     DataFrame::new(
@@ -103,6 +107,8 @@ pub fn sweep_table(param: &str, rows: &[SweepRow]) -> Result<DataFrame> {
             Column::new("seed".into(), rows.iter().map(|r| r.seed).collect::<Vec<u64>>()),
             Column::new("knn_top1".into(), f(|r| r.knn_top1)),
             Column::new("knn_top5".into(), f(|r| r.knn_top5)),
+            Column::new("knn_random_init".into(), f(|r| r.knn_random_init)),
+            Column::new("gain".into(), f(|r| r.knn_top1 - r.knn_random_init)),
             Column::new("final_loss".into(), f(|r| r.final_loss)),
             Column::new("seconds".into(), f(|r| r.seconds)),
         ],

@@ -36,12 +36,38 @@ fn spread_chart_shows_seeds_means_and_the_baseline() {
     let cats: Vec<String> = ["0", "0.1", "1", "4"].iter().map(|s| s.to_string()).collect();
     let vals = vec![vec![40.0, 41.5, 39.0], vec![41.0, 42.0, 40.5], vec![42.5, 41.0, 43.0], vec![41.2, 40.8, 42.2]];
     let svg = spread_svg("k-NN by λ_reg", "λ_reg", "top-1 (%)", &cats, &vals, Some(("Barlow Twins (λ_reg = 0)", 40.17))).unwrap();
-    for s in ["one seed", "mean over seeds", "Barlow Twins (λ_reg = 0): 40.17", "42.17", "0.1"] {
+    for s in ["one seed (3)", "mean over seeds", "Barlow Twins (λ_reg = 0)", "40.17", "42.17", "0.1", "λ_reg (categories, evenly spaced)"] {
         assert!(svg.0.contains(s), "spread chart lacks `{s}`");
     }
     // The y axis fits the data (no tick at 0 for values around 40).
     assert!(!svg.0.contains(">\n0.0\n<") && !svg.0.contains(">0.0<"), "the y range should not start at zero");
     keep("spread.svg", &svg);
+}
+
+/// Legends sit beside the plot: every legend label is drawn right of the plotting area.
+#[test]
+fn legends_sit_beside_the_data() {
+    let series = vec![("Mixed Barlow Twins".to_string(), vec![(0.0, 30.0), (1.0, 40.0), (2.0, 45.0)])];
+    let refs = mixbt::report::accuracy_references(10, Some(27.5));
+    assert_eq!(refs.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["chance (10 %)", "random network (27.5 %)"]);
+    let svg = mixbt::report::lines_ref_svg("k-NN", "epoch", "top-1 (%)", &series, false, &refs).unwrap().0;
+    // The legend entry's text starts right of the 690-pixel plot panel.
+    let x_of = |label: &str| -> f64 {
+        let i = svg.find(&format!(">{label}<")).or_else(|| svg.find(&format!(">\n{label}\n<"))).unwrap_or_else(|| panic!("no `{label}` in {svg}"));
+        let tag = &svg[svg[..i].rfind("<text").unwrap()..i];
+        let x = tag.split("x=\"").nth(1).unwrap();
+        x[..x.find('"').unwrap()].parse().unwrap()
+    };
+    assert!(x_of("Mixed Barlow Twins") > 690.0);
+    assert!(x_of("reference") > 690.0);
+    // Whole-number x values get whole-number ticks only.
+    assert!(!svg.contains(">0.5<") && !svg.contains(">1.5<"), "{svg}");
+    keep("lines-refs.svg", &mixbt::report::Svg(svg.clone()));
+    assert!(svg.contains("chance (10 %)") && svg.contains("random network (27.5 %)"));
+    // Tick labels are at least 11 px.
+    for size in svg.split("font-size=\"").skip(1).map(|t| t[..t.find('"').unwrap()].parse::<f64>().unwrap()) {
+        assert!(size >= 11.0, "a {size} px label");
+    }
 }
 
 #[test]
@@ -169,4 +195,30 @@ fn curves_name_arms_and_references() {
         assert!(t.iter().any(|x| x == s), "{s} in {t:?}");
     }
     assert!(t.iter().all(|x| x.parse::<f64>().map_or(true, |v| v.fract() == 0.0)), "whole-number ticks: {t:?}");
+}
+
+/// Tables write floats for a reader: learning rates in scientific notation, whole numbers
+/// without decimals, accuracies with two decimals, a column's decimals on request.
+#[test]
+fn tables_write_floats_for_a_reader() {
+    use mixbt::report::{FloatFormat, Table};
+    assert_eq!(Table::format_column("lr", &[0.003, 0.0]), FloatFormat::Scientific(2));
+    assert_eq!(Table::format_column("base_lr", &[0.5]), FloatFormat::Scientific(2));
+    assert_eq!(Table::format_column("knn_top1", &[27.57, 46.17]), FloatFormat::Fixed(2));
+    assert_eq!(Table::format_column("loss", &[412.3, 30.1]), FloatFormat::Fixed(1));
+    assert_eq!(Table::format_column("alpha", &[0.158, 0.9]), FloatFormat::Fixed(3));
+    assert_eq!(Table::format_column("seconds", &[12.0, 30.0]), FloatFormat::Whole);
+    assert_eq!(Table::format_column("tiny", &[1e-5, -2e-4]), FloatFormat::Scientific(2));
+    let df = mixbt::polars::prelude::df!(
+        "lr" => [0.003f64, 0.0005],
+        "knn_top1" => [46.1666, f64::NAN],
+        "epochs" => [40.0f64, 40.0],
+        "linear_top1" => [47.6612f64, 48.0]
+    )
+    .unwrap();
+    let html = Table::new(df).decimals("linear_top1", 1).to_html();
+    for cell in ["<td>3.00e-3</td>", "<td>5.00e-4</td>", "<td>46.17</td>", "<td></td>", "<td>40</td>", "<td>47.7</td>"] {
+        assert!(html.contains(cell), "{cell} in {html}");
+    }
+    assert!(!html.contains("0.0000") && !html.contains("46.1666"), "{html}");
 }

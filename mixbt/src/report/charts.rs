@@ -44,23 +44,105 @@ pub fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-/// Named line series `(name, [(x, y)])` on one chart.
+/// How an entry of a side legend is drawn.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    Line(RGBAColor, u32),
+    Dot(RGBAColor),
+    Dashed(RGBAColor),
+    Block(RGBAColor),
+}
+
+const REF_GREY: RGBColor = RGBColor(110, 110, 110);
+
+/// A legend in its own panel beside the plot (never over the data): one row per entry from
+/// `top` down.
+fn side_legend<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, entries: &[(String, Mark)], top: i32) -> Result<()> {
+    let font = ("sans-serif", 14).into_font();
+    let mut y = top;
+    for (name, mark) in entries {
+        match *mark {
+            Mark::Line(c, w) => area.draw(&PathElement::new(vec![(6, y), (34, y)], c.stroke_width(w))).map_err(perr)?,
+            Mark::Dot(c) => area.draw(&Circle::new((20, y), 4, c.filled())).map_err(perr)?,
+            Mark::Dashed(c) => {
+                for x in [6, 17, 28] {
+                    area.draw(&PathElement::new(vec![(x, y), (x + 6, y)], c.stroke_width(1))).map_err(perr)?;
+                }
+            }
+            Mark::Block(c) => area.draw(&Rectangle::new([(12, y - 6), (28, y + 6)], c.filled())).map_err(perr)?,
+        }
+        area.draw(&Text::new(name.clone(), (42, y - 8), font.clone())).map_err(perr)?;
+        y += 24;
+    }
+    Ok(())
+}
+
+/// The references every accuracy chart carries: chance (`100 / classes`) and, when measured,
+/// the randomly initialised network.
+pub fn accuracy_references(classes: usize, random_init: Option<f64>) -> Vec<(String, f64)> {
+    let mut refs = vec![];
+    if classes > 0 {
+        let c = 100.0 / classes as f64;
+        refs.push((format!("chance ({c:.0} %)"), c));
+    }
+    if let Some(r) = random_init.filter(|r| r.is_finite()) {
+        refs.push((format!("random network ({r:.1} %)"), r));
+    }
+    refs
+}
+
+/// Dashed grey horizontal lines across `x0..x1`, each labelled at the right end.
+fn draw_references<DB: DrawingBackend, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<DB, Cartesian2d<X, Y>>,
+    references: &[(String, f64)],
+    x0: f64,
+    x1: f64,
+) -> Result<()> {
+    for (label, y) in references {
+        let n = 60;
+        let step = (x1 - x0) / n as f64;
+        chart
+            .draw_series((0..n).step_by(2).map(|i| PathElement::new(vec![(x0 + i as f64 * step, *y), (x0 + (i + 1) as f64 * step, *y)], REF_GREY.stroke_width(1))))
+            .map_err(perr)?;
+        let style = TextStyle::from(("sans-serif", 14).into_font()).color(&REF_GREY).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Right, plotters::style::text_anchor::VPos::Bottom));
+        chart.draw_series(std::iter::once(Text::new(label.clone(), (x1 - (x1 - x0) * 0.01, *y), style))).map_err(perr)?;
+    }
+    Ok(())
+}
+
+/// Named line series `(name, [(x, y)])` on one chart, the legend beside the plot.
 pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)], log_y: bool) -> Result<Svg> {
+    lines_ref_svg(title, x_label, y_label, series, log_y, &[])
+}
+
+/// [`lines_svg`] with dashed horizontal reference lines `(label, y)` (chance, the random
+/// network: [`accuracy_references`]). When every x is a whole number (steps, epochs) the x
+/// ticks are whole numbers too.
+pub fn lines_ref_svg(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)], log_y: bool, references: &[(String, f64)]) -> Result<Svg> {
     fonts();
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (720, 400)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (900, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;
-        let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0));
+        let (plot, legend) = root.split_horizontally(690);
+        let ok = |x: f64, y: f64| x.is_finite() && y.is_finite() && (!log_y || y > 0.0);
+        let pts: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).filter(|&(x, y)| ok(x, y)).collect();
         let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
-        for (x, y) in pts {
-            x0 = x0.min(*x);
-            x1 = x1.max(*x);
+        for &(x, y) in &pts {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+        for (_, y) in references.iter().filter(|r| r.1.is_finite() && (!log_y || r.1 > 0.0)) {
             y0 = y0.min(*y);
             y1 = y1.max(*y);
         }
         if !x0.is_finite() {
-            (x0, x1, y0, y1) = (0.0, 1.0, if log_y { 0.1 } else { 0.0 }, 1.0);
+            (x0, x1) = (0.0, 1.0);
+        }
+        if !y0.is_finite() {
+            (y0, y1) = (if log_y { 0.1 } else { 0.0 }, 1.0);
         }
         if x1 <= x0 {
             x1 = x0 + 1.0;
@@ -68,27 +150,38 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[(String, V
         if y1 <= y0 {
             y1 = y0 + y0.abs().max(1e-3);
         }
+        let whole_x = !pts.is_empty() && pts.iter().all(|p| p.0.fract() == 0.0);
+        let x_ticks = if whole_x { ((x1 - x0) as usize + 1).clamp(2, 10) } else { 10 };
         let pad = if log_y { 0.0 } else { (y1 - y0) * 0.05 };
-        let mut b = ChartBuilder::on(&root);
-        b.caption(title, ("sans-serif", 20)).margin(10).x_label_area_size(40).y_label_area_size(60);
+        let mut b = ChartBuilder::on(&plot);
+        b.caption(title, ("sans-serif", 18)).margin(10).x_label_area_size(44).y_label_area_size(64);
+        let fmt_x = |x: &f64| if !whole_x { format!("{x}") } else if x.fract() == 0.0 { format!("{x:.0}") } else { String::new() };
+        let mut entries = vec![];
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;
-                chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 12)).draw().map_err(perr)?;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .x_labels(x_ticks)
+                    .x_label_formatter(&fmt_x)
+                    .label_style(("sans-serif", 14))
+                    .axis_desc_style(("sans-serif", 14))
+                    .draw()
+                    .map_err(perr)?;
+                draw_references(&mut chart, references, x0, x1)?;
                 for (i, (name, p)) in series.iter().enumerate() {
                     let c = color(i);
-                    let data: Vec<(f64, f64)> = p.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0)).collect();
+                    let data: Vec<(f64, f64)> = p.iter().copied().filter(|&(x, y)| ok(x, y)).collect();
                     if data.len() == 1 {
-                        chart.draw_series(data.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled()))).map_err(perr)?
-                            .label(name.as_str())
-                            .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
+                        chart.draw_series(data.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled()))).map_err(perr)?;
+                        entries.push((name.clone(), Mark::Dot(c.to_rgba())));
                     } else {
-                        chart.draw_series(LineSeries::new(data, c.stroke_width(2))).map_err(perr)?
-                            .label(name.as_str())
-                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                        chart.draw_series(LineSeries::new(data, c.stroke_width(2))).map_err(perr)?;
+                        entries.push((name.clone(), Mark::Line(c.to_rgba(), 2)));
                     }
                 }
-                chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(perr)?;
             }};
         }
         if log_y {
@@ -96,11 +189,14 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[(String, V
         } else {
             draw!(b.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(perr)?);
         }
+        if !references.is_empty() {
+            entries.push(("reference".into(), Mark::Dashed(REF_GREY.to_rgba())));
+        }
+        side_legend(&legend, &entries, 60)?;
         root.present().map_err(perr)?;
     }
     Ok(Svg(out))
 }
-
 /// The loss the optimiser minimises and the method's components of it (every metric whose name
 /// starts with `loss_`: Mixed Barlow Twins' `loss_bt` and `loss_reg`, SimCLR's and BYOL's two
 /// directions, W-MSE's iterations) over the steps of a history, smoothed with a running mean
@@ -134,17 +230,15 @@ pub fn loss_chart(h: &History, smooth: usize) -> Result<Svg> {
     )))
 }
 
-/// k-NN top-1/top-5 accuracy over the epochs where it was evaluated.
-pub fn knn_chart(h: &History, random_init: Option<f64>) -> Result<Svg> {
+/// k-NN top-1/top-5 accuracy over the steps where it was evaluated, with chance (`classes`,
+/// when known) and the randomly initialised network as dashed references.
+pub fn knn_chart(h: &History, random_init: Option<f64>, classes: Option<usize>) -> Result<Svg> {
     let t1: Vec<(f64, f64)> = h.rows.iter().filter_map(|r| r.knn_top1.map(|v| (r.step as f64, v))).collect();
     let t5: Vec<(f64, f64)> = h.rows.iter().filter_map(|r| r.knn_top5.map(|v| (r.step as f64, v))).collect();
-    let mut series = vec![("k-NN top-1".to_string(), t1), ("k-NN top-5".to_string(), t5)];
-    if let Some(ri) = random_init {
-        let last = h.rows.last().map(|r| r.step as f64).unwrap_or(1.0);
-        series.push(("top-1 at random init".into(), vec![(0.0, ri), (last, ri)]));
-    }
-    Ok(lines_svg("k-NN accuracy (k=200, T=0.5)", "step", "accuracy %", &series, false)?
-        .caption("Weighted k-NN of the backbone's features (bank: the train split, evaluated on the test split) at the steps where it ran; the flat line is the same network before training."))
+    let series = vec![("k-NN top-1".to_string(), t1), ("k-NN top-5".to_string(), t5)];
+    let refs = accuracy_references(classes.unwrap_or(0), random_init);
+    Ok(lines_ref_svg("k-NN accuracy over pre-training (k = 200, T = 0.5)", "step", "accuracy (%)", &series, false, &refs)?
+        .caption("Weighted k-NN of the backbone's features (bank: the train split, evaluated on the test split) at the steps where it ran; dashed: chance and the same network before training (top-1)."))
 }
 
 /// The blue–white–red colour of `x` on the scale `lo..hi` (white at the middle).
@@ -180,7 +274,7 @@ pub fn heatmap_svg(title: &str, m: &Tensor, lo: f64, hi: f64) -> Result<Svg> {
         chart
             .configure_mesh()
             .disable_mesh()
-            .label_style(("sans-serif", 10))
+            .label_style(("sans-serif", 14))
             .y_label_formatter(&|y| format!("{}", r.saturating_sub(*y)))
             .draw()
             .map_err(perr)?;
@@ -197,7 +291,7 @@ pub fn heatmap_svg(title: &str, m: &Tensor, lo: f64, hi: f64) -> Result<Svg> {
             .y_label_area_size(36)
             .build_cartesian_2d(0.0..1.0, lo..hi)
             .map_err(perr)?;
-        bar.configure_mesh().disable_mesh().disable_x_axis().y_labels(5).label_style(("sans-serif", 10)).draw().map_err(perr)?;
+        bar.configure_mesh().disable_mesh().disable_x_axis().y_labels(5).label_style(("sans-serif", 14)).draw().map_err(perr)?;
         let steps = 100;
         bar.draw_series((0..steps).map(|k| {
             let a = lo + (hi - lo) * k as f64 / steps as f64;
@@ -210,10 +304,11 @@ pub fn heatmap_svg(title: &str, m: &Tensor, lo: f64, hi: f64) -> Result<Svg> {
     Ok(Svg(out))
 }
 
-/// Values per category, one dot per seed (jittered sideways) and the mean as a bar-less marker
-/// joined by a line, with the mean's value printed; an optional horizontal reference line
+/// Values per category, one dot per seed (jittered sideways) and the mean as a marker joined
+/// by a line, with the mean's value printed; an optional horizontal reference line
 /// `(label, value)` (e.g. the Barlow Twins baseline). The y range fits the data, so differences
-/// of a point are visible. Categories are evenly spaced (λ values are not on a linear scale).
+/// of a point are visible. Categories are evenly spaced (λ values are not on a linear scale),
+/// and the x axis says so; the legend sits beside the plot.
 pub fn spread_svg(title: &str, x_label: &str, y_label: &str, categories: &[String], values: &[Vec<f64>], reference: Option<(&str, f64)>) -> Result<Svg> {
     fonts();
     let n = categories.len().max(1);
@@ -226,13 +321,14 @@ pub fn spread_svg(title: &str, x_label: &str, y_label: &str, categories: &[Strin
     let (y0, y1) = (y0 - pad, y1 + pad);
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (720, 400)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (900, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot, legend) = root.split_horizontally(690);
+        let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 17))
             .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
             .build_cartesian_2d(-0.5..(n as f64 - 0.5), y0..y1)
             .map_err(perr)?;
         let cats = categories.to_vec();
@@ -244,68 +340,71 @@ pub fn spread_svg(title: &str, x_label: &str, y_label: &str, categories: &[Strin
                 let i = x.round();
                 if (x - i).abs() < 1e-6 && i >= 0.0 { cats.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
             })
-            .x_desc(x_label)
+            .x_desc(format!("{x_label} (categories, evenly spaced)"))
             .y_desc(y_label)
-            .label_style(("sans-serif", 12))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(perr)?;
-        if let Some((label, v)) = reference {
-            let grey = RGBColor(120, 120, 120);
-            chart
-                .draw_series(DashedLineSeries::new(vec![(-0.5, v), (n as f64 - 0.5, v)], 6, 4, grey.stroke_width(2)))
-                .map_err(perr)?
-                .label(format!("{label}: {v:.2}"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2)));
-        }
+        let mut entries = vec![];
         let seeds = values.iter().map(|v| v.len()).max().unwrap_or(0);
-        let mut first = true;
+        let c = color(0);
         for (i, ys) in values.iter().enumerate() {
-            let c = color(0);
             let dots = ys.iter().enumerate().map(|(k, &y)| {
                 let dx = if seeds > 1 { (k as f64 - (seeds - 1) as f64 / 2.0) * 0.06 } else { 0.0 };
                 Circle::new((i as f64 + dx, y), 4, c.mix(0.55).filled())
             });
-            let s = chart.draw_series(dots).map_err(perr)?;
-            if first && seeds > 1 {
-                s.label("one seed").legend(move |(x, y)| Circle::new((x + 10, y), 4, c.mix(0.55).filled()));
-            }
-            first = false;
+            chart.draw_series(dots).map_err(perr)?;
+        }
+        if seeds > 1 {
+            entries.push((format!("one seed ({seeds})"), Mark::Dot(c.mix(0.55))));
         }
         let means: Vec<(f64, f64)> = values.iter().enumerate().filter(|(_, ys)| !ys.is_empty()).map(|(i, ys)| (i as f64, ys.iter().sum::<f64>() / ys.len() as f64)).collect();
         let c1 = color(1);
-        chart
-            .draw_series(LineSeries::new(means.clone(), c1.stroke_width(2)).point_size(5))
-            .map_err(perr)?
-            .label(if seeds > 1 { "mean over seeds" } else { "value" })
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c1.stroke_width(2)));
+        chart.draw_series(LineSeries::new(means.clone(), c1.stroke_width(2)).point_size(5)).map_err(perr)?;
+        entries.push((if seeds > 1 { "mean over seeds" } else { "value" }.to_string(), Mark::Line(c1.to_rgba(), 2)));
         chart
             .draw_series(means.iter().map(|&(x, y)| {
-                let style = TextStyle::from(("sans-serif", 11).into_font()).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Left, plotters::style::text_anchor::VPos::Bottom));
+                let style = TextStyle::from(("sans-serif", 14).into_font()).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Left, plotters::style::text_anchor::VPos::Bottom));
                 EmptyElement::at((x, y)) + Text::new(format!("{y:.2}"), (8, -6), style)
             }))
             .map_err(perr)?;
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(perr)?;
+        if let Some((label, v)) = reference {
+            draw_references(&mut chart, &[(format!("{v:.2}"), v)], -0.5, n as f64 - 0.5)?;
+            entries.push((label.to_string(), Mark::Dashed(REF_GREY.to_rgba())));
+        }
+        side_legend(&legend, &entries, 60)?;
         root.present().map_err(perr)?;
     }
     Ok(Svg(out))
 }
 
-/// Bars `(label, value)` (λ ablations).
+/// Bars `(label, value)` on a categorical axis.
 pub fn bars_svg(title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Svg> {
+    bars_ref_svg(title, y_label, bars, &[])
+}
+
+/// [`bars_svg`] with dashed horizontal references `(label, y)` (accuracy charts:
+/// [`accuracy_references`]), labelled at the right end and in a legend beside the plot.
+pub fn bars_ref_svg(title: &str, y_label: &str, bars: &[(String, f64)], references: &[(String, f64)]) -> Result<Svg> {
     fonts();
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (720, 400)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (820, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;
-        let ymax = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
+        let (plot, legend) = if references.is_empty() { (root.clone(), None) } else {
+            let (a, b) = root.split_horizontally(690);
+            (a, Some(b))
+        };
+        let ymax = bars.iter().map(|b| b.1).chain(references.iter().map(|r| r.1)).fold(0.0f64, f64::max).max(1e-9) * 1.15;
         let n = bars.len().max(1);
         // A numeric x axis, bar i centred on x = i (a segmented axis of one segment has no
         // width, and gave a single bar a negative one).
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(title, ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(60)
+            .y_label_area_size(64)
             .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..ymax)
             .map_err(perr)?;
         let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
@@ -318,7 +417,8 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Sv
                 let i = v.round();
                 if (v - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
             })
-            .label_style(("sans-serif", 12))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(perr)?;
         chart
@@ -328,9 +428,14 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Sv
         let anchor = plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom);
         chart
             .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                EmptyElement::at((i as f64, *v)) + Text::new(format!("{v:.2}"), (0, -3), TextStyle::from(("sans-serif", 12).into_font()).pos(anchor))
+                EmptyElement::at((i as f64, *v)) + Text::new(format!("{v:.2}"), (0, -3), TextStyle::from(("sans-serif", 14).into_font()).pos(anchor))
             }))
             .map_err(perr)?;
+        draw_references(&mut chart, references, -0.5, n as f64 - 0.5)?;
+        if let Some(legend) = legend {
+            let entries: Vec<(String, Mark)> = references.iter().map(|r| (r.0.clone(), Mark::Dashed(REF_GREY.to_rgba()))).collect();
+            side_legend(&legend, &entries, 60)?;
+        }
         root.present().map_err(perr)?;
     }
     Ok(Svg(out))
@@ -365,14 +470,15 @@ pub fn pca2(x: &Tensor) -> Result<Vec<(f64, f64)>> {
     Ok(p.into_iter().map(|r| (r[0], r[1])).collect())
 }
 
-/// Scatter of a 2-D PCA of embeddings, coloured by class.
+/// Scatter of a 2-D PCA of embeddings, coloured by class (the legend beside the plot).
 pub fn pca_svg(title: &str, x: &Tensor, labels: &[usize], class_names: &[String]) -> Result<Svg> {
     fonts();
     let pts = pca2(x)?;
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (560, 480)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (720, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;
+        let (plot, legend) = root.split_horizontally(560);
         let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
         for (a, b) in &pts {
             x0 = x0.min(*a);
@@ -381,25 +487,23 @@ pub fn pca_svg(title: &str, x: &Tensor, labels: &[usize], class_names: &[String]
             y1 = y1.max(*b);
         }
         let (dx, dy) = ((x1 - x0).max(1e-9) * 0.05, (y1 - y0).max(1e-9) * 0.05);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(40)
             .build_cartesian_2d((x0 - dx)..(x1 + dx), (y0 - dy)..(y1 + dy))
             .map_err(perr)?;
-        chart.configure_mesh().x_desc("PC 1").y_desc("PC 2").label_style(("sans-serif", 10)).draw().map_err(perr)?;
+        chart.configure_mesh().x_desc("PC 1").y_desc("PC 2").label_style(("sans-serif", 14)).draw().map_err(perr)?;
         let classes = labels.iter().copied().max().map(|m| m + 1).unwrap_or(0);
+        let mut entries = vec![];
         for c in 0..classes {
             let col = color(c);
             let name = class_names.get(c).cloned().unwrap_or_else(|| c.to_string());
-            chart
-                .draw_series(pts.iter().zip(labels).filter(|(_, l)| **l == c).map(|(p, _)| Circle::new(*p, 3, col.filled())))
-                .map_err(perr)?
-                .label(name)
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
+            chart.draw_series(pts.iter().zip(labels).filter(|(_, l)| **l == c).map(|(p, _)| Circle::new(*p, 3, col.filled()))).map_err(perr)?;
+            entries.push((name, Mark::Dot(col.to_rgba())));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 10)).draw().map_err(perr)?;
+        side_legend(&legend, &entries, 50)?;
         root.present().map_err(perr)?;
     }
     Ok(Svg(out))
@@ -443,8 +547,8 @@ pub fn tensor_to_image(x: &Tensor, mean: [f32; 3], std: [f32; 3]) -> Result<RgbI
     Ok(img)
 }
 
-/// Write the run's charts (loss, k-NN) as SVG into `dir`.
-pub fn write_run_plots(dir: &std::path::Path, h: &History, random_init: Option<f64>) -> Result<Vec<std::path::PathBuf>> {
+/// Write the run's charts (loss, k-NN with its references: [`knn_chart`]) as SVG into `dir`.
+pub fn write_run_plots(dir: &std::path::Path, h: &History, random_init: Option<f64>, classes: Option<usize>) -> Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut out = vec![];
     let smooth = (h.len() / 50).max(1);
@@ -453,7 +557,7 @@ pub fn write_run_plots(dir: &std::path::Path, h: &History, random_init: Option<f
     out.push(p);
     if h.rows.iter().any(|r| r.knn_top1.is_some()) {
         let p = dir.join("knn.svg");
-        knn_chart(h, random_init)?.save(&p)?;
+        knn_chart(h, random_init, classes)?.save(&p)?;
         out.push(p);
     }
     Ok(out)
@@ -477,9 +581,10 @@ pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references
     {
         let n = rows.len().max(1);
         let width = (160 * n as u32).clamp(480, 1200);
-        let root = SVGBackend::with_string(&mut out, (width, 440)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (width + 200, 440)).into_drawing_area();
         root.fill(&WHITE).map_err(perr)?;
-        let (upper, lower) = root.split_vertically(410);
+        let (main, legend) = root.split_horizontally(width);
+        let (upper, lower) = main.split_vertically(410);
         let mut chart = ChartBuilder::on(&upper)
             .caption(title, ("sans-serif", 18))
             .margin(10)
@@ -498,7 +603,8 @@ pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references
                 SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
-            .label_style(("sans-serif", 13))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(perr)?;
         let seg_px = chart.plotting_area().dim_in_pixel().0 as f64 / n as f64;
@@ -507,6 +613,7 @@ pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references
         let bar_px = (seg_px * 0.8 / kinds as f64).max(2.0);
         let grey = RGBColor(150, 150, 150);
         let mut legend_drawn = [false; 3];
+        let mut entries = vec![];
         for (i, r) in rows.iter().enumerate() {
             let reference = references.iter().find(|x| x.target == r.target);
             let mut bars: Vec<(usize, f64, RGBColor, String)> = vec![(0, r.best_top1, color(0), "best top-1".into()), (1, r.last_top1, color(1), "last top-1".into())];
@@ -518,14 +625,14 @@ pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references
                 let right = seg_px - left - bar_px;
                 let mut rect = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v.clamp(0.0, 110.0))], c.filled());
                 rect.set_margin(0, 0, left.round() as u32, right.max(0.0).round() as u32);
-                let series = chart.draw_series(std::iter::once(rect)).map_err(perr)?;
+                chart.draw_series(std::iter::once(rect)).map_err(perr)?;
                 if !legend_drawn[k] {
                     legend_drawn[k] = true;
-                    series.label(name).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+                    entries.push((name, Mark::Block(c.to_rgba())));
                 }
                 // The value above the bar, centred on it.
                 let centre = seg_px * 0.1 + (k as f64 + 0.5) * bar_px - seg_px / 2.0;
-                let style = TextStyle::from(("sans-serif", 11).into_font()).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom));
+                let style = TextStyle::from(("sans-serif", 14).into_font()).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom));
                 chart
                     .draw_series(std::iter::once(
                         EmptyElement::at((SegmentValue::CenterOf(i), v.clamp(0.0, 110.0))) + Text::new(format!("{v:.1}"), (centre.round() as i32, -2), style),
@@ -533,19 +640,12 @@ pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references
                     .map_err(perr)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(perr)?;
+        side_legend(&legend, &entries, 60)?;
         lower
             .draw(&Text::new(
                 "best = max test top-1 over the probe epochs (the original's number); last = final epoch",
                 (10, 8),
-                ("sans-serif", 12).into_font(),
+                ("sans-serif", 14).into_font(),
             ))
             .map_err(perr)?;
         root.present().map_err(perr)?;
@@ -606,22 +706,11 @@ pub fn curves_svg(title: &str, x_label: &str, y_label: &str, arms: &[Arm], refer
             .y_desc(y_label)
             .x_label_formatter(&|x| format!("{:.0}", x))
             .y_label_formatter(&|y| format!("{:.0}", y))
-            .label_style(("sans-serif", 13))
+            .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(perr)?;
-        let grey = RGBColor(110, 110, 110);
-        for (label, y) in references {
-            // Dashed: short segments along the line.
-            let n = 60;
-            let step = (x1 - x0) / n as f64;
-            chart
-                .draw_series((0..n).step_by(2).map(|i| PathElement::new(vec![(x0 + i as f64 * step, *y), (x0 + (i + 1) as f64 * step, *y)], grey.stroke_width(1))))
-                .map_err(perr)?;
-            // Labelled at the right end: the curves start at the left, on the random network.
-            let style = TextStyle::from(("sans-serif", 12).into_font()).color(&grey).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Right, plotters::style::text_anchor::VPos::Bottom));
-            chart.draw_series(std::iter::once(Text::new(label.clone(), (x1 - (x1 - x0) * 0.01, *y), style))).map_err(perr)?;
-        }
+        draw_references(&mut chart, references, x0, x1)?;
         for (i, arm) in arms.iter().enumerate() {
             let c = color(i);
             for curve in &arm.curves {
@@ -631,22 +720,15 @@ pub fn curves_svg(title: &str, x_label: &str, y_label: &str, arms: &[Arm], refer
             chart.draw_series(LineSeries::new(mean, c.stroke_width(3))).map_err(perr)?;
         }
         // The legend, beside the plot.
-        let font = ("sans-serif", 14).into_font();
-        let mut y = 60;
+        let mut entries = vec![];
         for (i, arm) in arms.iter().enumerate() {
-            let c = color(i);
-            legend.draw(&PathElement::new(vec![(10, y), (40, y)], c.stroke_width(3))).map_err(perr)?;
-            legend.draw(&Text::new(format!("{} (mean)", arm.name), (48, y - 8), font.clone())).map_err(perr)?;
-            y += 24;
-            legend.draw(&PathElement::new(vec![(10, y), (40, y)], c.mix(0.35).stroke_width(1))).map_err(perr)?;
-            legend.draw(&Text::new(format!("one seed ({})", arm.curves.len()), (48, y - 8), font.clone())).map_err(perr)?;
-            y += 32;
+            entries.push((format!("{} (mean)", arm.name), Mark::Line(color(i).to_rgba(), 3)));
+            entries.push((format!("one seed ({})", arm.curves.len()), Mark::Line(color(i).mix(0.35), 1)));
         }
         if !references.is_empty() {
-            legend.draw(&PathElement::new(vec![(10, y), (18, y)], grey.stroke_width(1))).map_err(perr)?;
-            legend.draw(&PathElement::new(vec![(24, y), (32, y)], grey.stroke_width(1))).map_err(perr)?;
-            legend.draw(&Text::new("reference", (48, y - 8), font.clone())).map_err(perr)?;
+            entries.push(("reference".into(), Mark::Dashed(REF_GREY.to_rgba())));
         }
+        side_legend(&legend, &entries, 60)?;
         root.present().map_err(perr)?;
     }
     Ok(Svg(out))

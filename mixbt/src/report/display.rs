@@ -85,16 +85,72 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// A polars DataFrame shown as an HTML table (the first `max_rows` rows; floats to 4 decimals).
+/// A polars DataFrame shown as an HTML table (the first `max_rows` rows). Floats are written
+/// for a reader, column by column ([`Table::format_column`]): whole numbers without decimals,
+/// learning rates and other columns of tiny values in scientific notation, the rest with two
+/// decimals (one from 100 up, three below 1); [`Table::decimals`] sets a column's decimals.
 #[derive(Debug, Clone)]
 pub struct Table {
     pub df: DataFrame,
     pub max_rows: usize,
+    /// Decimals per column name, overriding the automatic choice.
+    pub decimals: Vec<(String, usize)>,
+}
+
+/// How a column of floats is written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FloatFormat {
+    /// Whole numbers: no decimals.
+    Whole,
+    /// Fixed decimals.
+    Fixed(usize),
+    /// Scientific notation with this many decimals (`3.00e-3`).
+    Scientific(usize),
+}
+
+impl FloatFormat {
+    pub fn write(&self, x: f64) -> String {
+        if !x.is_finite() {
+            return if x.is_nan() { String::new() } else { x.to_string() };
+        }
+        match *self {
+            FloatFormat::Whole => format!("{x:.0}"),
+            FloatFormat::Fixed(d) => format!("{x:.d$}"),
+            FloatFormat::Scientific(d) => format!("{x:.d$e}"),
+        }
+    }
 }
 
 impl Table {
     pub fn new(df: DataFrame) -> Self {
-        Self { df, max_rows: 40 }
+        Self { df, max_rows: 40, decimals: vec![] }
+    }
+
+    /// Write column `name` with `n` decimals.
+    pub fn decimals(mut self, name: &str, n: usize) -> Self {
+        self.decimals.push((name.to_string(), n));
+        self
+    }
+
+    /// The format of a float column from its name and values: learning rates (a name that is
+    /// or ends in `lr`) and columns whose largest value is below 0.01 in scientific notation,
+    /// columns of whole numbers without decimals, else 1 decimal from 100 up, 3 below 1 and 2
+    /// between.
+    pub fn format_column(name: &str, values: &[f64]) -> FloatFormat {
+        let finite: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        let max = finite.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let lr = name == "lr" || name.ends_with("_lr") || name.ends_with(".lr");
+        if lr || (max > 0.0 && max < 0.01) {
+            FloatFormat::Scientific(2)
+        } else if !finite.is_empty() && finite.iter().all(|x| x.fract() == 0.0) {
+            FloatFormat::Whole
+        } else if max >= 100.0 {
+            FloatFormat::Fixed(1)
+        } else if max < 1.0 {
+            FloatFormat::Fixed(3)
+        } else {
+            FloatFormat::Fixed(2)
+        }
     }
 
     /// The HTML.
@@ -105,6 +161,23 @@ impl Table {
             s.push_str(&format!("<th>{}</th>", esc(c.name())));
         }
         s.push_str("</tr></thead><tbody>");
+        let formats: Vec<FloatFormat> = df
+            .columns()
+            .iter()
+            .map(|c| {
+                let name = c.name().as_str();
+                if let Some((_, d)) = self.decimals.iter().rev().find(|(n, _)| n == name) {
+                    return FloatFormat::Fixed(*d);
+                }
+                let v: Vec<f64> = match c.dtype() {
+                    DataType::Float64 | DataType::Float32 => {
+                        c.cast(&DataType::Float64).ok().and_then(|c| c.f64().ok().map(|a| a.iter().flatten().collect())).unwrap_or_default()
+                    }
+                    _ => vec![],
+                };
+                Table::format_column(name, &v)
+            })
+            .collect();
         let n = df.height();
         let rows: Vec<usize> = if n <= self.max_rows {
             (0..n).collect()
@@ -120,10 +193,10 @@ impl Table {
             }
             prev = Some(i);
             s.push_str("<tr>");
-            for c in df.columns() {
+            for (c, f) in df.columns().iter().zip(&formats) {
                 let v = c.get(i).map(|v| match v {
-                    AnyValue::Float64(x) => format!("{x:.4}"),
-                    AnyValue::Float32(x) => format!("{x:.4}"),
+                    AnyValue::Float64(x) => f.write(x),
+                    AnyValue::Float32(x) => f.write(x as f64),
                     AnyValue::Null => String::new(),
                     AnyValue::String(x) => x.to_string(),
                     other => other.to_string(),

@@ -5,4 +5,4 @@ pub mod charts;
 pub mod display;
 
 pub use charts::*;
-pub use display::{Html, Png, Svg, Table};
+pub use display::{FloatFormat, Html, Png, Svg, Table};

@@ -500,6 +500,11 @@ impl Pretrainer {
         Ok(last)
     }
 
+    /// The class names of the pre-training data (what k-NN predicts; chance is 1 / their count).
+    pub fn class_names(&self) -> Vec<String> {
+        self.loader.dataset().classes()
+    }
+
     /// Weighted k-NN of the current backbone: bank = train split, test = test split, both
     /// under the eval transform.
     pub fn knn(&self) -> Result<KnnResult> {

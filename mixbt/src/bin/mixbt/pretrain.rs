@@ -206,7 +206,7 @@ fn report(a: &PretrainArgs, trainer: &Pretrainer, s: &Summary) -> Result<()> {
     println!("k-NN with k = 5, Euclidean, majority vote (ssl-sota's): top-1 {:.2}% (top-5 {:.2}%)", s.knn5_top1, s.knn5_top5);
     if let Some(out) = trainer.options().out_dir.as_ref() {
         if a.plots {
-            let written = mixbt::report::write_run_plots(&out.join("plots"), trainer.history(), Some(s.knn_top1_random_init))?;
+            let written = mixbt::report::write_run_plots(&out.join("plots"), trainer.history(), Some(s.knn_top1_random_init), Some(trainer.class_names().len()).filter(|n| *n > 0))?;
             eprintln!("charts: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
         }
         println!("run directory: {}", out.display());

@@ -131,6 +131,10 @@ fn bad_input_gives_clear_errors() {
     assert!(!okk && err.contains("/nonexistent/run"), "{err}");
     let (okk, _, err) = mixbt(&["bench", "train", "--no-torch", "--batches", "0"]);
     assert!(!okk && err.contains("batch size and steps must be at least 1"), "{err}");
+    let work = dir.path().join("study-runs");
+    let (okk, _, err) = mixbt(&["study", "methods", "--methods", "mixbt,nope", "--work", work.to_str().unwrap(), "--out", dir.path().join("t").to_str().unwrap()]);
+    assert!(!okk && err.contains("nope"), "{err}");
+    assert!(!work.exists(), "a refused study starts nothing");
     let (okk, _, err) = mixbt(&["bench", "train", "--no-torch", "--rounds", "0"]);
     assert!(!okk && err.contains("steps and rounds must be at least 1"), "{err}");
 }

@@ -189,3 +189,16 @@ fn lambda_ramp_and_probe_schedules() {
     assert!((c.lr(50) - 0.15).abs() < 1e-12);
     assert!(c.lr(100).abs() < 1e-15);
 }
+
+/// A warm-up as long as training has no cosine phase: a step past it gets the end of the
+/// cosine, a finite rate, not 0/0.
+#[test]
+fn warmup_as_long_as_training_stays_finite() {
+    let s = mixbt::optim::WarmupCosine { step_offset: 0, warmup_epochs: 1, ..mixbt::optim::WarmupCosine::small(64, 15, 1) };
+    assert_eq!(s.factor(0), 0.0);
+    assert!((s.factor(14) - 0.25 * 14.0 / 15.0).abs() < 1e-12);
+    for step in 15..40 {
+        let f = s.factor(step);
+        assert!(f.is_finite() && (f - 0.25 * 0.001).abs() < 1e-12, "step {step}: {f}");
+    }
+}

@@ -42,6 +42,17 @@ fn spread_chart_shows_seeds_means_and_the_baseline() {
     // The y axis fits the data (no tick at 0 for values around 40).
     assert!(!svg.0.contains(">\n0.0\n<") && !svg.0.contains(">0.0<"), "the y range should not start at zero");
     keep("spread.svg", &svg);
+    // Methods are not a progression: nothing joins their means; chance and the random network
+    // are drawn and labelled.
+    let methods: Vec<String> = ["Mixed BT", "BT", "SimCLR"].iter().map(|s| s.to_string()).collect();
+    let refs = mixbt::report::accuracy_references(10, Some(27.5));
+    let svg = mixbt::report::spread_ref_svg("k-NN by method", "method", "top-1 (%)", &methods, &vals[..3], &refs).unwrap();
+    for s in ["one seed (3)", "mean over seeds", "chance (10 %)", "random network (27.5 %)", "SimCLR", "method (categories, evenly spaced)"] {
+        assert!(svg.0.contains(s), "method spread chart lacks `{s}`");
+    }
+    let means_line = svg.0.lines().filter(|l| l.starts_with("<polyline") && l.contains("stroke-width=\"2\"") && l.matches(',').count() > 2).count();
+    assert_eq!(means_line, 0, "no line may join the methods' means");
+    keep("spread-methods.svg", &svg);
 }
 
 /// Legends sit beside the plot: every legend label is drawn right of the plotting area.

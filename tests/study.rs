@@ -13,6 +13,7 @@ fn study(work: &std::path::Path, out: &std::path::Path) -> OverfittingStudy {
     recipe.knn_every_epochs = 1;
     OverfittingStudy {
         recipe,
+        methods: vec!["bt".into(), "mixbt".into()],
         dims: vec![16, 32],
         seeds: vec![3],
         work_dir: work.to_path_buf(),
@@ -189,4 +190,39 @@ fn the_verdict_reads_the_curves() {
     let flat = vec![result("bt", 0, &[30.0, 40.0, 45.0]), result("mixbt", 0, &[30.0, 41.0, 44.5])];
     let v = verdict(&flat, &planned);
     assert!(v.contains("Neither curve bent at this budget"), "{v}");
+}
+
+#[test]
+fn a_methods_study_names_every_method_and_spreads_its_seeds() {
+    use mixbt::train::study::{planned_runs, ALL_METHODS};
+    let planned = planned_runs(&ALL_METHODS, &[1024], &[0, 1]);
+    assert_eq!(planned.len(), 10);
+    assert_eq!(planned[2].name, "simclr-d1024-s0", "seed-major, methods in their order");
+    let mut res = vec![
+        result("simclr", 0, &[30.0, 40.0, 44.0]),
+        result("simclr", 1, &[31.0, 42.0, 47.0]),
+        result("wmse", 0, &[30.0, 35.0, 38.0]),
+    ];
+    res[0].linear_top1 = Some(50.0);
+    res[1].linear_top1 = Some(52.0);
+    let v = verdict(&res, &planned);
+    assert!(v.contains("3 of 10 planned runs finished"), "{v}");
+    assert!(v.contains("- SimCLR (d = 1024): k-NN peaked and fell on 0 of 2 seeds"), "{v}");
+    assert!(v.contains("mean final 45.50 % (seeds from 44.00 to 47.00;"), "{v}");
+    assert!(v.contains("; linear probe 51.00 % on average."), "{v}");
+    assert!(v.contains("- W-MSE (d = 1024)"), "{v}");
+    assert!(!v.contains("Verdict:"), "no Barlow Twins pair finished: no overfitting verdict\n{v}");
+}
+
+#[test]
+fn each_method_at_its_own_d_when_no_dims_are_given() {
+    use mixbt::train::study::plan;
+    let recipe = common::tiny_recipe(64, 2);
+    let bt_d = *recipe.encoder.projector.sizes.last().unwrap();
+    let methods: Vec<String> = ["mixbt", "wmse"].iter().map(|m| m.to_string()).collect();
+    let p = plan(&recipe, &methods, &[], &[5]).unwrap();
+    let names: Vec<&str> = p.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, [format!("mixbt-d{bt_d}-s5").as_str(), "wmse-d64-s5"]);
+    let e = plan(&recipe, &["nope".to_string()], &[], &[0]).unwrap_err().to_string();
+    assert!(e.contains("nope"), "{e}");
 }

@@ -63,6 +63,12 @@ pub const METHODS: [(&str, &str); 5] = [
     ("wmse", "W-MSE: whitened embeddings of two views pulled together by normalised MSE"),
 ];
 
+/// A method's name for readers ("Mixed Barlow Twins", "SimCLR", …) from its `--method` name;
+/// an unknown name is returned as it is.
+pub fn method_title(name: &str) -> &str {
+    METHODS.iter().find(|(n, _)| *n == name).and_then(|(_, l)| l.split(':').next()).unwrap_or(name)
+}
+
 impl MethodConfig {
     /// The `--method` name: `mixbt`, `bt`, `simclr`, `byol` or `wmse`.
     pub fn name(&self) -> &'static str {

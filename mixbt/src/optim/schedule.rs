@@ -42,7 +42,9 @@ impl WarmupCosine {
         } else {
             s -= warmup;
             max_steps -= warmup;
-            let q = 0.5 * (1.0 + (std::f64::consts::PI * s / max_steps).cos());
+            // No cosine phase (warm-up as long as training) and a step past it: the end of
+            // the cosine, not 0/0 (where the original would raise ZeroDivisionError).
+            let q = if max_steps > 0.0 { 0.5 * (1.0 + (std::f64::consts::PI * s / max_steps).cos()) } else { 0.0 };
             let end = base * self.end_factor;
             base * q + end * (1.0 - q)
         }

@@ -310,9 +310,22 @@ pub fn heatmap_svg(title: &str, m: &Tensor, lo: f64, hi: f64) -> Result<Svg> {
 /// of a point are visible. Categories are evenly spaced (λ values are not on a linear scale),
 /// and the x axis says so; the legend sits beside the plot.
 pub fn spread_svg(title: &str, x_label: &str, y_label: &str, categories: &[String], values: &[Vec<f64>], reference: Option<(&str, f64)>) -> Result<Svg> {
+    let refs: Vec<(String, f64)> = reference.iter().map(|&(_, v)| (format!("{v:.2}"), v)).collect();
+    spread_chart(title, x_label, y_label, categories, values, &refs, reference.map(|r| r.0).unwrap_or("reference"), true)
+}
+
+/// [`spread_svg`] for categories that are not a progression (methods, data sets): one dot per
+/// seed and the mean as a short bar with its value, nothing joining the categories, and dashed
+/// references `(label, y)` labelled at the right end ([`accuracy_references`]).
+pub fn spread_ref_svg(title: &str, x_label: &str, y_label: &str, categories: &[String], values: &[Vec<f64>], references: &[(String, f64)]) -> Result<Svg> {
+    spread_chart(title, x_label, y_label, categories, values, references, "reference", false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spread_chart(title: &str, x_label: &str, y_label: &str, categories: &[String], values: &[Vec<f64>], references: &[(String, f64)], ref_name: &str, join: bool) -> Result<Svg> {
     fonts();
     let n = categories.len().max(1);
-    let all: Vec<f64> = values.iter().flatten().copied().chain(reference.map(|r| r.1)).filter(|v| v.is_finite()).collect();
+    let all: Vec<f64> = values.iter().flatten().copied().chain(references.iter().map(|r| r.1)).filter(|v| v.is_finite()).collect();
     let (mut y0, mut y1) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     if !y0.is_finite() {
         (y0, y1) = (0.0, 1.0);
@@ -361,7 +374,11 @@ pub fn spread_svg(title: &str, x_label: &str, y_label: &str, categories: &[Strin
         }
         let means: Vec<(f64, f64)> = values.iter().enumerate().filter(|(_, ys)| !ys.is_empty()).map(|(i, ys)| (i as f64, ys.iter().sum::<f64>() / ys.len() as f64)).collect();
         let c1 = color(1);
-        chart.draw_series(LineSeries::new(means.clone(), c1.stroke_width(2)).point_size(5)).map_err(perr)?;
+        if join {
+            chart.draw_series(LineSeries::new(means.clone(), c1.stroke_width(2)).point_size(5)).map_err(perr)?;
+        } else {
+            chart.draw_series(means.iter().map(|&(x, y)| PathElement::new(vec![(x - 0.18, y), (x + 0.18, y)], c1.stroke_width(3)))).map_err(perr)?;
+        }
         entries.push((if seeds > 1 { "mean over seeds" } else { "value" }.to_string(), Mark::Line(c1.to_rgba(), 2)));
         chart
             .draw_series(means.iter().map(|&(x, y)| {
@@ -369,9 +386,9 @@ pub fn spread_svg(title: &str, x_label: &str, y_label: &str, categories: &[Strin
                 EmptyElement::at((x, y)) + Text::new(format!("{y:.2}"), (8, -6), style)
             }))
             .map_err(perr)?;
-        if let Some((label, v)) = reference {
-            draw_references(&mut chart, &[(format!("{v:.2}"), v)], -0.5, n as f64 - 0.5)?;
-            entries.push((label.to_string(), Mark::Dashed(REF_GREY.to_rgba())));
+        if !references.is_empty() {
+            draw_references(&mut chart, references, -0.5, n as f64 - 0.5)?;
+            entries.push((ref_name.to_string(), Mark::Dashed(REF_GREY.to_rgba())));
         }
         side_legend(&legend, &entries, 60)?;
         root.present().map_err(perr)?;
@@ -750,19 +767,44 @@ pub fn mean_curve(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
 /// Barlow Twins and Mixed Barlow Twins, each seed a thin line and their mean a thick one, with
 /// chance (`100 / classes`) and the randomly initialised networks' mean as references.
 pub fn study_chart(results: &[crate::train::study::RunResult], d: usize, classes: usize, data: &str) -> Result<Svg> {
-    let arms: Vec<Arm> = crate::train::study::STUDY_METHODS
+    let at_d: Vec<crate::train::study::RunResult> = results.iter().filter(|r| r.run.d == d).cloned().collect();
+    study_curves(&at_d, |m, _| crate::method::method_title(m).into(), classes, &format!("k-NN top-1 over pre-training, d = {d}, {data}"))
+}
+
+/// A study of several methods ([`crate::train::study`], `mixbt study methods`): k-NN top-1
+/// over the epochs, one arm per method (its d in the name), seeds thin and their mean thick,
+/// with chance and the random networks' mean as references.
+pub fn methods_chart(results: &[crate::train::study::RunResult], classes: usize, data: &str) -> Result<Svg> {
+    fn short(m: &str) -> &str {
+        match m {
+            "mixbt" => "Mixed BT",
+            "bt" => "BT",
+            m => crate::method::method_title(m),
+        }
+    }
+    study_curves(results, |m, d| format!("{}, d = {d}", short(m)), classes, &format!("k-NN top-1 over pre-training, by method, {data}"))
+}
+
+fn study_curves(results: &[crate::train::study::RunResult], name: impl Fn(&str, usize) -> String, classes: usize, title: &str) -> Result<Svg> {
+    let mut arms_of: Vec<(String, usize)> = vec![];
+    for r in results {
+        if !arms_of.iter().any(|(m, d)| *m == r.run.method && *d == r.run.d) {
+            arms_of.push((r.run.method.clone(), r.run.d));
+        }
+    }
+    let arms: Vec<Arm> = arms_of
         .iter()
-        .map(|m| Arm {
-            name: if *m == "bt" { "Barlow Twins".into() } else { "Mixed Barlow Twins".into() },
-            curves: results.iter().filter(|r| r.run.d == d && r.run.method == *m).map(|r| r.knn.iter().map(|&(e, k, _)| (e as f64, k)).collect()).collect(),
+        .map(|(m, d)| Arm {
+            name: name(m, *d),
+            curves: results.iter().filter(|r| r.run.d == *d && &r.run.method == m).map(|r| r.knn.iter().map(|&(e, k, _)| (e as f64, k)).collect()).collect(),
         })
-        .filter(|a| !a.curves.is_empty())
         .collect();
-    let ri: Vec<f64> = results.iter().filter(|r| r.run.d == d).map(|r| r.knn_random_init).collect();
-    let mut refs = vec![(format!("chance ({:.0} %)", 100.0 / classes.max(1) as f64), 100.0 / classes.max(1) as f64)];
+    let ri: Vec<f64> = results.iter().map(|r| r.knn_random_init).collect();
+    let chance = 100.0 / classes.max(1) as f64;
+    let mut refs = vec![(format!("chance ({chance:.0} %)"), chance)];
     if !ri.is_empty() {
         let m = ri.iter().sum::<f64>() / ri.len() as f64;
         refs.push((format!("random network ({m:.1} %)"), m));
     }
-    curves_svg(&format!("k-NN top-1 over pre-training, d = {d}, {data}"), "epoch", "k-NN top-1 (%)", &arms, &refs)
+    curves_svg(title, "epoch", "k-NN top-1 (%)", &arms, &refs)
 }

@@ -8,6 +8,9 @@
 //! ordinary run folder under `work_dir` (checkpointed every epoch): running the study again
 //! skips finished runs and resumes unfinished ones bit-exactly, so it can be spread over
 //! several sittings. [`OverfittingStudy::write_results`] writes what the runs finished so far.
+//!
+//! The same grid with more methods ([`ALL_METHODS`] at one d) is `mixbt study methods`: the
+//! five methods on one footing, seeds as repeats.
 
 use std::path::{Path, PathBuf};
 
@@ -19,19 +22,26 @@ use crate::eval::{linear_probe, LinearProbeConfig};
 use crate::io::{atomic_write, read_csv, read_parquet, write_csv, DirLock};
 use crate::{data, Error, Result};
 
-/// The methods a study compares, as `--method` names.
+/// The methods the overfitting study compares, as `--method` names.
 pub const STUDY_METHODS: [&str; 2] = ["bt", "mixbt"];
+
+/// Every method, as `mixbt study methods` compares them.
+pub const ALL_METHODS: [&str; 5] = ["mixbt", "bt", "simclr", "byol", "wmse"];
 
 /// A k-NN drop larger than this many points from a run's peak to its end counts as a fall
 /// (with 10,000 test images one standard error of an accuracy near 50 % is 0.5 points).
 pub const FALL_POINTS: f64 = 1.0;
 
-/// A grid of Barlow Twins / Mixed Barlow Twins runs over embedding sizes and seeds.
+/// A grid of runs over methods (Barlow Twins and Mixed Barlow Twins by default), embedding
+/// sizes and seeds.
 #[derive(Debug, Clone)]
 pub struct OverfittingStudy {
-    /// The recipe of every run (a Barlow Twins recipe; each arm sets λ_reg and d).
+    /// The recipe of every run (a Barlow Twins recipe; each arm sets its method and d).
     pub recipe: Recipe,
-    /// Embedding sizes d (the projector's output width).
+    /// `--method` names ([`STUDY_METHODS`] for the overfitting study).
+    pub methods: Vec<String>,
+    /// Embedding sizes d (the projector's output width); empty: each method at its own d
+    /// ([`own_d`]), as `mixbt study methods` runs them.
     pub dims: Vec<usize>,
     pub seeds: Vec<u64>,
     /// Where the run folders (checkpoints, models) go.
@@ -94,13 +104,13 @@ struct RunNotes {
 
 const NOTES: &str = "study.json";
 
-/// Every run of a study over `dims` and `seeds`, seed-major (all arms of seed 0 first: a
-/// partial study compares like with like).
-pub fn planned_runs(dims: &[usize], seeds: &[u64]) -> Vec<StudyRun> {
+/// Every run of a study over `methods`, `dims` and `seeds`, seed-major (all arms of seed 0
+/// first: a partial study compares like with like).
+pub fn planned_runs<S: AsRef<str>>(methods: &[S], dims: &[usize], seeds: &[u64]) -> Vec<StudyRun> {
     let mut out = vec![];
     for &seed in seeds {
         for &d in dims {
-            for m in STUDY_METHODS {
+            for m in methods.iter().map(|m| m.as_ref()) {
                 out.push(StudyRun { name: format!("{m}-d{d}-s{seed}"), method: m.into(), d, seed });
             }
         }
@@ -108,10 +118,41 @@ pub fn planned_runs(dims: &[usize], seeds: &[u64]) -> Vec<StudyRun> {
     out
 }
 
+/// The embedding size d that [`super::presets::with_method`] gives `method` on `recipe`: the
+/// recipe's own projector for the two Barlow Twins, ssl-sota's head (…-1024-64) for the others.
+pub fn own_d(recipe: &Recipe, method: &str) -> Result<usize> {
+    let r = super::presets::with_method(recipe.clone(), method)?;
+    r.encoder.projector.sizes.last().copied().ok_or_else(|| Error::Config(format!("recipe `{}` has no projector", recipe.name)))
+}
+
+/// The plan of a study: [`planned_runs`] over `dims`, or with `dims` empty each method at its
+/// own d ([`own_d`]), seed-major.
+pub fn plan(recipe: &Recipe, methods: &[String], dims: &[usize], seeds: &[u64]) -> Result<Vec<StudyRun>> {
+    if !dims.is_empty() {
+        return Ok(planned_runs(methods, dims, seeds));
+    }
+    let own: Vec<usize> = methods.iter().map(|m| own_d(recipe, m)).collect::<Result<_>>()?;
+    let mut out = vec![];
+    for &seed in seeds {
+        for (m, &d) in methods.iter().zip(&own) {
+            out.push(StudyRun { name: format!("{m}-d{d}-s{seed}"), method: m.clone(), d, seed });
+        }
+    }
+    Ok(out)
+}
+
 impl OverfittingStudy {
-    /// Every run, seed-major ([`planned_runs`]).
+    /// Every run, seed-major ([`plan`]).
     pub fn runs(&self) -> Vec<StudyRun> {
-        planned_runs(&self.dims, &self.seeds)
+        plan(&self.recipe, &self.methods, &self.dims, &self.seeds).unwrap_or_default()
+    }
+
+    /// The embedding sizes the runs use, in increasing order.
+    pub fn run_dims(&self) -> Vec<usize> {
+        let mut d: Vec<usize> = self.runs().iter().map(|r| r.d).collect();
+        d.sort();
+        d.dedup();
+        d
     }
 
     /// The recipe of `run`: the study's recipe with its method and d.
@@ -253,6 +294,10 @@ impl StoredStudy {
     pub fn recipe(&self) -> Result<Recipe> {
         Ok(serde_json::from_value(self.meta.get("recipe").cloned().unwrap_or_default())?)
     }
+    /// The methods of the plan, in its order.
+    pub fn methods(&self) -> Vec<String> {
+        plan_methods(&self.planned)
+    }
     /// The embedding sizes of the plan.
     pub fn dims(&self) -> Vec<usize> {
         let mut d: Vec<usize> = self.planned.iter().map(|r| r.d).collect();
@@ -275,7 +320,20 @@ pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
             .ok_or_else(|| Error::format(&mp, format!("no `{k}` list")))
     };
     let dims: Vec<usize> = list("dims")?.into_iter().map(|d| d as usize).collect();
-    let planned = planned_runs(&dims, &list("seeds")?);
+    // Studies stored before `methods` was recorded compared the two Barlow Twins.
+    let methods: Vec<String> = match meta.get("methods") {
+        None => STUDY_METHODS.iter().map(|m| m.to_string()).collect(),
+        Some(v) => v
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .ok_or_else(|| Error::format(&mp, "`methods` is not a list of names"))?,
+    };
+    let planned = if dims.is_empty() {
+        let recipe: Recipe = serde_json::from_value(meta.get("recipe").cloned().unwrap_or_default()).map_err(|e| Error::format(&mp, format!("`recipe`: {e}")))?;
+        plan(&recipe, &methods, &dims, &list("seeds")?)?
+    } else {
+        planned_runs(&methods, &dims, &list("seeds")?)
+    };
     let rp = out_dir.join("runs.csv");
     let runs = read_csv(&rp)?;
     let kp = out_dir.join("knn.csv");
@@ -389,16 +447,20 @@ fn runs_table(res: &[RunResult]) -> Result<DataFrame> {
     .map_err(|e| Error::msg(e.to_string()))
 }
 
-fn method_label(m: &str) -> &'static str {
-    if m == "bt" {
-        "Barlow Twins"
-    } else {
-        "Mixed Barlow Twins"
+/// The methods of `runs`, each once, in their order.
+pub fn plan_methods(runs: &[StudyRun]) -> Vec<String> {
+    let mut v: Vec<String> = vec![];
+    for r in runs {
+        if !v.contains(&r.method) {
+            v.push(r.method.clone());
+        }
     }
+    v
 }
 
 /// The verdict, computed from the finished runs: for each method and d, on how many seeds
-/// k-NN peaked and fell (by more than [`FALL_POINTS`]), by how much; then Mixed BT − BT per seed.
+/// k-NN peaked and fell (by more than [`FALL_POINTS`]), by how much, the spread of the final
+/// k-NN over seeds and the linear probe; then Mixed BT − BT per seed.
 pub fn verdict(res: &[RunResult], planned: &[StudyRun]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
@@ -410,16 +472,20 @@ pub fn verdict(res: &[RunResult], planned: &[StudyRun]) -> String {
     dims.sort();
     dims.dedup();
     for &d in &dims {
-        for m in STUDY_METHODS {
+        for m in plan_methods(planned) {
             let rs: Vec<&RunResult> = res.iter().filter(|r| r.run.d == d && r.run.method == m).collect();
             if rs.is_empty() {
                 continue;
             }
             let fell = rs.iter().filter(|r| r.fell()).count();
             let mean = |f: &dyn Fn(&RunResult) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64;
+            let finals = rs.iter().map(|r| r.knn_final);
+            let (lo, hi) = finals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+            let lin: Vec<f64> = rs.iter().filter_map(|r| r.linear_top1).collect();
+            let linear = if lin.is_empty() { String::new() } else { format!("; linear probe {:.2} % on average", lin.iter().sum::<f64>() / lin.len() as f64) };
             out.push_str(&format!(
-                "- {} (d = {d}): k-NN peaked and fell on {fell} of {} seeds; mean peak {:.2} % (epochs {}), mean final {:.2} % (drop {:.2} points, largest {:.2}); gain over the random network {:.2} points (smallest {:.2}).\n",
-                method_label(m),
+                "- {} (d = {d}): k-NN peaked and fell on {fell} of {} seeds; mean peak {:.2} % (epochs {}), mean final {:.2} % (seeds from {lo:.2} to {hi:.2}; drop {:.2} points, largest {:.2}); gain over the random network {:.2} points (smallest {:.2}){linear}.\n",
+                crate::method::method_title(&m),
                 rs.len(),
                 mean(&|r| r.knn_peak),
                 rs.iter().map(|r| r.peak_epoch.to_string()).collect::<Vec<_>>().join(", "),
@@ -444,6 +510,10 @@ pub fn verdict(res: &[RunResult], planned: &[StudyRun]) -> String {
                 pairs.len()
             ));
         }
+    }
+    // The overfitting verdict needs both Barlow Twins arms among the finished runs.
+    if !(res.iter().any(|r| r.run.method == "bt") && res.iter().any(|r| r.run.method == "mixbt")) {
+        return out;
     }
     let bt_fell = res.iter().filter(|r| r.run.method == "bt" && r.fell()).count();
     let mix_fell = res.iter().filter(|r| r.run.method == "mixbt" && r.fell()).count();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use mixbt::eval::LinearProbeConfig;
-use mixbt::train::study::OverfittingStudy;
+use mixbt::train::study::{OverfittingStudy, STUDY_METHODS};
 use mixbt::train::PretrainOptions;
 use mixbt::{Error, Result};
 
@@ -17,18 +17,56 @@ pub enum StudyCmd {
     /// sizes and seeds: does Barlow Twins' k-NN peak and fall while Mixed Barlow Twins' keeps
     /// rising (the paper's claim)? Running it again continues where it stopped.
     Overfitting(OverfittingArgs),
+    /// The five methods (Mixed Barlow Twins, Barlow Twins, SimCLR, BYOL, W-MSE) on one footing:
+    /// the same data, backbone, optimiser, schedule, batch and d, k-NN every few epochs and a
+    /// linear probe of each final model, over seeds. Runs that the overfitting study already
+    /// trained (same recipe, same folder) are not trained again.
+    Methods(MethodsArgs),
 }
 
 #[derive(Args)]
 pub struct OverfittingArgs {
-    /// The recipe of every run (a Barlow Twins preset: each arm sets λ_reg and d).
+    /// Embedding sizes d, comma-separated.
+    #[arg(long, default_value = "128,1024", value_delimiter = ',')]
+    dims: Vec<usize>,
+    /// Run folders (checkpoints and models: large, keep them out of a repository).
+    #[arg(long, default_value = "runs/study-overfitting")]
+    work: PathBuf,
+    /// Result tables (small): knn.csv, runs.csv, epochs/, verdict.md, study.json.
+    #[arg(long, default_value = "results/overfitting")]
+    out: PathBuf,
+    #[command(flatten)]
+    common: StudyArgs,
+}
+
+#[derive(Args)]
+pub struct MethodsArgs {
+    /// Methods, comma-separated (`--method` names).
+    #[arg(long, default_value = "mixbt,bt,simclr,byol,wmse", value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Embedding sizes d (the projector's or head's output), comma-separated; by default each
+    /// method's own: the preset's projector for the two Barlow Twins, ssl-sota's head
+    /// (…-1024-64) for SimCLR, BYOL and W-MSE (W-MSE whitens batches of 128 and needs d < 128).
+    #[arg(long, value_delimiter = ',')]
+    dims: Vec<usize>,
+    /// Run folders (by default the overfitting study's: its Barlow Twins runs are reused).
+    #[arg(long, default_value = "runs/study-overfitting")]
+    work: PathBuf,
+    /// Result tables (small): knn.csv, runs.csv, epochs/, verdict.md, study.json.
+    #[arg(long, default_value = "results/methods")]
+    out: PathBuf,
+    #[command(flatten)]
+    common: StudyArgs,
+}
+
+/// What every study takes.
+#[derive(Args)]
+pub struct StudyArgs {
+    /// The recipe of every run (a Barlow Twins preset: each arm sets its method and d).
     #[arg(long, default_value = "cifar10-cpu-study")]
     preset: String,
     #[command(flatten)]
     data: DataArgs,
-    /// Embedding sizes d, comma-separated.
-    #[arg(long, default_value = "128,1024", value_delimiter = ',')]
-    dims: Vec<usize>,
     /// Seeds, comma-separated.
     #[arg(long, default_value = "0,1,2", value_delimiter = ',')]
     seeds: Vec<u64>,
@@ -44,12 +82,6 @@ pub struct OverfittingArgs {
     /// Epochs of the linear probe of each final model (frozen features, no augmentation); 0: none.
     #[arg(long, default_value_t = 100)]
     linear_epochs: usize,
-    /// Run folders (checkpoints and models: large, keep them out of a repository).
-    #[arg(long, default_value = "runs/study-overfitting")]
-    work: PathBuf,
-    /// Result tables (small): knn.csv, runs.csv, epochs/, verdict.md, study.json.
-    #[arg(long, default_value = "results/overfitting")]
-    out: PathBuf,
     /// Stop after this many runs have been worked on in this sitting (the rest next time).
     #[arg(long, value_parser = at_least_one)]
     max_runs: Option<usize>,
@@ -70,11 +102,22 @@ pub struct OverfittingArgs {
 
 pub fn run(cmd: StudyCmd) -> Result<()> {
     match cmd {
-        StudyCmd::Overfitting(a) => overfitting(a),
+        StudyCmd::Overfitting(a) => {
+            let methods = STUDY_METHODS.iter().map(|m| m.to_string()).collect();
+            study(a.common, methods, a.dims, a.work, a.out, false)
+        }
+        StudyCmd::Methods(a) => {
+            for m in &a.methods {
+                mixbt::method::MethodConfig::for_name(m)?;
+            }
+            study(a.common, a.methods, a.dims, a.work, a.out, true)
+        }
     }
 }
 
-fn overfitting(a: OverfittingArgs) -> Result<()> {
+/// Run (or continue) a study and write its tables; the charts: one per d of the two Barlow
+/// Twins, or with `methods_chart` one of every method.
+fn study(a: StudyArgs, methods: Vec<String>, dims: Vec<usize>, work: PathBuf, out: PathBuf, methods_chart: bool) -> Result<()> {
     let mut recipe = mixbt::train::presets::get(&a.preset)?;
     if recipe.barlow_twins().is_none() {
         return Err(Error::Config(format!("--preset {}: the study needs a Barlow Twins recipe", a.preset)));
@@ -90,12 +133,12 @@ fn overfitting(a: OverfittingArgs) -> Result<()> {
         recipe.knn_every_epochs = k;
     }
     recipe.time_budget_s = None; // runs end at their epochs, whatever the sittings
-    if a.dims.is_empty() || a.dims.contains(&0) || a.seeds.is_empty() {
-        return Err(Error::Config("--dims and --seeds need at least one value each (d ≥ 1)".into()));
+    if dims.contains(&0) || a.seeds.is_empty() || methods.is_empty() {
+        return Err(Error::Config("--methods and --seeds need at least one value each, and every d is at least 1".into()));
     }
     let linear = (a.linear_epochs > 0).then(|| LinearProbeConfig { epochs: a.linear_epochs, batch_size: 512, augment: false, workers: workers(a.workers), ..LinearProbeConfig::small() });
     let opts = PretrainOptions { device: parse_device(&a.device)?, workers: workers(a.workers), progress: !a.no_progress, ..Default::default() };
-    let study = OverfittingStudy { recipe, dims: a.dims, seeds: a.seeds, work_dir: a.work.clone(), out_dir: a.out.clone(), linear, opts };
+    let study = OverfittingStudy { recipe, methods, dims, seeds: a.seeds, work_dir: work, out_dir: out.clone(), linear, opts };
     let runs = study.runs();
     let started = chrono_now();
     let t0 = std::time::Instant::now();
@@ -105,16 +148,20 @@ fn overfitting(a: OverfittingArgs) -> Result<()> {
     let label = format!("{} ({train} training images)", a.label);
     // `--report-only` trains nothing: the record of the sitting that trained stays.
     let previous: Option<serde_json::Value> =
-        if a.report_only { std::fs::read(a.out.join("study.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()) } else { None };
+        if a.report_only { std::fs::read(out.join("study.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()) } else { None };
     let machine = machine();
     // The tables and one chart per d, after every run: an interrupted study still leaves its results.
     let report = || -> Result<String> {
         let record = previous.clone().unwrap_or_else(|| meta(&study, &machine, &started, t0.elapsed().as_secs_f64()));
         let (verdict, results) = study.write_results(&record)?;
-        for &d in &study.dims {
-            if results.iter().any(|r| r.run.d == d) {
-                mixbt::report::study_chart(&results, d, classes, &label)?.save(&a.out.join(format!("knn-d{d}.svg")))?;
+        if !methods_chart {
+            for d in study.run_dims() {
+                if results.iter().any(|r| r.run.d == d) {
+                    mixbt::report::study_chart(&results, d, classes, &label)?.save(&out.join(format!("knn-d{d}.svg")))?;
+                }
             }
+        } else if !results.is_empty() {
+            mixbt::report::methods_chart(&results, classes, &label)?.save(&out.join("knn.svg"))?;
         }
         Ok(verdict)
     };
@@ -135,7 +182,7 @@ fn overfitting(a: OverfittingArgs) -> Result<()> {
         }
     }
     println!("{}", report()?);
-    println!("tables in {}", a.out.display());
+    println!("tables in {}", out.display());
     Ok(())
 }
 
@@ -163,6 +210,7 @@ fn meta(study: &OverfittingStudy, machine: &serde_json::Value, started: &str, se
         "last_sitting_started": started,
         "last_sitting_seconds": seconds,
         "recipe": study.recipe,
+        "methods": study.methods,
         "dims": study.dims,
         "seeds": study.seeds,
     });

@@ -46,7 +46,7 @@ fn spread_chart_shows_seeds_means_and_the_baseline() {
     // are drawn and labelled.
     let methods: Vec<String> = ["Mixed BT", "BT", "SimCLR"].iter().map(|s| s.to_string()).collect();
     let refs = mixbt::report::accuracy_references(10, Some(27.5));
-    let svg = mixbt::report::spread_ref_svg("k-NN by method", "method", "top-1 (%)", &methods, &vals[..3], &refs).unwrap();
+    let svg = mixbt::report::spread_ref_svg("k-NN by method", "method", "top-1 (%)", &methods, &vals[..3], &refs, false).unwrap();
     for s in ["one seed (3)", "mean over seeds", "chance (10 %)", "random network (27.5 %)", "SimCLR", "method (categories, evenly spaced)"] {
         assert!(svg.0.contains(s), "method spread chart lacks `{s}`");
     }

@@ -151,6 +151,26 @@ fn a_tiny_study_runs_resumes_and_writes_its_tables() {
     std::fs::write(bad.join("study.json"), "{\"dims\": [16], \"seeds\": [3]}").unwrap();
     let e = read_study(&bad).unwrap_err().to_string();
     assert!(e.contains("runs.csv"), "{e}");
+
+    // The tables outlive the run folders: with the folders gone nothing is left to train, the
+    // results are the stored ones, and writing the tables again changes nothing.
+    let meta = serde_json::json!({"command": "test", "dims": [16, 32], "seeds": [3], "recipe": s.recipe});
+    s.write_results(&meta).unwrap();
+    let tables = || ["runs.csv", "knn.csv", "verdict.md", "epochs/bt-d16-s3.csv"].map(|f| std::fs::read_to_string(out.join(f)).unwrap());
+    let before = tables();
+    std::fs::remove_dir_all(&work).unwrap();
+    assert!(s.pending().unwrap().is_empty(), "every run is stored");
+    assert_eq!(s.results().unwrap().len(), 4);
+    s.write_results(&meta).unwrap();
+    assert_eq!(tables(), before);
+    // A stored run missing from the tables is still to train.
+    let runs_csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    let kept: Vec<&str> = runs_csv.lines().filter(|l| !l.starts_with("mixbt-d32-s3,")).collect();
+    std::fs::write(out.join("runs.csv"), kept.join("\n") + "\n").unwrap();
+    assert_eq!(s.pending().unwrap(), [runs[3].clone()]);
+    // Tables of another recipe are not overwritten.
+    let e = other.pending().unwrap_err().to_string();
+    assert!(e.contains("study.json") && e.contains("another recipe"), "{e}");
 }
 
 fn result(method: &str, seed: u64, curve: &[f64]) -> RunResult {

@@ -314,11 +314,12 @@ pub fn spread_svg(title: &str, x_label: &str, y_label: &str, categories: &[Strin
     spread_chart(title, x_label, y_label, categories, values, &refs, reference.map(|r| r.0).unwrap_or("reference"), true)
 }
 
-/// [`spread_svg`] for categories that are not a progression (methods, data sets): one dot per
-/// seed and the mean as a short bar with its value, nothing joining the categories, and dashed
-/// references `(label, y)` labelled at the right end ([`accuracy_references`]).
-pub fn spread_ref_svg(title: &str, x_label: &str, y_label: &str, categories: &[String], values: &[Vec<f64>], references: &[(String, f64)]) -> Result<Svg> {
-    spread_chart(title, x_label, y_label, categories, values, references, "reference", false)
+/// [`spread_svg`] with dashed references `(label, y)` labelled at the right end (chance, the
+/// random network: [`accuracy_references`]; a baseline). `join`: a line joins the means, for
+/// categories that are a progression (λ values); without it (methods, data sets) each mean is
+/// a short bar of its own.
+pub fn spread_ref_svg(title: &str, x_label: &str, y_label: &str, categories: &[String], values: &[Vec<f64>], references: &[(String, f64)], join: bool) -> Result<Svg> {
+    spread_chart(title, x_label, y_label, categories, values, references, "reference", join)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -167,7 +167,8 @@ impl OverfittingStudy {
         self.work_dir.join(&run.name)
     }
 
-    /// Whether `run` has finished (its summary and, when the study probes, its linear probe).
+    /// Whether `run` has finished in its work folder (its summary and, when the study probes,
+    /// its linear probe).
     pub fn is_done(&self, run: &StudyRun) -> bool {
         let dir = self.run_dir(run);
         dir.join("summary.json").is_file() && (self.linear.is_none() || read_notes(&dir).linear_top1.is_some())
@@ -212,9 +213,43 @@ impl OverfittingStudy {
         Ok(())
     }
 
-    /// The results of the finished runs.
+    /// The results of the finished runs: those finished in the work folder, and those the
+    /// result tables in `out_dir` already hold ([`Self::stored_results`]) whose folders are gone.
     pub fn results(&self) -> Result<Vec<RunResult>> {
-        self.runs().into_iter().filter(|r| self.is_done(r)).map(|r| self.result_of(r)).collect()
+        let stored = self.stored_results()?;
+        let mut out = vec![];
+        for r in self.runs() {
+            if self.is_done(&r) {
+                out.push(self.result_of(r)?);
+            } else if let Some(s) = stored.iter().find(|s| s.run == r) {
+                out.push(s.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The runs still to train: neither finished in the work folder nor stored in `out_dir`.
+    pub fn pending(&self) -> Result<Vec<StudyRun>> {
+        let stored = self.stored_results()?;
+        Ok(self.runs().into_iter().filter(|r| !self.is_done(r) && !stored.iter().any(|s| &s.run == r)).collect())
+    }
+
+    /// The finished runs that the result tables in `out_dir` hold: the record that outlives the
+    /// run folders (a study committed to a repository continues on a machine that has only
+    /// the tables). Empty when `out_dir` holds no study, or a record without its recipe; an
+    /// error when it holds a study of another recipe (its tables would be overwritten).
+    pub fn stored_results(&self) -> Result<Vec<RunResult>> {
+        let mp = self.out_dir.join("study.json");
+        let Ok(bytes) = std::fs::read(&mp) else { return Ok(vec![]) };
+        let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::format(&mp, format!("not JSON: {e}")))?;
+        if meta.get("recipe").is_none() || !self.out_dir.join("runs.csv").is_file() {
+            return Ok(vec![]);
+        }
+        let stored = read_study(&self.out_dir)?;
+        if stored.recipe()? != self.recipe {
+            return Err(Error::format(&mp, "holds a study of another recipe: a study's settings cannot change between sittings (use another --out)"));
+        }
+        Ok(stored.results.into_iter().filter(|s| self.runs().contains(&s.run)).collect())
     }
 
     fn result_of(&self, run: StudyRun) -> Result<RunResult> {
@@ -257,9 +292,12 @@ impl OverfittingStudy {
                 k1.push(a);
                 k5.push(b);
             }
-            let dir = self.run_dir(&r.run);
-            let mut epochs = epoch_table(&read_parquet(&dir.join("history.parquet"))?, &dir)?;
-            write_csv(&self.out_dir.join("epochs").join(format!("{}.csv", r.run.name)), &mut epochs)?;
+            // A stored run whose folder is gone keeps the epoch table it was stored with.
+            if self.is_done(&r.run) {
+                let dir = self.run_dir(&r.run);
+                let mut epochs = epoch_table(&read_parquet(&dir.join("history.parquet"))?, &dir)?;
+                write_csv(&self.out_dir.join("epochs").join(format!("{}.csv", r.run.name)), &mut epochs)?;
+            }
         }
         let mut knn = df!("run" => names, "method" => methods, "d" => d, "seed" => seed, "epoch" => ep, "knn_top1" => k1, "knn_top5" => k5)
             .map_err(|e| Error::msg(e.to_string()))?;

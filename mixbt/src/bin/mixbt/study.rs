@@ -167,8 +167,9 @@ fn study(a: StudyArgs, methods: Vec<String>, dims: Vec<usize>, work: PathBuf, ou
     };
     if !a.report_only {
         let mut worked = 0;
+        let pending = study.pending()?;
         for (i, r) in runs.iter().enumerate() {
-            if study.is_done(r) {
+            if !pending.contains(r) {
                 continue;
             }
             if a.max_runs.is_some_and(|m| worked >= m) {

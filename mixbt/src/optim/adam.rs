@@ -62,7 +62,8 @@ impl Optimizer for Adam {
         for g in &self.groups {
             for (name, var) in &g.params {
                 let Some(grad) = grads.get(var.as_tensor()) else { continue };
-                let p = var.as_tensor();
+                // Detached, so that the moments hold no graph (see `Lars::step`).
+                let (grad, p) = (&grad.detach(), &var.as_tensor().detach());
                 let st = match self.state.get_mut(name) {
                     Some(s) => s,
                     None => {

@@ -69,7 +69,11 @@ impl Optimizer for Lars {
         for g in &self.groups {
             for (name, var) in &g.params {
                 let Some(grad) = grads.get(var.as_tensor()) else { continue };
-                let p = var.as_tensor();
+                // Detached: a gradient from the backward pass still holds the graph it came from
+                // (and the weights are a variable); the momentum kept from step to step must not,
+                // or every step's graph stays alive through it.
+                let (grad, p) = (grad.detach(), var.as_tensor().detach());
+                let p = &p;
                 let one_d = p.rank() == 1;
                 let mut dp = grad.clone();
                 if !c.weight_decay_filter || !one_d {

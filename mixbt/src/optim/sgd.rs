@@ -41,7 +41,9 @@ impl Optimizer for Sgd {
         for g in &self.groups {
             for (name, var) in &g.params {
                 let Some(grad) = grads.get(var.as_tensor()) else { continue };
-                let p = var.as_tensor();
+                // Detached, so that the momentum buffer holds no graph (see `Lars::step`).
+                let (grad, p) = (grad.detach(), var.as_tensor().detach());
+                let p = &p;
                 let mut d = grad.clone();
                 if c.weight_decay != 0.0 {
                     d = (d + (p * c.weight_decay)?)?;

@@ -87,9 +87,18 @@ fn check(variant: MixVariant, lambda_bt: f64, lambda_reg: f64, l2: bool, r: &Ref
     assert_rel("reg_mb", s(&p.reg_mb), w.reg_mb, tol);
     assert_rel("loss_reg", s(&p.loss_reg), w.loss_reg, tol);
     assert_rel("total", s(&p.total), w.total, tol);
-    // The same call through the public API of the issue.
-    let parts = loss.compute(&h_a, &h_b, &h_m, &r.perm, r.lam).unwrap();
-    assert_eq!(s(&parts.total), s(&p.total));
+    // The same through the public entry point, which takes the Gram form here (d > N).
+    assert!(mixbt::loss::gram_form(r.n, r.d));
+    let q = loss.compute(&h_a, &h_b, &h_m, &r.perm, r.lam).unwrap();
+    for (name, got, want) in [
+        ("gram on_diag", &q.on_diag, w.on_diag),
+        ("gram off_diag", &q.off_diag, w.off_diag),
+        ("gram reg_ma", &q.reg_ma, w.reg_ma),
+        ("gram reg_mb", &q.reg_mb, w.reg_mb),
+        ("gram total", &q.total, w.total),
+    ] {
+        assert_rel(name, s(got), want, tol);
+    }
 }
 
 const SMALL_SEED0: Want = Want {
@@ -202,29 +211,36 @@ fn zero_variance_column_is_a_clear_error() {
     assert!(matches!(loss.compute_bt(&one, &one), Err(mixbt::Error::ZeroVariance(_))));
 }
 
-/// Central finite differences of the total loss against autograd, in f64, for every input entry.
+/// Central finite differences of the total loss against autograd, in f64, for every input entry
+/// (N = 6, d = 5: the d×d form; N = 4, d = 7: the Gram form).
 fn grad_check(variant: MixVariant, l2: bool) {
-    let r = reference_inputs(7, 6, 5);
+    for (n, d) in [(6, 5), (4, 7)] {
+        grad_check_at(variant, l2, n, d);
+    }
+}
+
+fn grad_check_at(variant: MixVariant, l2: bool, n: usize, d: usize) {
+    let r = reference_inputs(7, n, d);
     let loss = MixedBarlowTwins { lambda_bt: 0.05, lambda_reg: 2.0, variant, l2_normalize: l2 };
     let f = |a: &[f64], b: &[f64], m: &[f64]| -> f64 {
-        s(&loss.compute(&t(a, 6, 5, DType::F64), &t(b, 6, 5, DType::F64), &t(m, 6, 5, DType::F64), &r.perm, r.lam).unwrap().total)
+        s(&loss.compute(&t(a, n, d, DType::F64), &t(b, n, d, DType::F64), &t(m, n, d, DType::F64), &r.perm, r.lam).unwrap().total)
     };
-    let va = Var::from_tensor(&t(&r.h_a, 6, 5, DType::F64)).unwrap();
-    let vb = Var::from_tensor(&t(&r.h_b, 6, 5, DType::F64)).unwrap();
-    let vm = Var::from_tensor(&t(&r.h_m, 6, 5, DType::F64)).unwrap();
+    let va = Var::from_tensor(&t(&r.h_a, n, d, DType::F64)).unwrap();
+    let vb = Var::from_tensor(&t(&r.h_b, n, d, DType::F64)).unwrap();
+    let vm = Var::from_tensor(&t(&r.h_m, n, d, DType::F64)).unwrap();
     let p = loss.compute(va.as_tensor(), vb.as_tensor(), vm.as_tensor(), &r.perm, r.lam).unwrap();
     let grads = p.total.backward().unwrap();
     let eps = 1e-6;
     for (which, var) in [(0, &va), (1, &vb), (2, &vm)] {
         let g: Vec<f64> = grads.get(var).expect("gradient flows to every input").flatten_all().unwrap().to_vec1().unwrap();
-        for i in 0..30 {
+        for i in 0..n * d {
             let mut ins = [r.h_a.clone(), r.h_b.clone(), r.h_m.clone()];
             ins[which][i] += eps;
             let up = f(&ins[0], &ins[1], &ins[2]);
             ins[which][i] -= 2.0 * eps;
             let down = f(&ins[0], &ins[1], &ins[2]);
             let fd = (up - down) / (2.0 * eps);
-            assert!((fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()), "input {which} entry {i}: autograd {} vs finite difference {fd}", g[i]);
+            assert!((fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()), "N {n}, d {d}, input {which} entry {i}: autograd {} vs finite difference {fd}", g[i]);
         }
     }
 }
@@ -266,4 +282,140 @@ fn mixed_batch_is_alpha_a_plus_one_minus_alpha_b_perm() {
         sum += al;
     }
     assert!((sum / 4000.0 - 0.5).abs() < 0.02);
+}
+
+/// The loss's parts and its gradients with respect to the three inputs.
+fn parts_and_grads(
+    loss: &MixedBarlowTwins,
+    r: &RefInputs,
+    dt: DType,
+    f: impl Fn(&MixedBarlowTwins, &Tensor, &Tensor, &Tensor) -> mixbt::loss::LossParts,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let vars: Vec<Var> = [&r.h_a, &r.h_b, &r.h_m].iter().map(|h| Var::from_tensor(&t(h, r.n, r.d, dt)).unwrap()).collect();
+    let p = f(loss, vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor());
+    let grads = p.total.backward().unwrap();
+    // No gradient (plain Barlow Twins and the mixed batch): zeros.
+    let g = vars
+        .iter()
+        .map(|v| grads.get(v).map_or(vec![0.0; r.n * r.d], |g| g.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    (vec![s(&p.on_diag), s(&p.off_diag), s(&p.reg_ma), s(&p.reg_mb), s(&p.total)], g)
+}
+
+fn assert_grads_close(what: &str, got: &[Vec<f64>], want: &[Vec<f64>], tol: f64) {
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let err = g.iter().zip(w).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= tol * scale, "{what}: gradient of input {k} differs by {err:.3e} (largest entry {scale:.3e}, tolerance {tol:.0e} of it)");
+    }
+}
+
+/// The Gram form (no d×d matrix) gives the reference form's loss and gradients, for both
+/// variants and plain Barlow Twins, in f64 and f32.
+#[test]
+fn gram_form_matches_the_matrices() {
+    for (n, d) in [(16, 64), (32, 256)] {
+        let r = reference_inputs(11, n, d);
+        for (variant, l2, lambda_bt, lambda_reg) in [(MixVariant::Small, true, 0.0078125, 4.0), (MixVariant::ImageNet, false, 0.0051, 1.0)] {
+            let loss = MixedBarlowTwins { lambda_bt, lambda_reg, variant, l2_normalize: l2 };
+            for (dt, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-5)] {
+                let what = format!("{variant:?}, N {n}, d {d}, {dt:?}");
+                let (pm, gm) = parts_and_grads(&loss, &r, dt, |l, a, b, m| l.compute_with_matrices(a, b, m, &r.perm, r.lam).unwrap().0);
+                let (pg, gg) = parts_and_grads(&loss, &r, dt, |l, a, b, m| l.compute_gram(a, b, m, &r.perm, r.lam).unwrap());
+                for (i, name) in ["on_diag", "off_diag", "reg_ma", "reg_mb", "total"].iter().enumerate() {
+                    assert_rel(&format!("{what} {name}"), pg[i], pm[i], tol);
+                }
+                assert_grads_close(&what, &gg, &gm, tol);
+                let plain = MixedBarlowTwins::plain(lambda_bt, variant, l2);
+                let (bm, gbm) = parts_and_grads(&plain, &r, dt, |l, a, b, _| l.compute_bt_in(a, b, false).unwrap());
+                let (bg, gbg) = parts_and_grads(&plain, &r, dt, |l, a, b, _| l.compute_bt_in(a, b, true).unwrap());
+                assert_rel(&format!("{what} plain BT"), bg[4], bm[4], tol);
+                assert_grads_close(&format!("{what} plain BT"), &gbg[..2], &gbm[..2], tol);
+            }
+        }
+    }
+}
+
+/// Standardise the columns of a row-major `[n, d]` matrix in f64 (optionally L2-normalising the
+/// rows first), as the loss does.
+fn standardize_f64(h: &[f64], n: usize, d: usize, l2: bool) -> Vec<f64> {
+    let mut z = h.to_vec();
+    if l2 {
+        for row in z.chunks_mut(d) {
+            let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    for k in 0..d {
+        let mean = (0..n).map(|i| z[i * d + k]).sum::<f64>() / n as f64;
+        let var = (0..n).map(|i| (z[i * d + k] - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+        for i in 0..n {
+            z[i * d + k] = (z[i * d + k] - mean) / var.sqrt();
+        }
+    }
+    z
+}
+
+/// The loss's parts at d = 8192 from every d×d entry, one row at a time in f64 (no matrix
+/// stored): C, C^MA and its target, C^MB and its target, entry by entry as the original.
+fn streamed_reference(loss: &MixedBarlowTwins, r: &RefInputs) -> [f64; 5] {
+    let (n, d, al) = (r.n, r.d, r.lam);
+    let za = standardize_f64(&r.h_a, n, d, loss.l2_normalize);
+    let zb = standardize_f64(&r.h_b, n, d, loss.l2_normalize);
+    let zm = standardize_f64(&r.h_m, n, d, loss.l2_normalize);
+    let zbp: Vec<f64> = (0..n).flat_map(|i| zb[r.perm[i] * d..(r.perm[i] + 1) * d].to_vec()).collect();
+    let nf = n as f64;
+    let (mut on, mut off, mut ma, mut mb) = (0.0, 0.0, 0.0, 0.0);
+    let mut rows = vec![vec![0.0; d]; 7];
+    for i in 0..d {
+        rows.iter_mut().for_each(|r| r.iter_mut().for_each(|x| *x = 0.0));
+        for s in 0..n {
+            let (a, b, m, p) = (za[s * d + i], zb[s * d + i], zm[s * d + i], zbp[s * d + i]);
+            let (ra, rb) = (&za[s * d..(s + 1) * d], &zb[s * d..(s + 1) * d]);
+            for j in 0..d {
+                rows[0][j] += a * rb[j]; // C = Z_Aᵀ Z_B
+                rows[1][j] += m * ra[j]; // C^MA = Z_Mᵀ Z_A
+                rows[2][j] += a * ra[j]; // Z_Aᵀ Z_A
+                rows[3][j] += p * ra[j]; // Z_Bπᵀ Z_A
+                rows[4][j] += m * rb[j]; // C^MB = Z_Mᵀ Z_B
+                rows[5][j] += b * rb[j]; // Z_Bᵀ Z_B (the ImageNet code's first term)
+                rows[6][j] += p * rb[j]; // Z_Bπᵀ Z_B
+            }
+        }
+        for j in 0..d {
+            let c = rows[0][j] / nf;
+            if i == j {
+                on += (c - 1.0).powi(2);
+            } else {
+                off += c * c;
+            }
+            let ma_gt = (al * rows[2][j] + (1.0 - al) * rows[3][j]) / nf;
+            ma += (rows[1][j] / nf - ma_gt).powi(2);
+            let first = if loss.variant == MixVariant::Small { rows[0][j] } else { rows[5][j] };
+            let mb_gt = (al * first + (1.0 - al) * rows[6][j]) / nf;
+            mb += (rows[4][j] / nf - mb_gt).powi(2);
+        }
+    }
+    let w = if loss.variant == MixVariant::Small { loss.lambda_reg * loss.lambda_bt } else { 0.5 * loss.lambda_bt * loss.lambda_reg };
+    [on, off, ma, mb, on + loss.lambda_bt * off + w * (ma + mb)]
+}
+
+/// At the paper's ImageNet width, d = 8192: the Gram form against a float64 reference computed
+/// entry by entry (losses, both variants), and its f32 gradients against its f64 ones.
+#[test]
+fn gram_form_at_d_8192() {
+    let r = reference_inputs(5, 8, 8192);
+    for (variant, l2, lambda_bt, lambda_reg) in [(MixVariant::Small, true, 0.0078125, 4.0), (MixVariant::ImageNet, false, 0.0051, 1.0)] {
+        let loss = MixedBarlowTwins { lambda_bt, lambda_reg, variant, l2_normalize: l2 };
+        let want = streamed_reference(&loss, &r);
+        let mut grads = vec![];
+        for (dt, tol) in [(DType::F64, 1e-9), (DType::F32, 1e-5)] {
+            let (p, g) = parts_and_grads(&loss, &r, dt, |l, a, b, m| l.compute(a, b, m, &r.perm, r.lam).unwrap());
+            for (i, name) in ["on_diag", "off_diag", "reg_ma", "reg_mb", "total"].iter().enumerate() {
+                assert_rel(&format!("{variant:?} d 8192 {dt:?} {name}"), p[i], want[i], tol);
+            }
+            grads.push(g);
+        }
+        assert_grads_close(&format!("{variant:?} d 8192 f32 vs f64"), &grads[1], &grads[0], 1e-5);
+    }
 }

@@ -96,6 +96,34 @@ fn on_diagonal_sq(c: &Tensor) -> CResult<Tensor> {
     ((c * eye)?.sum(1)? - 1.0)?.sqr()?.sum_all()
 }
 
+/// Whether [`MixedBarlowTwins::compute`] takes the Gram form for a batch of `n` embeddings of
+/// size `d`: when d > N, where N×N Gram matrices are smaller than d×d ones and cost fewer FLOPs.
+pub fn gram_form(n: usize, d: usize) -> bool {
+    d > n
+}
+
+/// `Z Zᵀ` (`[N, N]`).
+fn gram(z: &Tensor) -> CResult<Tensor> {
+    z.matmul(&z.t()?)
+}
+
+/// `⟨G, H⟩ = Σ G_ij H_ij`, summed in f64 and returned in `g`'s dtype.
+fn gram_inner(g: &Tensor, h: &Tensor) -> CResult<Tensor> {
+    let dt = g.dtype();
+    (g.to_dtype(DType::F64)? * h.to_dtype(DType::F64)?)?.sum_all()?.to_dtype(dt)
+}
+
+/// Barlow Twins' two terms from the views and their Gram matrices, no d×d matrix: the diagonal
+/// of C is `Σ_n z_A z_B / N`; `‖C‖² = ⟨G_A, G_B⟩ / N²`, less the diagonal's squares.
+fn diagonal_terms(z_a: &Tensor, z_b: &Tensor, g_a: &Tensor, g_b: &Tensor, n: usize) -> CResult<(Tensor, Tensor)> {
+    let diag = ((z_a * z_b)?.sum(0)? / n as f64)?;
+    let on = (diag.clone() - 1.0)?.sqr()?.sum_all()?;
+    let diag_sq = diag.sqr()?.to_dtype(DType::F64)?.sum_all()?;
+    let all = (g_a.to_dtype(DType::F64)? * g_b.to_dtype(DType::F64)?)?.sum_all()?;
+    let off = ((all / (n * n) as f64)? - diag_sq)?.to_dtype(z_a.dtype())?;
+    Ok((on, off))
+}
+
 /// Draw the mixing coefficient α ~ Beta(1, 1) and a uniform permutation of `0..n` (Fisher–Yates).
 pub fn sample_mix<R: Rng + ?Sized>(rng: &mut R, n: usize) -> (Vec<usize>, f64) {
     let mut perm: Vec<usize> = (0..n).collect();
@@ -146,14 +174,25 @@ impl MixedBarlowTwins {
         Ok(n)
     }
 
-    /// Plain Barlow Twins on two views (no third pass): the reg terms are zero.
+    /// Plain Barlow Twins on two views (no third pass): the reg terms are zero. In Gram form
+    /// when d > N, as [`Self::compute`].
     pub fn compute_bt(&self, h_a: &Tensor, h_b: &Tensor) -> Result<LossParts> {
+        let n = self.check_inputs(&[("h_a", h_a), ("h_b", h_b)])?;
+        let d = h_a.dim(1)?;
+        self.compute_bt_in(h_a, h_b, gram_form(n, d))
+    }
+
+    /// [`Self::compute_bt`] in the form asked for (`gram`: N×N Gram matrices, else the d×d C).
+    pub fn compute_bt_in(&self, h_a: &Tensor, h_b: &Tensor, gram_form: bool) -> Result<LossParts> {
         let n = self.check_inputs(&[("h_a", h_a), ("h_b", h_b)])?;
         let z_a = self.prepare(h_a)?;
         let z_b = self.prepare(h_b)?;
-        let c = cross_correlation(&z_a, &z_b, n)?;
-        let on_diag = on_diagonal_sq(&c)?;
-        let off_diag = off_diagonal_sq_sum(&c)?;
+        let (on_diag, off_diag) = if gram_form {
+            diagonal_terms(&z_a, &z_b, &gram(&z_a)?, &gram(&z_b)?, n)?
+        } else {
+            let c = cross_correlation(&z_a, &z_b, n)?;
+            (on_diagonal_sq(&c)?, off_diagonal_sq_sum(&c)?)
+        };
         let loss_bt = (&on_diag + (&off_diag * self.lambda_bt)?)?;
         let zero = Tensor::zeros((), loss_bt.dtype(), loss_bt.device())?;
         let parts = LossParts {
@@ -170,9 +209,60 @@ impl MixedBarlowTwins {
     }
 
     /// The full loss with the mixed batch's projector outputs `h_m`, the permutation and α used to
-    /// build it. `h_*` are raw projector outputs `[N, D]`.
+    /// build it. `h_*` are raw projector outputs `[N, D]`. In Gram form when d > N
+    /// ([`gram_form`], [`Self::compute_gram`]), else with the d×d matrices as the original
+    /// ([`Self::compute_with_matrices`], the reference).
     pub fn compute(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64) -> Result<LossParts> {
+        let (n, d) = h_a.dims2().unwrap_or((0, 0));
+        if gram_form(n, d) {
+            return self.compute_gram(h_a, h_b, h_m, perm, alpha);
+        }
         let (parts, _) = self.compute_with_matrices(h_a, h_b, h_m, perm, alpha)?;
+        Ok(parts)
+    }
+
+    /// The full loss without any d×d matrix: every term is a squared Frobenius norm of a
+    /// cross-correlation `AᵀB/N` of two `[N, d]` matrices, and `‖AᵀB‖² = ⟨AAᵀ, BBᵀ⟩` is an inner
+    /// product of `N×N` Gram matrices. The regulariser's difference is one such product:
+    /// `C^MA − C^MA_gt = D_Aᵀ Z_A / N` with `D_A = Z_M − α Z_A − (1−α) Z_{B_π}`, and
+    /// `C^MB − C^MB_gt = D_Aᵀ Z_B / N` (`main.py`; as coded in `main_imagenet.py`, `D_B = Z_M −
+    /// α Z_B − (1−α) Z_{B_π}`). The diagonal of C is O(N·d); the off-diagonal sum is `‖C‖² −
+    /// Σ C_ii²`. Three Gram matrices (`Z_A Z_Aᵀ`, `Z_B Z_Bᵀ`, `D Dᵀ`): O(N²·d) FLOPs and memory
+    /// O(N² + N·d) instead of O(N·d²) and several d×d matrices; the gradient is autograd's
+    /// through the same few products. The inner products are summed in f64.
+    pub fn compute_gram(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64) -> Result<LossParts> {
+        let inputs = [("h_a", h_a), ("h_b", h_b), ("h_m", h_m)];
+        let n = self.check_inputs(&inputs)?;
+        if perm.len() != n {
+            return Err(Error::Config(format!("permutation has {} entries for a batch of {n}", perm.len())));
+        }
+        let z_a = self.prepare(h_a)?;
+        let z_b = self.prepare(h_b)?;
+        let z_m = self.prepare(h_m)?;
+        let (g_a, g_b) = (gram(&z_a)?, gram(&z_b)?);
+        let (on_diag, off_diag) = diagonal_terms(&z_a, &z_b, &g_a, &g_b, n)?;
+        let loss_bt = (&on_diag + (&off_diag * self.lambda_bt)?)?;
+        let z_bp = z_b.index_select(&perm_tensor(perm, z_b.device())?, 0)?;
+        let rest = (z_bp * (1.0 - alpha))?;
+        let d_a = ((&z_m - (&z_a * alpha)?)? - &rest)?;
+        let g_da = gram(&d_a)?;
+        let nn = (n * n) as f64;
+        let reg_ma = (gram_inner(&g_da, &g_a)? / nn)?;
+        let reg_mb = match self.variant {
+            MixVariant::Small => (gram_inner(&g_da, &g_b)? / nn)?,
+            MixVariant::ImageNet => {
+                let d_b = ((&z_m - (&z_b * alpha)?)? - &rest)?;
+                (gram_inner(&gram(&d_b)?, &g_b)? / nn)?
+            }
+        };
+        let weight = match self.variant {
+            MixVariant::Small => self.lambda_reg * self.lambda_bt,
+            MixVariant::ImageNet => 0.5 * self.lambda_bt * self.lambda_reg,
+        };
+        let loss_reg = ((&reg_ma + &reg_mb)? * weight)?;
+        let total = (&loss_bt + &loss_reg)?;
+        let parts = LossParts { on_diag, off_diag, loss_bt, reg_ma, reg_mb, loss_reg, total };
+        self.check_finite(&parts, &inputs)?;
         Ok(parts)
     }
 

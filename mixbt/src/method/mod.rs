@@ -130,13 +130,18 @@ impl MethodConfig {
         }
     }
 
-    /// `d × d` f32 matrices the loss holds at `d` = the projector's output (the memory check):
-    /// measured for Barlow Twins; for the others (d ≤ 128, a few N × N logits) a small allowance,
-    /// not measured.
-    pub fn loss_matrices(&self) -> u128 {
+    /// Bytes the loss holds for a batch of `n` embeddings of size `d` (the memory check).
+    /// Barlow Twins with d ≤ N: 96 `d × d` f32 matrices (C, C^MA, C^MB, their targets, masks
+    /// and their gradients; measured: a step at d = 4096 peaked at 55 with the parameters, one at
+    /// d = 8192 passed 85 before the OOM killer ended it); with d > N its Gram form holds no
+    /// d×d matrix: 64 `N × d` and 32 `N × N` f64 ones bound it. The others (d ≤ 128, a few
+    /// N × N logits): 8 `d × d`, a small allowance, not measured.
+    pub fn loss_bytes(&self, n: usize, d: usize) -> u128 {
+        let (n, d) = (n as u128, d as u128);
         match self {
-            MethodConfig::BarlowTwins(_) => 96,
-            _ => 8,
+            MethodConfig::BarlowTwins(_) if crate::loss::gram_form(n as usize, d as usize) => 64 * n * d * 4 + 32 * n * n * 8,
+            MethodConfig::BarlowTwins(_) => 96 * d * d * 4,
+            _ => 8 * d * d * 4,
         }
     }
 

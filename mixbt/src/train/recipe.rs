@@ -194,13 +194,11 @@ impl Recipe {
     }
 
     /// Bytes a CPU training step needs, estimated: 16 per parameter (weights, gradients, two
-    /// optimiser moments) and, for Barlow Twins' loss, 96 `d×d` f32 matrices (C, C^MA, C^MB,
-    /// their targets, masks and their gradients; measured: a step at d = 4096 peaked at 55 `d×d`
-    /// matrices with the parameters, one at d = 8192 passed 85 before the OOM killer ended it);
-    /// the other methods' losses hold a few.
+    /// optimiser moments) and the loss's own ([`crate::method::MethodConfig::loss_bytes`]: for
+    /// Barlow Twins with d ≤ N, 96 `d×d` f32 matrices; with d > N its Gram form, no d×d matrix).
+    /// Activations are not counted.
     pub fn memory_estimate(&self) -> u128 {
-        let d = self.encoder.out_dim() as u128;
-        self.encoder.num_params().saturating_mul(16).saturating_add(self.method.loss_matrices().saturating_mul(d * d * 4))
+        self.encoder.num_params().saturating_mul(16).saturating_add(self.method.loss_bytes(self.batch_size, self.encoder.out_dim()))
     }
 
     /// An [`Error::Field`] naming `encoder.backbone.width` or `encoder.projector.sizes` when a
@@ -218,7 +216,7 @@ impl Recipe {
         let (field, what) = if params > avail as u128 {
             ("encoder.backbone.width", format!("{} gives {} parameters", self.encoder.backbone.width, self.encoder.num_params()))
         } else {
-            ("encoder.projector.sizes", format!("a projector output of d = {} needs d×d matrices in the loss", self.encoder.out_dim()))
+            ("encoder.projector.sizes", format!("a projector output of d = {} (batch {}) needs large matrices in the loss", self.encoder.out_dim(), self.batch_size))
         };
         Err(Error::field(
             field,

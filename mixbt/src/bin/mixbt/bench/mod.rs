@@ -2,6 +2,7 @@
 //! torchvision are importable by `python3` (or `$MIXBT_PYTHON`), the same work timed in the same
 //! run, with the ratio.
 
+mod loss;
 mod parity;
 mod timing;
 
@@ -57,6 +58,18 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1e-3)]
         tol: f64,
     },
+    /// The Mixed Barlow Twins loss (forward + backward) at several d: its Gram form, its d×d
+    /// reference form and the original PyTorch loss (`bench/torch_loss.py`, when python3 has torch).
+    Loss {
+        #[arg(long, default_value = "1024,4096,8192", value_delimiter = ',')]
+        dims: Vec<usize>,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        no_torch: bool,
+    },
     /// Time per pass (forward, input and weight gradient) of each ResNet-18 convolution with
     /// our CPU kernels, and GFLOP/s.
     Conv {
@@ -98,6 +111,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Gemm { runs, cases } => bench_gemm(runs, cases.as_deref()),
         BenchCmd::Conv { batch, runs } => bench_conv(batch, runs),
+        BenchCmd::Loss { dims, batch, runs, no_torch } => loss::run(&dims, batch, runs, no_torch),
         BenchCmd::Data { data_dir, images, workers, runs, no_torch } => bench_data(&data_dir, images, workers, runs, no_torch),
         BenchCmd::Train(a) => bench_train(&a),
         BenchCmd::Parity { device, against, batch, width, tol } => {

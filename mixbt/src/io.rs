@@ -1,7 +1,7 @@
 //! Files every layer shares: atomic writes (temporary name + rename), safetensors and
 //! CSV/parquet tables. The bottom layer: it imports nothing of the crate but its error type.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -13,30 +13,32 @@ use crate::{Error, Result};
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
 /// A crash leaves either the old file or the new one, never a half-written file.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(path, |w| w.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
+/// [`atomic_write`] of what `write` streams into the file (buffered): nothing needs to be held
+/// in memory whole. An error from `write` leaves the old file, if any.
+pub fn atomic_write_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let tmp = temp_path(path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // A file where a folder should be: say so (create_dir_all says only "File exists").
         if let Some(file) = dir.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir()) {
             return Err(Error::format(file, format!("is a file, not a folder: cannot write {} inside it", path.display())));
         }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(path, e))?;
     }
-    let res = (|| -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
-        }
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+    let res = (|| -> Result<()> {
+        let f = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        write(&mut w)?;
+        let f = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io(path, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     })();
-    if let Err(e) = res {
+    if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
     }
-    Ok(())
+    res
 }
 
 /// A temporary name for writing `path`, unique to this process and call (two threads writing
@@ -48,38 +50,50 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
-/// Serialise tensors (any device) to safetensors bytes, with optional string metadata.
+/// Serialise tensors (any device) to safetensors bytes, with optional string metadata
+/// ([`write_safetensors_to`] into memory).
 pub fn safetensors_bytes(tensors: &BTreeMap<String, Tensor>, metadata: Option<BTreeMap<String, String>>) -> Result<Vec<u8>> {
-    let cpu: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
-        .collect::<Result<_>>()?;
-    let meta: Option<HashMap<String, String>> = metadata.map(|m| m.into_iter().collect());
-    let bytes = safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), meta)
-        .map_err(|e| Error::msg(format!("safetensors serialisation: {e}")))?;
-    sorted_header(bytes)
+    let mut out = vec![];
+    write_safetensors_to(&mut out, tensors, metadata)?;
+    Ok(out)
 }
 
-/// The same safetensors bytes with the JSON header's keys sorted (the metadata comes out of a
-/// `HashMap` in a random order): identical tensors and metadata give identical files.
-fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n])?;
-    let header: BTreeMap<String, serde_json::Value> = header
-        .into_iter()
-        .map(|(k, v)| match v {
-            serde_json::Value::Object(o) => (k, serde_json::to_value(o.into_iter().collect::<BTreeMap<_, _>>()).expect("json")),
-            v => (k, v),
-        })
-        .collect();
+/// Stream tensors as a safetensors file into `w`, one tensor's bytes at a time: the bytes the
+/// `safetensors` crate writes (tensors ordered by dtype, widest first, then by name), with the
+/// JSON header's keys sorted (the crate takes the metadata from a `HashMap`, in a random
+/// order), so identical tensors and metadata give identical files.
+pub fn write_safetensors_to(w: &mut dyn Write, tensors: &BTreeMap<String, Tensor>, metadata: Option<BTreeMap<String, String>>) -> Result<()> {
+    use safetensors::View;
+    let mut order: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    order.sort_by(|(ln, lt), (rn, rt)| View::dtype(*rt).cmp(&View::dtype(*lt)).then(ln.cmp(rn)));
+    let mut header: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    if let Some(m) = metadata {
+        header.insert("__metadata__".into(), serde_json::to_value(m)?);
+    }
+    let mut offset = 0usize;
+    for (name, t) in &order {
+        let len = View::data_len(*t);
+        let info = serde_json::json!({"data_offsets": [offset, offset + len], "dtype": View::dtype(*t), "shape": t.dims()});
+        header.insert((*name).clone(), info);
+        offset += len;
+    }
     let mut json = serde_json::to_vec(&header)?;
     // The header is padded with spaces to 8 bytes, as the safetensors writer does.
     json.resize(json.len().div_ceil(8) * 8, b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[8 + n..]);
-    Ok(out)
+    let io = |e: std::io::Error| Error::msg(format!("safetensors serialisation: {e}"));
+    w.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&json).map_err(io)?;
+    for (_, t) in order {
+        let t = t.to_device(&Device::Cpu)?.contiguous()?;
+        w.write_all(&View::data(&t)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Write tensors as a safetensors file, atomically and streamed ([`write_safetensors_to`]): the
+/// file is never held in memory whole.
+pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>, metadata: Option<BTreeMap<String, String>>) -> Result<()> {
+    atomic_write_with(path, |w| write_safetensors_to(w, tensors, metadata).map_err(|e| Error::format(path, e.to_string())))
 }
 
 /// The error for a file the safetensors reader refuses, naming the tensor at fault when the
@@ -115,11 +129,6 @@ fn malformed_tensor(bytes: &[u8]) -> Option<String> {
         }
     }
     None
-}
-
-/// Write tensors as a safetensors file, atomically.
-pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>, metadata: Option<BTreeMap<String, String>>) -> Result<()> {
-    atomic_write(path, &safetensors_bytes(tensors, metadata)?)
 }
 
 /// Read every tensor of a safetensors file onto `device`.
@@ -468,6 +477,51 @@ pub fn guard<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Resul
         Err(p) => {
             let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
             Err(Error::format(path, format!("not a readable {what}: its decoder failed ({msg})")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// The `safetensors` crate's bytes with the header's keys sorted (what mixbt wrote before
+    /// it streamed its files).
+    fn crate_bytes(tensors: &BTreeMap<String, Tensor>, metadata: Option<BTreeMap<String, String>>) -> Vec<u8> {
+        let meta: Option<HashMap<String, String>> = metadata.map(|m| m.into_iter().collect());
+        let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), meta).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let header: BTreeMap<String, serde_json::Value> = header
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::Object(o) => (k, serde_json::to_value(o.into_iter().collect::<BTreeMap<_, _>>()).unwrap()),
+                v => (k, v),
+            })
+            .collect();
+        let mut json = serde_json::to_vec(&header).unwrap();
+        json.resize(json.len().div_ceil(8) * 8, b' ');
+        [&(json.len() as u64).to_le_bytes()[..], &json, &bytes[8 + n..]].concat()
+    }
+
+    #[test]
+    fn streamed_safetensors_are_the_crates_bytes() {
+        let dev = Device::Cpu;
+        let mut m = BTreeMap::new();
+        m.insert("b.weight".to_string(), Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap());
+        m.insert("a.bias".to_string(), Tensor::arange(0f32, 5.0, &dev).unwrap());
+        m.insert("c.steps".to_string(), Tensor::new(&[7i64, 9], &dev).unwrap());
+        m.insert("d.half".to_string(), Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap().to_dtype(candle_core::DType::BF16).unwrap());
+        m.insert("e.t".to_string(), Tensor::arange(0f64, 6.0, &dev).unwrap().reshape((2, 3)).unwrap().t().unwrap());
+        let meta: BTreeMap<String, String> = [("z", "1"), ("format", "pt"), ("a", "x")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for md in [None, Some(meta)] {
+            let contiguous: BTreeMap<String, Tensor> = m.iter().map(|(k, t)| (k.clone(), t.contiguous().unwrap())).collect();
+            assert_eq!(safetensors_bytes(&m, md.clone()).unwrap(), crate_bytes(&contiguous, md.clone()));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.safetensors");
+            write_safetensors(&path, &m, md.clone()).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), crate_bytes(&contiguous, md));
         }
     }
 }

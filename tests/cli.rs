@@ -228,6 +228,8 @@ fn imagenet_path_end_to_end() {
     let mut r = mixbt::train::presets::get("imagenet-r50-300ep-lreg1").unwrap();
     r.encoder = r.encoder.with_width(0.125);
     assert_eq!(r.encoder.out_dim(), 8192);
+    let (shown, _, err) = mixbt(&["presets", "--show", "imagenet-r50-300ep-lreg1"]);
+    assert!(shown && err.contains("memory estimate of a training step on the CPU") && err.contains("batch 1024"), "{err}");
     assert!(r.memory_estimate() < 5u128 << 30, "Gram form at batch 1024: {} bytes", r.memory_estimate());
     r.batch_size = 8192;
     assert!(r.memory_estimate() > 20u128 << 30, "the d×d form (d ≤ N) would hold 8192×8192 matrices");

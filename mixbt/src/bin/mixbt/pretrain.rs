@@ -227,7 +227,14 @@ pub struct PresetsArgs {
 
 pub fn presets(a: PresetsArgs) -> Result<()> {
     if let Some(name) = &a.show {
-        println!("{}", p::get(name)?.to_json()?);
+        let r = p::get(name)?;
+        println!("{}", r.to_json()?);
+        // On stderr, so that the JSON can be redirected to a recipe file as it is.
+        eprintln!(
+            "memory estimate of a training step on the CPU: {:.1} GiB (parameters, gradients, optimiser state and the loss at batch {}; activations not counted)",
+            r.memory_estimate() as f64 / (1u64 << 30) as f64,
+            r.batch_size
+        );
         return Ok(());
     }
     let all = p::all();

@@ -87,9 +87,11 @@ fn check(variant: MixVariant, lambda_bt: f64, lambda_reg: f64, l2: bool, r: &Ref
     assert_rel("reg_mb", s(&p.reg_mb), w.reg_mb, tol);
     assert_rel("loss_reg", s(&p.loss_reg), w.loss_reg, tol);
     assert_rel("total", s(&p.total), w.total, tol);
-    // The same through the public entry point, which takes the Gram form here (d > N).
-    assert!(mixbt::loss::gram_form(r.n, r.d));
-    let q = loss.compute(&h_a, &h_b, &h_m, &r.perm, r.lam).unwrap();
+    // The same in Gram form (which `compute` takes from d = GRAM_MIN_D on, with d > N); at this
+    // small d `compute` keeps the d×d form, bit for bit.
+    assert!(!mixbt::loss::gram_form(r.n, r.d) && mixbt::loss::gram_form(r.n, mixbt::loss::GRAM_MIN_D));
+    assert_eq!(s(&loss.compute(&h_a, &h_b, &h_m, &r.perm, r.lam).unwrap().total), s(&p.total));
+    let q = loss.compute_gram(&h_a, &h_b, &h_m, &r.perm, r.lam).unwrap();
     for (name, got, want) in [
         ("gram on_diag", &q.on_diag, w.on_diag),
         ("gram off_diag", &q.off_diag, w.off_diag),
@@ -212,23 +214,28 @@ fn zero_variance_column_is_a_clear_error() {
 }
 
 /// Central finite differences of the total loss against autograd, in f64, for every input entry
-/// (N = 6, d = 5: the d×d form; N = 4, d = 7: the Gram form).
+/// (N = 6, d = 5 in the d×d form; N = 4, d = 7 in the Gram form).
 fn grad_check(variant: MixVariant, l2: bool) {
-    for (n, d) in [(6, 5), (4, 7)] {
-        grad_check_at(variant, l2, n, d);
+    for (n, d, gram) in [(6, 5, false), (4, 7, true)] {
+        grad_check_at(variant, l2, n, d, gram);
     }
 }
 
-fn grad_check_at(variant: MixVariant, l2: bool, n: usize, d: usize) {
+fn grad_check_at(variant: MixVariant, l2: bool, n: usize, d: usize, gram: bool) {
     let r = reference_inputs(7, n, d);
     let loss = MixedBarlowTwins { lambda_bt: 0.05, lambda_reg: 2.0, variant, l2_normalize: l2 };
-    let f = |a: &[f64], b: &[f64], m: &[f64]| -> f64 {
-        s(&loss.compute(&t(a, n, d, DType::F64), &t(b, n, d, DType::F64), &t(m, n, d, DType::F64), &r.perm, r.lam).unwrap().total)
+    let eval = |a: &Tensor, b: &Tensor, m: &Tensor| {
+        if gram {
+            loss.compute_gram(a, b, m, &r.perm, r.lam).unwrap()
+        } else {
+            loss.compute_with_matrices(a, b, m, &r.perm, r.lam).unwrap().0
+        }
     };
+    let f = |a: &[f64], b: &[f64], m: &[f64]| -> f64 { s(&eval(&t(a, n, d, DType::F64), &t(b, n, d, DType::F64), &t(m, n, d, DType::F64)).total) };
     let va = Var::from_tensor(&t(&r.h_a, n, d, DType::F64)).unwrap();
     let vb = Var::from_tensor(&t(&r.h_b, n, d, DType::F64)).unwrap();
     let vm = Var::from_tensor(&t(&r.h_m, n, d, DType::F64)).unwrap();
-    let p = loss.compute(va.as_tensor(), vb.as_tensor(), vm.as_tensor(), &r.perm, r.lam).unwrap();
+    let p = eval(va.as_tensor(), vb.as_tensor(), vm.as_tensor());
     let grads = p.total.backward().unwrap();
     let eps = 1e-6;
     for (which, var) in [(0, &va), (1, &vb), (2, &vm)] {

@@ -96,10 +96,17 @@ fn on_diagonal_sq(c: &Tensor) -> CResult<Tensor> {
     ((c * eye)?.sum(1)? - 1.0)?.sqr()?.sum_all()
 }
 
+/// The smallest d at which [`MixedBarlowTwins::compute`] takes the Gram form (with d > N).
+/// Below it the d×d matrices are small (96 of them at d = 1024: 0.4 GB), and the loss keeps the
+/// arithmetic it always had, so runs and checkpoints made before the Gram form continue to the
+/// same bits.
+pub const GRAM_MIN_D: usize = 2048;
+
 /// Whether [`MixedBarlowTwins::compute`] takes the Gram form for a batch of `n` embeddings of
-/// size `d`: when d > N, where N×N Gram matrices are smaller than d×d ones and cost fewer FLOPs.
+/// size `d`: when d > N, where N×N Gram matrices are smaller than d×d ones and cost fewer FLOPs,
+/// and d ≥ [`GRAM_MIN_D`].
 pub fn gram_form(n: usize, d: usize) -> bool {
-    d > n
+    d > n && d >= GRAM_MIN_D
 }
 
 /// `Z Zᵀ` (`[N, N]`).
@@ -175,7 +182,7 @@ impl MixedBarlowTwins {
     }
 
     /// Plain Barlow Twins on two views (no third pass): the reg terms are zero. In Gram form
-    /// when d > N, as [`Self::compute`].
+    /// where [`Self::compute`] takes it ([`gram_form`]).
     pub fn compute_bt(&self, h_a: &Tensor, h_b: &Tensor) -> Result<LossParts> {
         let n = self.check_inputs(&[("h_a", h_a), ("h_b", h_b)])?;
         let d = h_a.dim(1)?;
@@ -209,8 +216,8 @@ impl MixedBarlowTwins {
     }
 
     /// The full loss with the mixed batch's projector outputs `h_m`, the permutation and α used to
-    /// build it. `h_*` are raw projector outputs `[N, D]`. In Gram form when d > N
-    /// ([`gram_form`], [`Self::compute_gram`]), else with the d×d matrices as the original
+    /// build it. `h_*` are raw projector outputs `[N, D]`. In Gram form when d > N and d is
+    /// large ([`gram_form`], [`Self::compute_gram`]), else with the d×d matrices as the original
     /// ([`Self::compute_with_matrices`], the reference).
     pub fn compute(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64) -> Result<LossParts> {
         let (n, d) = h_a.dims2().unwrap_or((0, 0));

@@ -131,10 +131,10 @@ impl MethodConfig {
     }
 
     /// Bytes the loss holds for a batch of `n` embeddings of size `d` (the memory check).
-    /// Barlow Twins with d ≤ N: 96 `d × d` f32 matrices (C, C^MA, C^MB, their targets, masks
+    /// Barlow Twins in its d×d form: 96 `d × d` f32 matrices (C, C^MA, C^MB, their targets, masks
     /// and their gradients; measured: a step at d = 4096 peaked at 55 with the parameters, one at
-    /// d = 8192 passed 85 before the OOM killer ended it); with d > N its Gram form holds no
-    /// d×d matrix: 64 `N × d` and 32 `N × N` f64 ones bound it. The others (d ≤ 128, a few
+    /// d = 8192 passed 85 before the OOM killer ended it); in its Gram form (d > N, d ≥ 2048)
+    /// no d×d matrix: 64 `N × d` and 32 `N × N` f64 ones bound it. The others (d ≤ 128, a few
     /// N × N logits): 8 `d × d`, a small allowance, not measured.
     pub fn loss_bytes(&self, n: usize, d: usize) -> u128 {
         let (n, d) = (n as u128, d as u128);

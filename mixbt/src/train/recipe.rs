@@ -195,7 +195,7 @@ impl Recipe {
 
     /// Bytes a CPU training step needs, estimated: 16 per parameter (weights, gradients, two
     /// optimiser moments) and the loss's own ([`crate::method::MethodConfig::loss_bytes`]: for
-    /// Barlow Twins with d ≤ N, 96 `d×d` f32 matrices; with d > N its Gram form, no d×d matrix).
+    /// Barlow Twins in its d×d form, 96 `d×d` f32 matrices; in its Gram form, none).
     /// Activations are not counted.
     pub fn memory_estimate(&self) -> u128 {
         self.encoder.num_params().saturating_mul(16).saturating_add(self.method.loss_bytes(self.batch_size, self.encoder.out_dim()))

@@ -165,6 +165,16 @@ impl MixedBarlowTwins {
         standardize(&z)
     }
 
+    /// The batch size and the three views' standardised outputs, after checking the shapes and
+    /// the permutation.
+    fn prepare_mixed(&self, inputs: &[(&str, &Tensor); 3], perm: &[usize]) -> Result<(usize, Tensor, Tensor, Tensor)> {
+        let n = self.check_inputs(inputs)?;
+        if perm.len() != n {
+            return Err(Error::Config(format!("permutation has {} entries for a batch of {n}", perm.len())));
+        }
+        Ok((n, self.prepare(inputs[0].1)?, self.prepare(inputs[1].1)?, self.prepare(inputs[2].1)?))
+    }
+
     fn check_inputs(&self, hs: &[(&str, &Tensor)]) -> Result<usize> {
         let (_, first) = hs[0];
         let (n, d) = first.dims2().map_err(|_| Error::Config(format!("projector outputs must be [N, D], got {:?}", first.dims())))?;
@@ -239,13 +249,7 @@ impl MixedBarlowTwins {
     /// through the same few products. The inner products are summed in f64.
     pub fn compute_gram(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64) -> Result<LossParts> {
         let inputs = [("h_a", h_a), ("h_b", h_b), ("h_m", h_m)];
-        let n = self.check_inputs(&inputs)?;
-        if perm.len() != n {
-            return Err(Error::Config(format!("permutation has {} entries for a batch of {n}", perm.len())));
-        }
-        let z_a = self.prepare(h_a)?;
-        let z_b = self.prepare(h_b)?;
-        let z_m = self.prepare(h_m)?;
+        let (n, z_a, z_b, z_m) = self.prepare_mixed(&inputs, perm)?;
         let (g_a, g_b) = (gram(&z_a)?, gram(&z_b)?);
         let (on_diag, off_diag) = diagonal_terms(&z_a, &z_b, &g_a, &g_b, n)?;
         let loss_bt = (&on_diag + (&off_diag * self.lambda_bt)?)?;
@@ -283,13 +287,7 @@ impl MixedBarlowTwins {
         alpha: f64,
     ) -> Result<(LossParts, CrossCorrelations)> {
         let inputs = [("h_a", h_a), ("h_b", h_b), ("h_m", h_m)];
-        let n = self.check_inputs(&inputs)?;
-        if perm.len() != n {
-            return Err(Error::Config(format!("permutation has {} entries for a batch of {n}", perm.len())));
-        }
-        let z_a = self.prepare(h_a)?;
-        let z_b = self.prepare(h_b)?;
-        let z_m = self.prepare(h_m)?;
+        let (n, z_a, z_b, z_m) = self.prepare_mixed(&inputs, perm)?;
         let c = cross_correlation(&z_a, &z_b, n)?;
         let on_diag = on_diagonal_sq(&c)?;
         let off_diag = off_diagonal_sq_sum(&c)?;

@@ -165,6 +165,20 @@ impl MixedBarlowTwins {
         standardize(&z)
     }
 
+    /// The parts with the regulariser weighted as the variant's script weights it (`main.py`:
+    /// λ_reg·λ_BT; `main_imagenet.py`: 0.5·λ_BT·λ_reg), checked finite.
+    fn assemble(&self, on_diag: Tensor, off_diag: Tensor, loss_bt: Tensor, reg_ma: Tensor, reg_mb: Tensor, inputs: &[(&str, &Tensor)]) -> Result<LossParts> {
+        let weight = match self.variant {
+            MixVariant::Small => self.lambda_reg * self.lambda_bt,
+            MixVariant::ImageNet => 0.5 * self.lambda_bt * self.lambda_reg,
+        };
+        let loss_reg = ((&reg_ma + &reg_mb)? * weight)?;
+        let total = (&loss_bt + &loss_reg)?;
+        let parts = LossParts { on_diag, off_diag, loss_bt, reg_ma, reg_mb, loss_reg, total };
+        self.check_finite(&parts, inputs)?;
+        Ok(parts)
+    }
+
     /// The batch size and the three views' standardised outputs, after checking the shapes and
     /// the permutation.
     fn prepare_mixed(&self, inputs: &[(&str, &Tensor); 3], perm: &[usize]) -> Result<(usize, Tensor, Tensor, Tensor)> {
@@ -266,14 +280,7 @@ impl MixedBarlowTwins {
                 (gram_inner(&gram(&d_b)?, &g_b)? / nn)?
             }
         };
-        let weight = match self.variant {
-            MixVariant::Small => self.lambda_reg * self.lambda_bt,
-            MixVariant::ImageNet => 0.5 * self.lambda_bt * self.lambda_reg,
-        };
-        let loss_reg = ((&reg_ma + &reg_mb)? * weight)?;
-        let total = (&loss_bt + &loss_reg)?;
-        let parts = LossParts { on_diag, off_diag, loss_bt, reg_ma, reg_mb, loss_reg, total };
-        self.check_finite(&parts, &inputs)?;
+        let parts = self.assemble(on_diag, off_diag, loss_bt, reg_ma, reg_mb, &inputs)?;
         Ok(parts)
     }
 
@@ -304,14 +311,7 @@ impl MixedBarlowTwins {
         let c_mb_gt = ((first * alpha)? + (cross_correlation(&z_bp, &z_b, n)? * (1.0 - alpha))?)?;
         let reg_ma = (&c_ma - &c_ma_gt)?.sqr()?.sum_all()?;
         let reg_mb = (&c_mb - &c_mb_gt)?.sqr()?.sum_all()?;
-        let weight = match self.variant {
-            MixVariant::Small => self.lambda_reg * self.lambda_bt,
-            MixVariant::ImageNet => 0.5 * self.lambda_bt * self.lambda_reg,
-        };
-        let loss_reg = ((&reg_ma + &reg_mb)? * weight)?;
-        let total = (&loss_bt + &loss_reg)?;
-        let parts = LossParts { on_diag, off_diag, loss_bt, reg_ma, reg_mb, loss_reg, total };
-        self.check_finite(&parts, &inputs)?;
+        let parts = self.assemble(on_diag, off_diag, loss_bt, reg_ma, reg_mb, &inputs)?;
         let mats =
             CrossCorrelations { c, c_ma: Some(c_ma), c_ma_gt: Some(c_ma_gt), c_mb: Some(c_mb), c_mb_gt: Some(c_mb_gt) };
         Ok((parts, mats))

@@ -12,15 +12,7 @@ venv="$root/target/notebook-venv"
 seed="$root/target/notebook-hub-seed"
 rm -rf "$seed" && mkdir -p "$seed/mixbt-ci/tiny-r18-cifar/checkpoints"
 cp "$root/tests/fixtures/tiny_r18_cifar.pth" "$seed/mixbt-ci/tiny-r18-cifar/checkpoints/"
-cargo build -p mixbt-hub-server --bin mixbt-hub-server
-server_bin="$root/target/x86_64-unknown-linux-gnu/debug/mixbt-hub-server"
-log="$root/target/notebook-hub.log"
-"$server_bin" --seed "$seed" > "$log" 2>&1 &
-server_pid=$!
-trap 'kill $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 50); do grep -q HF_ENDPOINT "$log" && break; sleep 0.2; done
-export HF_ENDPOINT="$(grep -o 'http://[0-9.:]*' "$log" | head -1)"
-export HF_HUB_CACHE="$root/target/notebook-hub-cache"
+# (Seeded before the server starts: it serves what the seed folder holds then.)
 # Notebooks 04 and 06 pull MIXBT_NOTEBOOK_MODEL (a mixbt model.safetensors) through the local Hub
 # when it is set (scripts/refresh-notebooks.sh: a model of the stored study), else a tiny test
 # checkpoint in the original PyTorch format.
@@ -32,6 +24,15 @@ if [ -n "${MIXBT_NOTEBOOK_MODEL:-}" ]; then
 else
   export MIXBT_HUB_CHECKPOINT="hub:mixbt-ci/tiny-r18-cifar/checkpoints/tiny_r18_cifar.pth"
 fi
+cargo build -p mixbt-hub-server --bin mixbt-hub-server
+server_bin="$root/target/x86_64-unknown-linux-gnu/debug/mixbt-hub-server"
+log="$root/target/notebook-hub.log"
+"$server_bin" --seed "$seed" > "$log" 2>&1 &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q HF_ENDPOINT "$log" && break; sleep 0.2; done
+export HF_ENDPOINT="$(grep -o 'http://[0-9.:]*' "$log" | head -1)"
+export HF_HUB_CACHE="$root/target/notebook-hub-cache"
 # Notebook 06: a small real target, scikit-learn's 8x8 digits in MNIST's layout.
 digits="$root/target/notebook-digits"
 [ -f "$digits/mnist/t10k-labels-idx1-ubyte.gz" ] || "$venv/bin/python" "$root/scripts/digits-as-mnist.py" "$digits"

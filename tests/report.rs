@@ -191,6 +191,24 @@ fn bars_have_positive_sizes_and_labels() {
     }
 }
 
+/// Transfer bars: one target or several, with and without a reference bar, never a negative size.
+#[test]
+fn transfer_bars_have_positive_sizes() {
+    use mixbt::eval::TransferRow;
+    let row = |t: &str, best: f64| TransferRow { target: t.into(), classes: 10, train: 100, test: 50, best_top1: best, last_top1: best - 1.0, seconds: 1.0 };
+    let refs = [mixbt::report::Reference { target: "dtd".into(), top1: 50.0, source: "paper".into() }];
+    for rows in [vec![row("mnist", 82.1)], vec![row("dtd", 40.0), row("mnist", 82.1), row("aircraft", 20.5)]] {
+        for r in [&refs[..], &[]] {
+            let svg = mixbt::report::transfer_chart("t", &rows, r).unwrap().0;
+            assert!(!svg.contains("width=\"-") && !svg.contains("height=\"-"), "negative size in {svg}");
+            let t = texts(&svg);
+            for x in &rows {
+                assert!(t.contains(&x.target) && t.contains(&format!("{:.1}", x.best_top1)), "{} in {t:?}", x.target);
+            }
+        }
+    }
+}
+
 /// Study curves: both arms in the legend (beside the plot), references labelled, whole-number ticks.
 #[test]
 fn curves_name_arms_and_references() {

@@ -608,30 +608,33 @@ pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references
             .margin(10)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            // A segmented 0..k has k + 1 segments.
-            .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..110.0)
+            // A numeric x axis, target i centred on x = i (a segmented axis of one segment has
+            // no width, and gave a single target's bars a negative one).
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..110.0)
             .map_err(perr)?;
         let labels: Vec<String> = rows.iter().map(|r| r.target.clone()).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .x_labels(n)
             .y_desc("test top-1 (%)")
             .y_labels(11)
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
+            .x_label_formatter(&|v| {
+                let i = v.round();
+                if (v - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
             })
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(perr)?;
-        let seg_px = chart.plotting_area().dim_in_pixel().0 as f64 / n as f64;
         let has_ref = rows.iter().any(|r| references.iter().any(|x| x.target == r.target));
         let kinds = if has_ref { 3 } else { 2 };
-        let bar_px = (seg_px * 0.8 / kinds as f64).max(2.0);
+        // The bars of a target share 0.8 of its unit, side by side.
+        let bar_w = 0.8 / kinds as f64;
         let grey = RGBColor(150, 150, 150);
         let mut legend_drawn = [false; 3];
         let mut entries = vec![];
+        let anchor = plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom);
         for (i, r) in rows.iter().enumerate() {
             let reference = references.iter().find(|x| x.target == r.target);
             let mut bars: Vec<(usize, f64, RGBColor, String)> = vec![(0, r.best_top1, color(0), "best top-1".into()), (1, r.last_top1, color(1), "last top-1".into())];
@@ -639,22 +642,16 @@ pub fn transfer_chart(title: &str, rows: &[crate::eval::TransferRow], references
                 bars.push((2, x.top1, grey, x.source.clone()));
             }
             for (k, v, c, name) in bars {
-                let left = seg_px * 0.1 + k as f64 * bar_px;
-                let right = seg_px - left - bar_px;
-                let mut rect = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v.clamp(0.0, 110.0))], c.filled());
-                rect.set_margin(0, 0, left.round() as u32, right.max(0.0).round() as u32);
-                chart.draw_series(std::iter::once(rect)).map_err(perr)?;
+                let (left, v) = (i as f64 - 0.4 + k as f64 * bar_w, v.clamp(0.0, 110.0));
+                chart.draw_series(std::iter::once(Rectangle::new([(left, 0.0), (left + bar_w, v)], c.filled()))).map_err(perr)?;
                 if !legend_drawn[k] {
                     legend_drawn[k] = true;
                     entries.push((name, Mark::Block(c.to_rgba())));
                 }
                 // The value above the bar, centred on it.
-                let centre = seg_px * 0.1 + (k as f64 + 0.5) * bar_px - seg_px / 2.0;
-                let style = TextStyle::from(("sans-serif", 14).into_font()).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom));
+                let style = TextStyle::from(("sans-serif", 14).into_font()).pos(anchor);
                 chart
-                    .draw_series(std::iter::once(
-                        EmptyElement::at((SegmentValue::CenterOf(i), v.clamp(0.0, 110.0))) + Text::new(format!("{v:.1}"), (centre.round() as i32, -2), style),
-                    ))
+                    .draw_series(std::iter::once(EmptyElement::at((left + bar_w / 2.0, v)) + Text::new(format!("{v:.1}"), (0, -2), style)))
                     .map_err(perr)?;
             }
         }

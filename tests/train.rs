@@ -229,3 +229,17 @@ fn knn_eval_is_the_bank_and_test_features_under_the_eval_transform() {
     assert_eq!(mixbt::eval::knn_eval(t.encoder(), &r.data, &r.knn, 1).unwrap(), want);
     assert_eq!(t.knn().unwrap(), want, "the pre-trainer's k-NN is knn_eval");
 }
+
+/// k-NN embeds as many pixels per batch as 256 CIFAR images: ImageNet's 224×224 crops five at a
+/// time, STL-10's 64×64 crops 64 at a time (a whole 1/8-width ImageNet run then stays within its
+/// training step's memory).
+#[test]
+fn knn_embeds_large_images_in_small_batches() {
+    use mixbt::data::Transform;
+    use mixbt::eval::knn::{embed_batch, KnnConfig};
+    let cfg = KnnConfig::default();
+    assert_eq!(embed_batch(&cfg, &Transform::cifar_eval(), (32, 32)), 256);
+    assert_eq!(embed_batch(&cfg, &Transform::imagenet_eval(), (375, 500)), 5);
+    assert_eq!(embed_batch(&cfg, &Transform::stl_eval(), (96, 96)), 64);
+    assert_eq!(embed_batch(&KnnConfig { batch_size: 8, ..cfg }, &Transform::cifar_eval(), (32, 32)), 64);
+}

@@ -159,13 +159,30 @@ pub fn knn_majority(bank: &Features, test: &Features, k: usize, block: usize) ->
     Ok(KnnResult { top1: 100.0 * t1 as f64 / m.max(1) as f64, top5: 100.0 * t5 as f64 / m.max(1) as f64, n_test: m })
 }
 
+/// Images per embedding batch: `cfg.batch_size` (at least 64) for images of CIFAR's 32×32, and
+/// as many pixels for larger ones (224×224 ImageNet crops: 5 at a time instead of 256, whose
+/// activations would take gigabytes). Evaluation-mode features do not depend on the batch.
+/// `image` is the `(height, width)` of the data's images before the transform.
+pub fn embed_batch(cfg: &KnnConfig, eval: &crate::data::Transform, image: (usize, usize)) -> usize {
+    let bs = cfg.batch_size.max(64);
+    let (h, w) = eval.output_size(image.0, image.1);
+    (bs * 32 * 32 / (h * w).max(1)).clamp(1, bs)
+}
+
+/// [`embed_batch`] for a data set, sized by its first image.
+fn embed_batch_for(cfg: &KnnConfig, eval: &crate::data::Transform, ds: &crate::data::DynDataset) -> Result<usize> {
+    let size = if ds.is_empty() { (32, 32) } else { ds.image(0).map(|im| (im.height() as usize, im.width() as usize))? };
+    Ok(embed_batch(cfg, eval, size))
+}
+
 /// [`knn_eval`] and `ssl-sota`'s majority-vote k-NN (k = `cfg.majority_k`, Euclidean on the raw
 /// pooled features) from one embedding pass: the weighted k-NN uses the same features
 /// L2-normalised, so its result is [`knn_eval`]'s to the last digit.
 pub fn knn_eval_all(enc: &Encoder, data: &DataConfig, cfg: &KnnConfig, workers: usize) -> Result<(KnnResult, KnnResult)> {
     cfg.validate()?;
-    let bs = cfg.batch_size.max(64);
-    let bank = labelled_features_as(enc, data::open_bank(data)?, &data.eval, bs, workers, false)?;
+    let bank_ds = data::open_bank(data)?;
+    let bs = embed_batch_for(cfg, &data.eval, &bank_ds)?;
+    let bank = labelled_features_as(enc, bank_ds, &data.eval, bs, workers, false)?;
     let test = labelled_features_as(enc, data::open(data, data::Split::Test)?, &data.eval, bs, workers, false)?;
     let norm = |f: &Features| -> Result<Features> { Ok(Features { features: l2_normalize(&f.features)?, ..f.clone() }) };
     let weighted = knn_accuracy(&norm(&bank)?, &norm(&test)?, cfg)?;
@@ -175,12 +192,13 @@ pub fn knn_eval_all(enc: &Encoder, data: &DataConfig, cfg: &KnnConfig, workers: 
 
 /// The k-NN evaluation of a backbone on the data of `data` (as `main.py`'s `test()`): the bank is
 /// the labelled train split (`bank_subset`), the queries the test split (`test_subset`), both
-/// embedded under the evaluation transform in batches of `cfg.batch_size` (at least 64).
+/// embedded under the evaluation transform in batches of [`embed_batch`].
 /// `workers`: decoding threads (0: all cores).
 pub fn knn_eval(enc: &Encoder, data: &DataConfig, cfg: &KnnConfig, workers: usize) -> Result<KnnResult> {
     cfg.validate()?;
-    let bs = cfg.batch_size.max(64);
-    let bank = labelled_features(enc, data::open_bank(data)?, &data.eval, bs, workers)?;
+    let bank_ds = data::open_bank(data)?;
+    let bs = embed_batch_for(cfg, &data.eval, &bank_ds)?;
+    let bank = labelled_features(enc, bank_ds, &data.eval, bs, workers)?;
     let test = labelled_features(enc, data::open(data, data::Split::Test)?, &data.eval, bs, workers)?;
     knn_accuracy(&bank, &test, cfg)
 }

@@ -208,8 +208,7 @@ impl MixedBarlowTwins {
     /// Plain Barlow Twins on two views (no third pass): the reg terms are zero. In Gram form
     /// where [`Self::compute`] takes it ([`gram_form`]).
     pub fn compute_bt(&self, h_a: &Tensor, h_b: &Tensor) -> Result<LossParts> {
-        let n = self.check_inputs(&[("h_a", h_a), ("h_b", h_b)])?;
-        let d = h_a.dim(1)?;
+        let (n, d) = h_a.dims2().unwrap_or((0, 0));
         self.compute_bt_in(h_a, h_b, gram_form(n, d))
     }
 

@@ -19,13 +19,6 @@ fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(timing::median(&t))
 }
 
-/// Bytes of `MemAvailable`, when it can be read.
-fn available() -> Option<u128> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u128 = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 pub fn run(dims: &[usize], batch: usize, runs: usize, no_torch: bool) -> Result<()> {
     if batch < 2 || runs == 0 || dims.is_empty() {
         return Err(Error::Config(format!("bench loss: --batch at least 2 (got {batch}), --runs at least 1 (got {runs}), one d at least")));
@@ -44,7 +37,7 @@ pub fn run(dims: &[usize], batch: usize, runs: usize, no_torch: bool) -> Result<
         })?;
         // The d×d form holds ~96 d×d f32 matrices with its gradients: run it only where they fit.
         let need = 96 * (d as u128) * (d as u128) * 4;
-        let matrices = if available().is_none_or(|a| need < a * 3 / 4) {
+        let matrices = if mixbt::train::recipe::available_memory().is_none_or(|a| need < a as u128 * 3 / 4) {
             Some(time(runs, || {
                 let (p, _) = loss.compute_with_matrices(a, b, m, &perm, alpha)?;
                 p.total.backward()?;

@@ -375,3 +375,23 @@ fn methods_on_the_command_line() {
     let (okk, _, err) = mixbt(&["pretrain", "--method", "moco", "--no-progress"]);
     assert!(!okk && err.contains("unknown method `moco`"), "{err}");
 }
+
+/// Training holds its resident memory flat: the BYOL step (two networks, Winograd convolutions
+/// of many sizes) once grew the process by ~1 MB a step under jemalloc's default extent reuse
+/// until the kernel killed a CIFAR-10 run. `summary.json` records the peak; 100 steps may not
+/// end much above 20.
+#[test]
+fn training_memory_stays_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let peak = |steps: &str| {
+        let run = dir.path().join(format!("byol-{steps}"));
+        let a = ["pretrain", "--preset", "quickstart", "--method", "byol", "--max-steps", steps, "--test-subset", "50", "--bank-subset", "100", "--out", run.to_str().unwrap(), "--no-progress", "--skip-random-init-knn"];
+        ok(&a);
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        let mib = summary["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+        assert!(mib.is_finite() && mib > 10.0, "peak_rss_mib {:?}", summary["peak_rss_mib"]);
+        mib
+    };
+    let (short, long) = (peak("20"), peak("100"));
+    assert!(long - short < 30.0, "the resident memory grew from {short:.0} MiB after 20 steps to {long:.0} MiB after 100");
+}

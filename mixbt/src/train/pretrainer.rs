@@ -101,6 +101,10 @@ pub struct Summary {
     pub wall_seconds: f64,
     pub images_per_s: f64,
     pub checkpoint: Option<String>,
+    /// The peak resident memory of the process when the run ended, in MiB (NaN where the
+    /// platform does not say; in a notebook, the kernel's peak, earlier cells included).
+    #[serde(default = "nan")]
+    pub peak_rss_mib: f64,
 }
 
 fn nan() -> f64 {
@@ -656,6 +660,7 @@ impl Pretrainer {
             wall_seconds: t0.elapsed().as_secs_f64(),
             images_per_s: ips,
             checkpoint: ckpt,
+            peak_rss_mib: super::recipe::peak_resident_memory().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64),
         };
         if let Some(d) = &self.opts.out_dir {
             atomic_write(&d.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;

@@ -245,6 +245,24 @@ impl Recipe {
     }
 }
 
+/// The peak resident memory of this process so far, in bytes (`getrusage`; `None` where the
+/// platform does not say).
+pub fn peak_resident_memory() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: `getrusage` fills the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 || u.ru_maxrss <= 0 {
+            return None;
+        }
+        // Kilobytes on Linux, bytes on macOS.
+        let unit = if cfg!(target_os = "macos") { 1 } else { 1024 };
+        Some(u.ru_maxrss as u64 * unit)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// `MemAvailable` of `/proc/meminfo`, in bytes.
 pub fn available_memory() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;

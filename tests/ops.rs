@@ -81,7 +81,7 @@ fn winograd_matches_direct_and_candle() {
         eprintln!("skipped: the Winograd path runs on the fast kernels only (MIXBT_GEMM_FALLBACK is set or the CPU lacks AVX2/FMA)");
         return;
     }
-    let fits = |&(n, c, h, w, o, k, s, p): &(usize, usize, usize, usize, usize, usize, usize, usize)| winograd::fits(&ConvGeom::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap(), ops::Precision::F32);
+    let fits = |&(n, c, h, w, o, k, s, p): &(usize, usize, usize, usize, usize, usize, usize, usize)| winograd::fits(&ConvGeom::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap());
     let shapes: Vec<_> = SHAPES.iter().copied().filter(fits).chain([(2, 64, 32, 32, 64, 3, 1, 1), (40, 256, 4, 4, 256, 3, 1, 1)]).collect();
     assert_eq!(shapes.len(), 7, "{shapes:?}");
     assert!(!fits(&(2, 3, 32, 32, 64, 3, 1, 1)) && !fits(&(2, 16, 7, 7, 16, 3, 1, 1)) && !fits(&(2, 16, 8, 8, 16, 3, 2, 1)));
@@ -433,9 +433,10 @@ fn bf16_gemm_matches_reference_on_rounded_operands() {
     each_bf16_path("bf16_gemm_matches_reference_on_rounded_operands", |_| check_gemm_at(ops::Precision::Bf16));
 }
 
-/// A BF16 convolution (forward, input and weight gradient) equals candle's FP32 convolution of
-/// the operands rounded to bfloat16 (the output gradient is BF16-exact here, so the backward
-/// products round nothing else): every product is exact, only the summation order differs.
+/// A direct BF16 convolution (forward, input and weight gradient) equals candle's FP32
+/// convolution of the operands rounded to bfloat16 (the output gradient is BF16-exact here, so
+/// the backward products round nothing else): every product is exact, only the summation order
+/// differs. (Winograd rounds its transformed operands instead: `bf16_winograd_close_to_fp32`.)
 #[test]
 fn bf16_conv_matches_candle_on_rounded_operands() {
     let dev = Device::Cpu;
@@ -445,9 +446,10 @@ fn bf16_conv_matches_candle_on_rounded_operands() {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap()).unwrap();
             let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
             let (xr, wr) = (Var::from_tensor(&r(x.as_tensor())).unwrap(), Var::from_tensor(&r(wt.as_tensor())).unwrap());
-            let ours = ops::with_precision(ops::Precision::Bf16, || ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p)).unwrap();
+            let direct = |f: &dyn Fn() -> Tensor| ops::winograd::with_enabled(false, f);
+            let ours = direct(&|| ops::with_precision(ops::Precision::Bf16, || ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p)).unwrap());
             let theirs = xr.as_tensor().conv2d(wr.as_tensor(), p, s, 1, 1).unwrap();
-            let fp32 = ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
+            let fp32 = direct(&|| ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap());
             let shape = (n, c, h, w, o, k, s, p);
             let tol = 1e-4 * (1.0 + max_abs(&theirs));
             assert!(max_abs_diff(&ours, &theirs) < tol, "{path}: forward {shape:?}");
@@ -462,6 +464,55 @@ fn bf16_conv_matches_candle_on_rounded_operands() {
             }
         }
     });
+}
+
+/// BF16 Winograd convolutions (the default for 3×3 stride-1 layers on the fast kernels) round
+/// the transformed operands: forward and both gradients stay within BF16's error of the FP32
+/// convolution (2 % of the largest value; the measured worst case is printed), differ from it,
+/// and ran as Winograd on every BF16 path.
+#[test]
+fn bf16_winograd_close_to_fp32() {
+    use mixbt::ops::{conv::ConvGeom, winograd};
+    if !ops::gemm::fast_kernel() {
+        eprintln!("skipped: the Winograd path runs on the fast kernels only (MIXBT_GEMM_FALLBACK is set or the CPU lacks AVX2/FMA)");
+        return;
+    }
+    let dev = Device::Cpu;
+    let fits = |&(n, c, h, w, o, k, s, p): &(usize, usize, usize, usize, usize, usize, usize, usize)| winograd::fits(&ConvGeom::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap());
+    let shapes: Vec<_> = SHAPES.iter().copied().filter(fits).chain([(2, 64, 32, 32, 64, 3, 1, 1)]).collect();
+    let worst = std::sync::Mutex::new(0f32);
+    each_bf16_path("bf16_winograd_close_to_fp32", |path| {
+        if !ops::gemm::fast_kernel() {
+            return;
+        }
+        for (n, c, h, w, o, k, s, p) in shapes.iter().copied() {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&Tensor::randn(0f32, 0.5, (o, c, k, k), &dev).unwrap()).unwrap();
+            let coef = Tensor::randn(0f32, 1.0, (n, o, h, w), &dev).unwrap();
+            let run = |prec| {
+                winograd::with_enabled(true, || {
+                    let before = winograd::runs();
+                    let y = ops::with_precision(prec, || ops::conv2d(x.as_tensor(), wt.as_tensor(), s, p)).unwrap();
+                    let g = (&y * &coef).unwrap().sum_all().unwrap().backward().unwrap();
+                    let [gx, gw] = [x.as_tensor(), wt.as_tensor()].map(|v| g.get(v).unwrap().clone());
+                    ([y, gx, gw], winograd::runs() - before)
+                })
+            };
+            let (bf, runs) = run(ops::Precision::Bf16);
+            assert!(runs >= 2, "{path}: {:?}: the Winograd path ran {runs} times", (n, c, h, w, o));
+            let (fp, _) = run(ops::Precision::F32);
+            for (name, a, b) in [("forward", &bf[0], &fp[0]), ("input gradient", &bf[1], &fp[1]), ("weight gradient", &bf[2], &fp[2])] {
+                let rel = max_abs_diff(a, b) / max_abs(b);
+                let mut wst = worst.lock().unwrap();
+                *wst = wst.max(rel);
+                assert!(rel < 2e-2, "{path}: {name} {:?}: {rel} of the largest value from FP32", (n, c, h, w, o));
+                if name == "forward" {
+                    assert!(rel > 1e-6, "{path}: {name} {:?} equals the FP32 one", (n, c, h, w, o));
+                }
+            }
+        }
+    });
+    eprintln!("bf16_winograd_close_to_fp32: worst difference {:.2e} of the largest value", worst.into_inner().unwrap());
 }
 
 /// The emulated BF16 path (rounded operands on the FP32 kernels, each pair of depths added odd

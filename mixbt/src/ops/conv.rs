@@ -525,9 +525,9 @@ impl CustomOp2 for Conv2dOp {
         let _pl = super::profile::scope_with(|| format!("conv.forward {}", g.label()));
         let x = super::f32_slice(xs, xl, "conv2d input")?;
         let w = super::f32_slice(ws, wl, "conv2d kernel")?;
-        if self.winograd && super::winograd::fits(&g, self.prec) {
+        if self.winograd && super::winograd::fits(&g) {
             let u = cached_packs(self.key, true, || super::winograd::kernel(g.o, g.c, |o, c| w[(o * g.c + c) * 9..][..9].try_into().unwrap()));
-            let y = super::winograd::forward(&g, x, &u);
+            let y = super::winograd::forward(&g, x, &u, self.prec);
             return Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))));
         }
         // W [O, CKK], packed once for every chunk (and, in a weight-cache scope, every call).
@@ -564,11 +564,11 @@ impl CustomOp2 for ConvBwdInput {
         // k−1−pad (stride 1): a forward convolution, so no col2im.
         let k = g.k;
         let gt = ConvGeom { n: g.n, c: g.o, h: g.ho, w: g.wo, o: g.c, k, stride: 1, pad: (k - 1).saturating_sub(g.pad), ho: g.h, wo: g.w };
-        if self.winograd && g.stride == 1 && g.pad < g.k && super::winograd::fits(&gt, self.prec) {
+        if self.winograd && g.stride == 1 && g.pad < g.k && super::winograd::fits(&gt) {
             // W'[c, o] = W[o, c] rotated by 180°.
             let taps = |c: usize, o: usize| -> [f32; 9] { std::array::from_fn(|t| w[(o * g.c + c) * 9 + 8 - t]) };
             let u = cached_packs(self.key, true, || super::winograd::kernel(g.c, g.o, taps));
-            let dx = super::winograd::forward(&gt, dy, &u);
+            let dx = super::winograd::forward(&gt, dy, &u, self.prec);
             return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))));
         }
         if g.stride == 1 && g.pad < g.k && g.c >= 16 && super::gemm::ConvB::applies(g.h, g.w) {

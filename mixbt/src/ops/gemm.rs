@@ -43,8 +43,9 @@ pub enum Bf16Path {
     Avx512Bf16,
     /// The operands rounded to BF16 and multiplied by the FP32 kernel in use (products of BF16
     /// numbers are exact in FP32), each pair of depths added in `vdpbf16ps`'s order: the native
-    /// path's numbers bit for bit (subnormals aside) without its speed. On the portable path
-    /// (`matrixmultiply`) the same up to the summation order. CPUs without AVX512-BF16, or
+    /// path's numbers bit for bit (subnormals aside) at the FP32 kernel's speed. On the portable
+    /// path (`matrixmultiply`) the same up to the summation order. CPUs without AVX512-BF16,
+    /// those where it is the faster of the two (timed once per process), or
     /// `MIXBT_GEMM_BF16=emulate`.
     Emulated,
 }
@@ -61,12 +62,75 @@ impl Bf16Path {
 /// 0: not decided yet, 1: native BF16 on, 2: emulated.
 static BF16: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
+thread_local! {
+    /// A path forced on this thread while the two are timed against each other.
+    static BF16_TRIAL: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
 fn bf16_native_supported() -> bool {
     avx512_supported_with(true)
 }
 
 fn bf16_native() -> bool {
-    switch(&BF16, bf16_native_supported, "MIXBT_GEMM_BF16", "emulate")
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(on) = BF16_TRIAL.with(|t| t.get()) {
+        return on;
+    }
+    match BF16.load(Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = bf16_native_default();
+            // A `set_bf16_path` made meanwhile wins.
+            let _ = BF16.compare_exchange(0, if on { 1 } else { 2 }, Relaxed, Relaxed);
+            BF16.load(Relaxed) == 1
+        }
+    }
+}
+
+/// The process's default BF16 path: `MIXBT_GEMM_BF16` (`avx512bf16` or `emulate`) if set, else
+/// the faster of the two on this CPU, timed once on a convolution-sized product (the two give the
+/// same numbers, so the choice is one of speed only). `vdpbf16ps` is not faster everywhere: it
+/// does two products per lane but issues at half the FMA rate on some Intel cores (a 2-core Xeon
+/// with AVX512-BF16 and FP16 and no AMX: BF16 products at 0.57x the FP32 kernel's GFLOP/s,
+/// `mixbt bench gemm`), while AMD Zen 5 runs it at the FMA rate (1.47x).
+fn bf16_native_default() -> bool {
+    static DEFAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        if !bf16_native_supported() {
+            return false;
+        }
+        match std::env::var("MIXBT_GEMM_BF16").as_deref() {
+            Ok("emulate") => false,
+            Ok("avx512bf16") => true,
+            _ => bf16_native_is_faster(),
+        }
+    })
+}
+
+/// Times a BF16 product `[128×1152]·[1152×512]` (a 3×3 convolution of 128 channels, 512
+/// output positions) on each path, best of five; whether `vdpbf16ps` took less time.
+fn bf16_native_is_faster() -> bool {
+    let (m, k, n) = (128, 1152, 512);
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let mut c = vec![0f32; m * n];
+    let mut time = |native: bool| {
+        BF16_TRIAL.with(|t| t.set(Some(native)));
+        let best = (0..5)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                // SAFETY: a, b and c hold the m×k, k×n and m×n matrices their strides describe.
+                unsafe { gemm(Precision::Bf16, m, k, n, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, c.as_mut_ptr(), n as isize, 1, false) };
+                t0.elapsed()
+            })
+            .min()
+            .unwrap_or_default();
+        BF16_TRIAL.with(|t| t.set(None));
+        best
+    };
+    let (native, emulated) = (time(true), time(false));
+    native < emulated
 }
 
 /// A kernel-path switch decided on first use (`state`: 0 undecided, 1 on, 2 off): on when
@@ -937,8 +1001,8 @@ unsafe fn blocked(
             }
             return;
         }
-        if let BSource::Panels { b: bp, k: kb } = b {
-            assert!(!bf16 && kb >= k, "pre-packed B panels are FP32, {kb} rows deep");
+        if let (BSource::Panels { b: bp, k: kb }, false) = (b, bf16) {
+            assert!(kb >= k, "pre-packed B panels are {kb} rows deep, the product {k}");
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
                 let load_c = accumulate || pc > 0;
@@ -983,7 +1047,13 @@ unsafe fn blocked(
                                 pack_panel(kc, Direct { base, offs: offs[pc..].as_ptr(), half }, &mut pb[i * NR * kc..]);
                             }
                         }
-                        BSource::Panels { .. } => unreachable!("pre-packed panels are multiplied above"),
+                        BSource::Panels { b, k: kb } => {
+                            // BF16 products of pre-packed FP32 panels: copied, then converted.
+                            debug_assert!((jc + j0).is_multiple_of(NR) && kb >= k);
+                            for (i, j) in (0..cols).step_by(NR).enumerate() {
+                                std::ptr::copy_nonoverlapping(b.add((jc + j0 + j) / NR * NR * kb + pc * NR), pb[i * NR * kc..][..NR * kc].as_mut_ptr(), NR * kc);
+                            }
+                        }
                     }
                     let panels = cols.div_ceil(NR);
                     if native {

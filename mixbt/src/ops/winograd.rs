@@ -10,9 +10,11 @@
 //! The transforms only add, subtract and halve (exact in FP32 except for the rounding of each
 //! sum), so the results differ from a direct convolution's by a few units in the last place,
 //! like any other order of summation; the products run on the same FP32 micro-kernels, so the
-//! AVX2 and AVX-512 kernels give the same results bit for bit. On by default where the fast
-//! kernels run (FP32 only: BF16 products keep the direct path); `MIXBT_CONV_WINOGRAD=0` (the
-//! process) or [`with_enabled`] (a scope) turn it off.
+//! AVX2 and AVX-512 kernels give the same results bit for bit. At BF16 the 16 products round
+//! their transformed operands (U and V, not the kernel and the image) to bfloat16, as any BF16
+//! Winograd does: the error is that of BF16 products of operands a few times larger, not the
+//! direct BF16 convolution's bits. On by default where the fast kernels run;
+//! `MIXBT_CONV_WINOGRAD=0` (the process) or [`with_enabled`] (a scope) turn it off.
 
 use rayon::prelude::*;
 
@@ -67,9 +69,9 @@ pub fn name() -> &'static str {
 }
 
 /// Whether the shape and precision of `g` suit the Winograd path (3×3, stride 1, padding 1,
-/// even output maps, at least 16 input channels, FP32).
-pub fn fits(g: &ConvGeom, prec: Precision) -> bool {
-    prec == Precision::F32 && g.k == 3 && g.stride == 1 && g.pad == 1 && g.ho.is_multiple_of(2) && g.wo.is_multiple_of(2) && g.c >= 16
+/// even output maps, at least 16 input channels).
+pub fn fits(g: &ConvGeom) -> bool {
+    g.k == 3 && g.stride == 1 && g.pad == 1 && g.ho.is_multiple_of(2) && g.wo.is_multiple_of(2) && g.c >= 16
 }
 
 
@@ -103,7 +105,7 @@ pub fn kernel(o: usize, c: usize, taps: impl Fn(usize, usize) -> [f32; 9] + Sync
 
 /// Never called: the Winograd path needs the fast (x86-64) kernels.
 #[cfg(not(target_arch = "x86_64"))]
-pub fn forward(_g: &ConvGeom, _x: &[f32], _u: &[PackedA]) -> Vec<f32> {
+pub fn forward(_g: &ConvGeom, _x: &[f32], _u: &[PackedA], _prec: Precision) -> Vec<f32> {
     unreachable!("Winograd convolutions run on the fast kernels only")
 }
 
@@ -179,7 +181,7 @@ fn ldm(t: usize) -> usize {
 
 /// `Y = conv(x, W)` for `g` (see [`applies`]) with the kernel transformed by [`kernel`].
 #[cfg(target_arch = "x86_64")]
-pub fn forward(g: &ConvGeom, x: &[f32], u: &[PackedA]) -> Vec<f32> {
+pub fn forward(g: &ConvGeom, x: &[f32], u: &[PackedA], prec: Precision) -> Vec<f32> {
     assert!(u.len() == 16 && u[0].rows() == g.o && u[0].depth() == g.c, "winograd kernel for another convolution");
     RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let p = plan(g);
@@ -213,7 +215,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], u: &[PackedA]) -> Vec<f32> {
                     let one = |xi: usize| {
                         let (vp, mp) = (vp, mp);
                         // SAFETY: V_ξ holds the band's panels of C rows; M_ξ holds O rows of `lm`.
-                        unsafe { super::gemm::sgemm_packed(&u[xi], 0, g.o, tc, BSource::Panels { b: vp.0.add(xi * vs), k: g.c }, mp.0.add(xi * ms), lm, false, Precision::F32) };
+                        unsafe { super::gemm::sgemm_packed(&u[xi], 0, g.o, tc, BSource::Panels { b: vp.0.add(xi * vs), k: g.c }, mp.0.add(xi * ms), lm, false, prec) };
                     };
                     if par {
                         (0..16).into_par_iter().for_each(one);

@@ -641,8 +641,10 @@ impl CustomOp2 for ConvBwdWeight {
         // and every thread sees every chunk (`mixbt bench conv --batch 32`, 2-core Zen 5: the
         // last stage's 3×3 weight gradients 11.2–11.4 ms per call before, 8.8–9.8 after).
         let par = p.par_chunks && wsize < 1 << 18;
-        if self.prec == Precision::F32 && g.k == 3 && super::gemm::direct_a_applies() {
-            if let Some(dw) = backward_weight_direct(&g, x, dy, &p, par) {
+        // In place at FP32, and at BF16 where it is emulated (on `vdpbf16ps` it packs im2col).
+        let in_place = self.prec == Precision::F32 || super::gemm::bf16_path() == super::gemm::Bf16Path::Emulated;
+        if in_place && g.k == 3 && super::gemm::direct_a_applies() {
+            if let Some(dw) = backward_weight_direct(&g, x, dy, &p, par, self.prec) {
                 return Ok((CpuStorage::F32(dw), Shape::from((g.o, g.c, g.k, g.k))));
             }
         }
@@ -700,9 +702,17 @@ fn per_thread_partials(p: &Plan, wsize: usize, f: impl Fn(std::ops::Range<usize>
 /// in place ([`super::gemm::DirectA`]) from zero-padded copies of the images:
 /// `dWᵀ [CKK, O] = col [CKK, ld] · dYᵀ [ld, O]`, stored straight into `dW [O, CKK]`. The same sums
 /// in the same order as the packed path (`par`: the same per-thread partial sums), so the two
-/// agree bit for bit. `None` when the offsets would overflow 32 bits.
-fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32], p: &Plan, par: bool) -> Option<Vec<f32>> {
+/// agree bit for bit. At BF16 (the emulated path only) the padded copies are rounded and the
+/// product takes each pair of depths odd first, as the emulation does on a packed im2col matrix:
+/// again the same numbers, and `vdpbf16ps`'s. `None` when the offsets would overflow 32 bits,
+/// or at BF16 without padding (no copy to round).
+fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32], p: &Plan, par: bool, prec: Precision) -> Option<Vec<f32>> {
     let (k, s) = (g.k, g.stride);
+    let bf16 = prec == Precision::Bf16;
+    if bf16 && g.pad == 0 {
+        // The images are read in place, not copied: nowhere to round them.
+        return None;
+    }
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let (plane, kk, hwo) = (hp * wp, k * k, g.hwo());
     if g.n * g.c * plane >= u32::MAX as usize {
@@ -726,6 +736,9 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32], p: &Plan, par: bo
             let pc = super::profile::scope("conv.bwd-w.im2col");
             let xb = if g.pad > 0 {
                 pad_images(g, x, i0, nimg, xp, split > 1);
+                if bf16 {
+                    super::gemm::round_bf16_slice(&mut xp[..pad_len]);
+                }
                 xp.as_ptr()
             } else {
                 x[i0 * g.in_size()..].as_ptr()
@@ -741,7 +754,7 @@ fn backward_weight_direct(g: &ConvGeom, x: &[f32], dy: &[f32], p: &Plan, par: bo
                 // dWᵀ [CKK, O] = col [CKK, ld] · dYᵀ [ld, O], stored as dW [O, CKK].
                 // SAFETY: the offsets address the chunks' (padded) images, `tmp` holds dY
                 // [O, lc] and each block writes its own taps (columns) of `acc`.
-                unsafe { super::gemm::sgemm_direct_a(a, p.nc * hwo, o, tp.0, 1, lc as isize, ap.0.add(r0), 1, ckk as isize, false) };
+                unsafe { super::gemm::sgemm_direct_a(a, p.nc * hwo, o, tp.0, 1, lc as isize, ap.0.add(r0), 1, ckk as isize, false, prec) };
             });
         });
     };

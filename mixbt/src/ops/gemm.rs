@@ -844,8 +844,9 @@ pub unsafe fn sgemm_packed(pa: &PackedA, r0: usize, rows: usize, n: usize, b: BS
 /// # Safety
 /// Every addressed element of A, B and C must be valid; C must not alias A or B.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm_direct_a(a: DirectA, seg: usize, n: usize, b: *const f32, rsb: isize, csb: isize, c: *mut f32, rsc: isize, csc: isize, accumulate: bool) {
+pub unsafe fn sgemm_direct_a(a: DirectA, seg: usize, n: usize, b: *const f32, rsb: isize, csb: isize, c: *mut f32, rsc: isize, csc: isize, accumulate: bool, prec: Precision) {
     assert!(direct_a_applies(), "sgemm_direct_a needs the AVX-512 kernel");
+    assert!(prec == Precision::F32 || !bf16_native(), "sgemm_direct_a runs BF16 products by emulation only");
     assert!(a.rows.chunks(3).all(|g| g.iter().enumerate().all(|(i, &r)| r == g[0] + i as u32)), "DirectA rows must come in groups of three consecutive offsets");
     #[cfg(target_arch = "x86_64")]
     PACK.with(|p| {
@@ -874,6 +875,22 @@ pub unsafe fn sgemm_direct_a(a: DirectA, seg: usize, n: usize, b: *const f32, rs
                 rg
             })
             .collect();
+        // BF16 (A already rounded by the caller): B rounded as it is packed and each pair of
+        // depths of a block taken odd first, in A's columns as in B's panels, as the emulated
+        // BF16 path of [`blocked`] does: the same sums as `vdpbf16ps` on an im2col matrix.
+        let bf16 = prec == Precision::Bf16;
+        let swapped: Vec<u32> = if bf16 {
+            let mut v = a.cols.to_vec();
+            for &(pc, kc) in &blocks {
+                for pair in v[pc..pc + kc].chunks_exact_mut(2) {
+                    pair.swap(0, 1);
+                }
+            }
+            v
+        } else {
+            Vec::new()
+        };
+        let all_cols = if bf16 { swapped.as_slice() } else { a.cols };
         for jr in (0..n).step_by(W) {
             let nr = W.min(n - jr);
             let cp = c.offset(jr as isize * csc);
@@ -886,7 +903,10 @@ pub unsafe fn sgemm_direct_a(a: DirectA, seg: usize, n: usize, b: *const f32, rs
             }
             for (bi, &(pc, kc)) in blocks.iter().enumerate() {
                 pack_b(kc, nr, b.offset(pc as isize * rsb + jr as isize * csb), rsb, csb, pb);
-                let (cols, load_c) = (a.cols[pc..].as_ptr(), accumulate || bi > 0);
+                if bf16 {
+                    round_panels_bf16(nr.div_ceil(NR), NR, kc, pb);
+                }
+                let (cols, load_c) = (all_cols[pc..].as_ptr(), accumulate || bi > 0);
                 for (t, rg) in tile_groups.iter().enumerate() {
                     let ir = t * 2 * MR;
                     let mr = (2 * MR).min(m - ir);

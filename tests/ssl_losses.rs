@@ -93,8 +93,11 @@ fn whitening_equals_pytorch_and_whitens() {
     assert!(max_rel(&flat(&y32.to_dtype(DType::F64).unwrap()), &vec(&c["y"])) < 1e-4);
     // A rank-deficient batch (N ≤ D) is a clear error without shrinkage, fine with it.
     let small = Tensor::from_vec((0..12).map(|i| ((i * 7) % 5) as f64).collect::<Vec<_>>(), (3, 4), &Device::Cpu).unwrap();
-    let e = whiten(&small, 0.0).unwrap_err().to_string();
+    let err = whiten(&small, 0.0).unwrap_err();
+    let e = err.to_string();
     assert!(e.contains("not positive definite"), "{e}");
+    // A degenerate batch, as a Barlow Twins column of zero variance: a run stops as such.
+    assert!(matches!(err, mixbt::Error::ZeroVariance(_)), "{err:?}");
     assert!(whiten(&small, 0.1).is_ok());
 }
 

@@ -186,6 +186,7 @@ fn result(method: &str, seed: u64, curve: &[f64]) -> RunResult {
         linear_top1: None,
         wall_seconds: 1.0,
         knn,
+        stopped: None,
     }
 }
 
@@ -245,4 +246,42 @@ fn each_method_at_its_own_d_when_no_dims_are_given() {
     assert_eq!(names, [format!("mixbt-d{bt_d}-s5").as_str(), "wmse-d64-s5"]);
     let e = plan(&recipe, &["nope".to_string()], &[], &[0]).unwrap_err().to_string();
     assert!(e.contains("nope"), "{e}");
+}
+
+/// A run whose training stops on its numbers (here a learning rate of 1e30: the loss stops being
+/// finite within a few steps) is recorded as stopped, is not tried again, and the study goes on
+/// to the next run; the tables carry why, and the verdict names each stopped run and leaves it
+/// out of every figure.
+#[test]
+fn a_run_that_stops_is_recorded_and_the_study_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, out) = (tmp.path().join("work"), tmp.path().join("results"));
+    let mut s = study(&work, &out);
+    s.dims = vec![16];
+    s.linear = None;
+    s.recipe.optimizer.set_base_lr(1e30);
+    let runs = s.runs();
+    for r in &runs {
+        s.run_one(r).unwrap();
+        let why = s.stopped(r).unwrap_or_else(|| panic!("{} is recorded as stopped", r.name));
+        assert!(why.contains("training stopped at step"), "{why}");
+        assert!(s.is_done(r));
+    }
+    assert!(s.pending().unwrap().is_empty());
+    // Not tried again: the record stands.
+    let before = std::fs::read(work.join(&runs[0].name).join("study.json")).unwrap();
+    s.run_one(&runs[0]).unwrap();
+    assert_eq!(std::fs::read(work.join(&runs[0].name).join("study.json")).unwrap(), before);
+    let (v, res) = s.write_results(&serde_json::json!({"command": "test", "dims": [16], "seeds": [3], "methods": ["bt", "mixbt"], "recipe": s.recipe})).unwrap();
+    assert_eq!(res.len(), 2);
+    assert!(v.contains("2 of 2 planned runs finished (2 of them stopped before their last epoch"), "{v}");
+    assert!(v.contains("- Barlow Twins (d = 16), seed 3: training stopped in epoch "), "{v}");
+    assert!(v.contains("- Mixed Barlow Twins (d = 16), seed 3: training stopped in epoch "), "{v}");
+    assert!(!v.contains("k-NN peaked") && !v.contains("Verdict:"), "a stopped run is in no figure\n{v}");
+    let rows = csv(&out.join("runs.csv"));
+    assert!(rows[0].iter().any(|c| c == "stopped"), "{:?}", rows[0]);
+    assert!(rows[1].join(",").contains("training stopped at step"), "{:?}", rows[1]);
+    let stored = read_study(&out).unwrap();
+    assert!(stored.results.iter().all(|r| r.stopped.as_deref().is_some_and(|m| m.contains("training stopped at step"))));
+    assert_eq!(stored.verdict(), v);
 }

@@ -71,7 +71,12 @@ pub fn whiten(x: &Tensor, eps: f64) -> Result<Tensor> {
     let eye = Tensor::eye(d, x.dtype(), x.device())?;
     let shrunk = ((cov * (1.0 - eps))? + (eye * eps)?)?;
     let host = shrunk.to_dtype(DType::F64)?.to_device(&Device::Cpu)?;
-    let w = host.apply_op1(InvChol)?;
+    // A covariance that is not positive definite is a degenerate batch (dimensions collapsed
+    // onto each other), like a Barlow Twins column of zero variance: the run stops as such.
+    let w = host.apply_op1(InvChol).map_err(|e| match e.to_string() {
+        m if m.contains("not positive definite") => Error::ZeroVariance(m.lines().next().unwrap_or_default().to_string()),
+        _ => Error::from(e),
+    })?;
     let w = w.to_dtype(x.dtype())?.to_device(x.device())?;
     Ok(xn.matmul(&w.t()?)?)
 }

@@ -783,7 +783,11 @@ pub fn methods_chart(results: &[crate::train::study::RunResult], classes: usize,
     study_curves(results, |m, d| format!("{}, d = {d}", short(m)), classes, &format!("k-NN top-1 over pre-training, by method, {data}"))
 }
 
+/// The curves of `results`' arms; runs that stopped before their last epoch are left out (the
+/// verdict names them).
 fn study_curves(results: &[crate::train::study::RunResult], name: impl Fn(&str, usize) -> String, classes: usize, title: &str) -> Result<Svg> {
+    let results: Vec<crate::train::study::RunResult> = results.iter().filter(|r| r.stopped.is_none()).cloned().collect();
+    let results = results.as_slice();
     let mut arms_of: Vec<(String, usize)> = vec![];
     for r in results {
         if !arms_of.iter().any(|(m, d)| *m == r.run.method && *d == r.run.d) {

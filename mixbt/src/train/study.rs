@@ -78,6 +78,9 @@ pub struct RunResult {
     pub linear_top1: Option<f64>,
     /// Seconds of training and evaluation, summed over the sittings.
     pub wall_seconds: f64,
+    /// Why training stopped before its last epoch (a degenerate batch, a non-finite loss), for
+    /// a run the study recorded as stopped; its k-NN curve ends there and it has no probe.
+    pub stopped: Option<String>,
 }
 
 impl RunResult {
@@ -100,6 +103,12 @@ struct RunNotes {
     wall_seconds: f64,
     linear_top1: Option<f64>,
     linear_top5: Option<f64>,
+    /// The error that stopped training (the run is not tried again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
+    /// The random network's k-NN (top-1, top-5) of a stopped run (it has no `summary.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    random_init: Option<(f64, f64)>,
 }
 
 const NOTES: &str = "study.json";
@@ -171,14 +180,26 @@ impl OverfittingStudy {
     /// its linear probe).
     pub fn is_done(&self, run: &StudyRun) -> bool {
         let dir = self.run_dir(run);
-        dir.join("summary.json").is_file() && (self.linear.is_none() || read_notes(&dir).linear_top1.is_some())
+        let notes = read_notes(&dir);
+        notes.stopped.is_some() || dir.join("summary.json").is_file() && (self.linear.is_none() || notes.linear_top1.is_some())
     }
 
-    /// Train `run` to its end (fresh, or resumed from its last checkpoint), then probe it.
+    /// Why `run` stopped before its end, if the study recorded it as stopped.
+    pub fn stopped(&self, run: &StudyRun) -> Option<String> {
+        read_notes(&self.run_dir(run)).stopped
+    }
+
+    /// Train `run` to its end (fresh, or resumed from its last checkpoint), then probe it. A run
+    /// whose training stops on its numbers (a degenerate batch, a non-finite loss: the method
+    /// fails at this recipe) is recorded as stopped ([`Self::stopped`]), with its k-NN curve up
+    /// to there, and not tried again; the study goes on. Other errors are returned.
     pub fn run_one(&self, run: &StudyRun) -> Result<()> {
         let dir = self.run_dir(run);
         let recipe = self.recipe_for(run)?;
         let opts = PretrainOptions { seed: run.seed, out_dir: Some(dir.clone()), ..self.opts.clone() };
+        if read_notes(&dir).stopped.is_some() {
+            return Ok(());
+        }
         if !dir.join("summary.json").is_file() {
             let t0 = std::time::Instant::now();
             let mut t = if super::checkpoint::resolve(&dir).is_ok() {
@@ -190,10 +211,21 @@ impl OverfittingStudy {
             } else {
                 Pretrainer::new(recipe.clone(), opts)?
             };
-            t.fit()?;
+            let fit = t.fit();
             let mut notes = read_notes(&dir);
             notes.wall_seconds += t0.elapsed().as_secs_f64();
-            write_notes(&dir, &notes)?;
+            match fit {
+                Ok(_) => write_notes(&dir, &notes)?,
+                Err(e @ (Error::ZeroVariance(_) | Error::NonFinite(_))) => {
+                    notes.stopped = Some(e.to_string());
+                    notes.random_init = t.knn_random_init().map(|r| (r.top1, r.top5));
+                    // Its curve up to the stop (the last checkpoint may be older, or absent).
+                    t.history().write(&dir)?;
+                    write_notes(&dir, &notes)?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         if let Some(cfg) = &self.linear {
             let mut notes = read_notes(&dir);
@@ -254,12 +286,32 @@ impl OverfittingStudy {
 
     fn result_of(&self, run: StudyRun) -> Result<RunResult> {
         let dir = self.run_dir(&run);
+        let notes = read_notes(&dir);
+        if let Some(why) = notes.stopped {
+            let h = read_parquet(&dir.join("history.parquet"))?;
+            let (ri1, ri5) = notes.random_init.unwrap_or((f64::NAN, f64::NAN));
+            let mut knn = vec![(0, ri1, ri5)];
+            knn.extend(knn_by_epoch(&h, &dir)?);
+            let (peak_epoch, knn_peak) = knn.iter().skip(1).fold((0, f64::NAN), |b, &(e, k, _)| if !(k <= b.1) { (e, k) } else { b });
+            let epochs = f64_col(&h, "epoch", &dir)?.into_iter().flatten().fold(0.0, f64::max) as usize;
+            return Ok(RunResult {
+                epochs,
+                knn_random_init: ri1,
+                knn_peak,
+                peak_epoch,
+                knn_final: knn.last().map_or(f64::NAN, |k| if k.0 == 0 { f64::NAN } else { k.1 }),
+                linear_top1: None,
+                wall_seconds: notes.wall_seconds,
+                knn,
+                run,
+                stopped: Some(why),
+            });
+        }
         let sp = dir.join("summary.json");
         let summary: Summary = serde_json::from_slice(&std::fs::read(&sp).map_err(|e| Error::io(&sp, e))?)?;
         let mut knn = vec![(0, summary.knn_top1_random_init, summary.knn_top5_random_init)];
         knn.extend(knn_by_epoch(&read_parquet(&dir.join("history.parquet"))?, &dir)?);
         let (peak_epoch, knn_peak) = knn.iter().skip(1).fold((0, f64::NEG_INFINITY), |b, &(e, k, _)| if k > b.1 { (e, k) } else { b });
-        let notes = read_notes(&dir);
         Ok(RunResult {
             epochs: summary.epochs,
             knn_random_init: summary.knn_top1_random_init,
@@ -270,6 +322,7 @@ impl OverfittingStudy {
             wall_seconds: notes.wall_seconds,
             knn,
             run,
+            stopped: None,
         })
     }
 
@@ -387,6 +440,8 @@ pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
     let names = text(&runs, &rp, "run")?;
     let cols = ["epochs", "knn_random_init", "knn_peak", "peak_epoch", "knn_final", "linear_top1", "wall_seconds"];
     let c: Vec<Vec<Option<f64>>> = cols.iter().map(|n| num(&runs, &rp, n)).collect::<Result<_>>()?;
+    // Tables written before runs could stop early have no `stopped` column.
+    let stopped = if runs.column("stopped").is_ok() { text(&runs, &rp, "stopped")? } else { vec![String::new(); names.len()] };
     let mut results = vec![];
     for (i, name) in names.iter().enumerate() {
         let run = planned.iter().find(|r| &r.name == name).cloned().ok_or_else(|| Error::format(&rp, format!("run `{name}` is not in the plan of study.json")))?;
@@ -401,12 +456,13 @@ pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
             run,
             knn: curve,
             epochs: need(c[0][i], &rp, cols[0], i)? as usize,
-            knn_random_init: need(c[1][i], &rp, cols[1], i)?,
-            knn_peak: need(c[2][i], &rp, cols[2], i)?,
+            knn_random_init: c[1][i].unwrap_or(f64::NAN),
+            knn_peak: c[2][i].unwrap_or(f64::NAN),
             peak_epoch: need(c[3][i], &rp, cols[3], i)? as usize,
-            knn_final: need(c[4][i], &rp, cols[4], i)?,
+            knn_final: c[4][i].unwrap_or(f64::NAN),
             linear_top1: c[5][i],
             wall_seconds: c[6][i].unwrap_or(f64::NAN),
+            stopped: Some(stopped[i].clone()).filter(|s| !s.is_empty()),
         });
     }
     Ok(StoredStudy { results, planned, meta })
@@ -480,7 +536,8 @@ fn runs_table(res: &[RunResult]) -> Result<DataFrame> {
         "drop_from_peak" => n(&|r| r.drop_from_peak()),
         "gain_over_random_init" => n(&|r| r.gain()),
         "linear_top1" => res.iter().map(|r| r.linear_top1).collect::<Vec<_>>(),
-        "wall_seconds" => n(&|r| r.wall_seconds)
+        "wall_seconds" => n(&|r| r.wall_seconds),
+        "stopped" => s(&|r| r.stopped.clone().unwrap_or_default())
     )
     .map_err(|e| Error::msg(e.to_string()))
 }
@@ -499,13 +556,31 @@ pub fn plan_methods(runs: &[StudyRun]) -> Vec<String> {
 /// The verdict, computed from the finished runs: for each method and d, on how many seeds
 /// k-NN peaked and fell (by more than [`FALL_POINTS`]), by how much, the spread of the final
 /// k-NN over seeds and the linear probe; then Mixed BT − BT per seed.
-pub fn verdict(res: &[RunResult], planned: &[StudyRun]) -> String {
+pub fn verdict(all: &[RunResult], planned: &[StudyRun]) -> String {
     let mut out = String::new();
+    let stopped: Vec<&RunResult> = all.iter().filter(|r| r.stopped.is_some()).collect();
     out.push_str(&format!(
-        "{} of {} planned runs finished. A run *fell* when its k-NN top-1 ended more than {FALL_POINTS} point below its peak.\n\n",
-        res.len(),
-        planned.len()
+        "{} of {} planned runs finished{}. A run *fell* when its k-NN top-1 ended more than {FALL_POINTS} point below its peak.\n\n",
+        all.len(),
+        planned.len(),
+        if stopped.is_empty() { String::new() } else { format!(" ({} of them stopped before their last epoch: below, and left out of every figure)", stopped.len()) }
     ));
+    for r in &stopped {
+        let last = r.knn.iter().skip(1).next_back().map_or("no k-NN evaluation".to_string(), |k| format!("last k-NN {:.2} % at epoch {}", k.1, k.0));
+        out.push_str(&format!(
+            "- {} (d = {}), seed {}: training stopped in epoch {} ({last}): {}\n",
+            crate::method::method_title(&r.run.method),
+            r.run.d,
+            r.run.seed,
+            r.epochs,
+            r.stopped.as_deref().unwrap_or_default()
+        ));
+    }
+    if !stopped.is_empty() {
+        out.push('\n');
+    }
+    let res: Vec<RunResult> = all.iter().filter(|r| r.stopped.is_none()).cloned().collect();
+    let res = res.as_slice();
     let mut dims: Vec<usize> = res.iter().map(|r| r.run.d).collect();
     dims.sort();
     dims.dedup();

@@ -156,11 +156,11 @@ fn study(a: StudyArgs, methods: Vec<String>, dims: Vec<usize>, work: PathBuf, ou
         let (verdict, results) = study.write_results(&record)?;
         if !methods_chart {
             for d in study.run_dims() {
-                if results.iter().any(|r| r.run.d == d) {
+                if results.iter().any(|r| r.run.d == d && r.stopped.is_none()) {
                     mixbt::report::study_chart(&results, d, classes, &label)?.save(&out.join(format!("knn-d{d}.svg")))?;
                 }
             }
-        } else if !results.is_empty() {
+        } else if results.iter().any(|r| r.stopped.is_none()) {
             mixbt::report::methods_chart(&results, classes, &label)?.save(&out.join("knn.svg"))?;
         }
         Ok(verdict)
@@ -178,6 +178,9 @@ fn study(a: StudyArgs, methods: Vec<String>, dims: Vec<usize>, work: PathBuf, ou
             }
             eprintln!("[{}/{}] {} → {}", i + 1, runs.len(), r.name, study.run_dir(r).display());
             study.run_one(r)?;
+            if let Some(why) = study.stopped(r) {
+                eprintln!("warning: {} stopped before its last epoch and is recorded so (not tried again; the study goes on): {why}", r.name);
+            }
             worked += 1;
             report()?;
         }

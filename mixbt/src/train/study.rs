@@ -186,7 +186,7 @@ impl OverfittingStudy {
 
     /// Why `run` stopped before its end, if the study recorded it as stopped.
     pub fn stopped(&self, run: &StudyRun) -> Option<String> {
-        read_notes(&self.run_dir(run)).stopped
+        read_notes(&self.run_dir(run)).stopped.as_deref().map(stop_reason)
     }
 
     /// Train `run` to its end (fresh, or resumed from its last checkpoint), then probe it. A run
@@ -217,7 +217,7 @@ impl OverfittingStudy {
             match fit {
                 Ok(_) => write_notes(&dir, &notes)?,
                 Err(e @ (Error::ZeroVariance(_) | Error::NonFinite(_))) => {
-                    notes.stopped = Some(e.to_string());
+                    notes.stopped = Some(stop_reason(&e.to_string()));
                     notes.random_init = t.knn_random_init().map(|r| (r.top1, r.top5));
                     // Its curve up to the stop (the last checkpoint may be older, or absent).
                     t.history().write(&dir)?;
@@ -287,7 +287,7 @@ impl OverfittingStudy {
     fn result_of(&self, run: StudyRun) -> Result<RunResult> {
         let dir = self.run_dir(&run);
         let notes = read_notes(&dir);
-        if let Some(why) = notes.stopped {
+        if let Some(why) = notes.stopped.as_deref().map(stop_reason) {
             let h = read_parquet(&dir.join("history.parquet"))?;
             let (ri1, ri5) = notes.random_init.unwrap_or((f64::NAN, f64::NAN));
             let mut knn = vec![(0, ri1, ri5)];
@@ -468,6 +468,13 @@ pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
     Ok(StoredStudy { results, planned, meta })
 }
 
+/// Why a run stopped, for its record: the trainer's message without its hint of where the last
+/// checkpoint lies (a path of the machine that ran it).
+fn stop_reason(msg: &str) -> String {
+    let end = ["; the last good checkpoint is ", "; no checkpoint was written yet"].iter().filter_map(|h| msg.find(h)).min().unwrap_or(msg.len());
+    msg[..end].to_string()
+}
+
 fn read_notes(dir: &Path) -> RunNotes {
     std::fs::read(dir.join(NOTES)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
@@ -568,12 +575,11 @@ pub fn verdict(all: &[RunResult], planned: &[StudyRun]) -> String {
     for r in &stopped {
         let last = r.knn.iter().skip(1).next_back().map_or("no k-NN evaluation".to_string(), |k| format!("last k-NN {:.2} % at epoch {}", k.1, k.0));
         out.push_str(&format!(
-            "- {} (d = {}), seed {}: training stopped in epoch {} ({last}): {}\n",
+            "- {} (d = {}), seed {}: {} ({last}).\n",
             crate::method::method_title(&r.run.method),
             r.run.d,
             r.run.seed,
-            r.epochs,
-            r.stopped.as_deref().unwrap_or_default()
+            r.stopped.as_deref().unwrap_or_default().trim_end_matches('.')
         ));
     }
     if !stopped.is_empty() {

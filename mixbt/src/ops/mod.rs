@@ -16,8 +16,10 @@ pub use conv::{conv2d, with_weight_cache};
 /// How convolutions and linear layers multiply. FP32 is the default and the reference; BF16
 /// rounds both operands of each product to bfloat16 and sums the products in FP32 (like
 /// PyTorch's CPU autocast to bfloat16), while weights, activations between layers, batch norm,
-/// the loss and the optimiser stay FP32. Products run on `vdpbf16ps` where the CPU has
-/// AVX512-BF16, else on the FP32 kernels with rounded operands (the same numbers, no faster).
+/// the loss and the optimiser stay FP32. Products run on `vdpbf16ps` or on the FP32 kernels with
+/// rounded operands (the same numbers): where the CPU has AVX512-BF16 the faster of the two,
+/// timed once per process ([`gemm::bf16_path`]), else the latter. 3×3 stride-1 convolutions
+/// run as Winograd at both precisions ([`winograd`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {

@@ -283,6 +283,8 @@ fn a_run_that_stops_is_recorded_and_the_study_goes_on() {
     assert!(rows[0].iter().any(|c| c == "stopped"), "{:?}", rows[0]);
     assert!(rows[1].join(",").contains("training stopped at step"), "{:?}", rows[1]);
     let stored = read_study(&out).unwrap();
-    assert!(stored.results.iter().all(|r| r.stopped.as_deref().is_some_and(|m| m.contains("training stopped at step"))));
+    assert!(stored.results.is_empty(), "a stopped run is not among the results a notebook draws");
+    assert_eq!(stored.stopped.len(), 2);
+    assert!(stored.stopped.iter().all(|r| r.stopped.as_deref().is_some_and(|m| m.contains("training stopped at step"))));
     assert_eq!(stored.verdict(), v);
 }

@@ -281,7 +281,7 @@ impl OverfittingStudy {
         if stored.recipe()? != self.recipe {
             return Err(Error::format(&mp, "holds a study of another recipe: a study's settings cannot change between sittings (use another --out)"));
         }
-        Ok(stored.results.into_iter().filter(|s| self.runs().contains(&s.run)).collect())
+        Ok(stored.results.into_iter().chain(stored.stopped).filter(|s| self.runs().contains(&s.run)).collect())
     }
 
     fn result_of(&self, run: StudyRun) -> Result<RunResult> {
@@ -369,7 +369,11 @@ impl OverfittingStudy {
 /// a repository can be drawn and judged anywhere).
 #[derive(Debug, Clone)]
 pub struct StoredStudy {
+    /// The runs that trained to their end.
     pub results: Vec<RunResult>,
+    /// The runs whose training stopped early ([`RunResult::stopped`]): in the verdict, in no
+    /// figure.
+    pub stopped: Vec<RunResult>,
     /// Every run the study planned (from `study.json`'s `dims` and `seeds`).
     pub planned: Vec<StudyRun>,
     /// `study.json`: command, commit, CPU, recipe, …
@@ -379,7 +383,7 @@ pub struct StoredStudy {
 impl StoredStudy {
     /// The verdict computed from the stored numbers ([`verdict`]).
     pub fn verdict(&self) -> String {
-        verdict(&self.results, &self.planned)
+        verdict(&[self.results.as_slice(), &self.stopped].concat(), &self.planned)
     }
     /// The recipe every run shared, as `study.json` stores it.
     pub fn recipe(&self) -> Result<Recipe> {
@@ -465,7 +469,8 @@ pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
             stopped: Some(stopped[i].clone()).filter(|s| !s.is_empty()),
         });
     }
-    Ok(StoredStudy { results, planned, meta })
+    let (stopped, results) = results.into_iter().partition(|r: &RunResult| r.stopped.is_some());
+    Ok(StoredStudy { results, stopped, planned, meta })
 }
 
 /// Why a run stopped, for its record: the trainer's message without its hint of where the last

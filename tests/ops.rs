@@ -634,3 +634,41 @@ fn weight_cache_gives_the_same_numbers_and_ends_with_its_scope() {
     let theirs = xa.as_tensor().conv2d(w.as_tensor(), 1, 1, 1, 1).unwrap();
     assert!(max_abs_diff(&ours, &theirs) < 1e-4 * (1.0 + max_abs(&theirs)));
 }
+
+const BF16_CHILD: &str = "MIXBT_BF16_PATH_CHILD";
+
+/// In a process started by `the_bf16_path_is_chosen_once_and_can_be_named`: the path in use is
+/// the one the parent expects (`MIXBT_BF16_PATH_CHILD`), asked for before any product ran.
+#[test]
+#[ignore = "a child process of the_bf16_path_is_chosen_once_and_can_be_named"]
+fn bf16_path_child() {
+    let Ok(want) = std::env::var(BF16_CHILD) else { return };
+    let path = ops::gemm::bf16_path();
+    assert!(ops::gemm::bf16_path_supported(path));
+    assert_eq!(ops::gemm::bf16_path(), path, "decided once");
+    if want != "any" {
+        assert_eq!(path.name(), want);
+    }
+}
+
+/// `MIXBT_GEMM_BF16` names the BF16 path; unset, a CPU with AVX512-BF16 times the two and takes
+/// either (the same numbers), a CPU without it emulates.
+#[test]
+fn the_bf16_path_is_chosen_once_and_can_be_named() {
+    use mixbt::ops::gemm::{bf16_path_supported, Bf16Path};
+    let native = bf16_path_supported(Bf16Path::Avx512Bf16);
+    let mut cases = vec![(Some("emulate"), "emulated"), (None, if native { "any" } else { "emulated" })];
+    if native {
+        cases.push((Some("avx512bf16"), "avx512bf16"));
+    }
+    for (env, want) in cases {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "bf16_path_child", "--ignored", "--test-threads", "1"]).env(BF16_CHILD, want).env_remove("MIXBT_GEMM_BF16");
+        if let Some(v) = env {
+            cmd.env("MIXBT_GEMM_BF16", v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "MIXBT_GEMM_BF16={env:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+}

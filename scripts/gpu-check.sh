@@ -5,6 +5,8 @@
 #   (b) speed: `mixbt bench train` at batch 256 on the device, next to PyTorch on the same device
 #       when MIXBT_PYTHON (or python3) has torch with CUDA;
 #   (c) learning: a few hundred CIFAR-10 steps on the device with k-NN (`cifar10-cpu` preset);
+#   (d) NCCL: a data-parallel job of one rank (WORLD_SIZE=1: NCCL's id exchange, communicator and
+#       a first all-reduce, then 5 steps), and of two ranks when the machine has two GPUs;
 # then one table (markdown) with the GPU's name.
 #
 #   scripts/gpu-check.sh --data <cifar10 image folder: train/<class>, test/<class>> \
@@ -59,6 +61,24 @@ else
 fi
 "$bin" pretrain "${preset[@]}" --device "$device" --max-steps "$steps" --out "$out/run" --no-progress ${extra[@]+"${extra[@]}"} > "$out/pretrain.txt"
 
+nccl="not run (CPU device)"
+if [ "$device" != cpu ]; then
+    echo "== (d) NCCL data-parallel job, world size 1 on $device" >&2
+    nccl="world size 1: failed"
+    if WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29533 \
+        "$bin" pretrain --preset quickstart --device cuda --max-steps 5 --out "$out/nccl1" --no-progress --skip-random-init-knn > "$out/nccl1.txt"; then
+        nccl="world size 1: ok"
+    fi
+    if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
+        echo "== (d) NCCL data-parallel job, 2 ranks on 2 GPUs" >&2
+        for r in 0 1; do
+            WORLD_SIZE=2 RANK=$r LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=29534 \
+                "$bin" pretrain --preset quickstart --device cuda --max-steps 20 --out "$out/nccl2" --no-progress --skip-random-init-knn > "$out/nccl2-$r.txt" &
+        done
+        if wait; then nccl="$nccl; 2 ranks: ok ($(grep -o 'k-NN top-1 [0-9.]*%' "$out/nccl2-0.txt"))"; else nccl="$nccl; 2 ranks: failed"; fi
+    fi
+fi
+
 val() { grep -o "^$1=[^ ]*" "$2" | head -1 | cut -d= -f2; }
 row() { awk -v c="$1" '$1 == c { printf "%s img/s (PyTorch %s, ratio %s)", $3, $4, $5 }' "$out/train.txt"; }
 summary="$out/run/summary.json"
@@ -73,4 +93,5 @@ echo "| (b) training step, batch $batch | $(row train) |"
 echo "| (b) embedding, batch $batch | $(row embed) |"
 echo "| (c) $steps steps: k-NN top-1 (random init) | $(json knn_top1)% ($(json knn_top1_random_init)%) |"
 echo "| (c) wall time, training images/s | $(json wall_seconds) s, $(json images_per_s) |"
+echo "| (d) NCCL data-parallel job | $nccl |"
 exit "$parity_rc"

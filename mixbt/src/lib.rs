@@ -25,17 +25,18 @@
 //! | 0 | [`error`], [`rng`] | the error type; small deterministic RNGs |
 //! | 1 | [`io`] | atomic writes, safetensors, CSV/parquet tables |
 //! | 2 | [`hub`] | the Hub client: references, cache, pull, push of files (no model knowledge) |
-//! | 3 | [`ops`] | CPU kernels as candle custom ops (GEMM, conv, BN, Adam) |
-//! | 4 | [`params`] | [`ParamStore`](params::ParamStore): named, seeded tensors |
-//! | 5 | [`model`] | ResNet, projector, [`Encoder`](model::Encoder) |
-//! | 6 | [`loss`] | the (Mixed) Barlow Twins loss as plain functions |
-//! | 7 | [`data`] | readers, [`DataConfig`](data::DataConfig) and [`data::open`], augmentations, loader |
-//! | 8 | [`optim`] | optimisers and schedules |
-//! | 9 | [`method`] | the self-supervised methods as plug-ins: Barlow Twins (plain, mixed), SimCLR, BYOL, W-MSE |
-//! | 10 | [`ckpt`] | model and checkpoint files, the `.pth` import, conversion and model cards |
-//! | 11 | [`eval`] | features, k-NN ([`eval::knn_eval`]), linear probes |
-//! | 12 | [`train`] | recipes and presets, the [`Pretrainer`](train::Pretrainer), history, checkpoints |
-//! | 13 | [`report`] | tables and charts for notebooks and `--plots` |
+//! | 3 | [`dist`] | data-parallel collectives: MPI, NCCL, one process; the world of this process |
+//! | 4 | [`ops`] | CPU kernels as candle custom ops (GEMM, conv, BN (synchronised over ranks), Adam) |
+//! | 5 | [`params`] | [`ParamStore`](params::ParamStore): named, seeded tensors |
+//! | 6 | [`model`] | ResNet, projector, [`Encoder`](model::Encoder) |
+//! | 7 | [`loss`] | the (Mixed) Barlow Twins loss as plain functions |
+//! | 8 | [`data`] | readers, [`DataConfig`](data::DataConfig) and [`data::open`], augmentations, loader |
+//! | 9 | [`optim`] | optimisers and schedules |
+//! | 10 | [`method`] | the self-supervised methods as plug-ins: Barlow Twins (plain, mixed), SimCLR, BYOL, W-MSE |
+//! | 11 | [`ckpt`] | model and checkpoint files, the `.pth` import, conversion and model cards |
+//! | 12 | [`eval`] | features, k-NN ([`eval::knn_eval`]), linear probes |
+//! | 13 | [`train`] | recipes and presets, the [`Pretrainer`](train::Pretrainer), history, checkpoints |
+//! | 14 | [`report`] | tables and charts for notebooks and `--plots` |
 //!
 //! Benchmarks are not part of the library: they live in the `mixbt` binary (`mixbt bench`).
 
@@ -46,6 +47,8 @@ pub mod rng;
 pub mod io;
 
 pub mod hub;
+
+pub mod dist;
 
 pub mod ops;
 

@@ -82,6 +82,8 @@ pub struct Loader {
     cfg: LoaderConfig,
     workers: usize,
     device: Device,
+    /// `(rank, ranks)`: this rank's share of every batch ([`Loader::sharded`]).
+    shard: (usize, usize),
 }
 
 /// The seed of sample `k` of `epoch`, view `v`.
@@ -118,7 +120,26 @@ impl Loader {
             )));
         }
         let workers = if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
-        Ok(Self { ds, transforms: transforms.into_iter().map(Arc::new).collect(), cfg, workers, device: device.clone() })
+        Ok(Self { ds, transforms: transforms.into_iter().map(Arc::new).collect(), cfg, workers, device: device.clone(), shard: (0, 1) })
+    }
+
+    /// The loader of rank `rank` of `ranks` data-parallel ranks: every epoch has the order and
+    /// the batches of the one-process loader (`batch_size` stays the global batch), and this
+    /// rank gets its contiguous share of each batch (`batch_size / ranks` images, the same
+    /// augmentations: every draw is keyed by the sample's place in the epoch). An error unless
+    /// `ranks` divides the batch size.
+    pub fn sharded(mut self, rank: usize, ranks: usize) -> Result<Self> {
+        crate::dist::shard_range(self.cfg.batch_size, rank, ranks)?;
+        if !self.cfg.drop_last && self.ds.len() % self.cfg.batch_size != 0 {
+            return Err(Error::Config("a sharded loader needs whole batches (drop_last)".into()));
+        }
+        self.shard = (rank, ranks);
+        Ok(self)
+    }
+
+    /// `(rank, ranks)` of a sharded loader; `(0, 1)` otherwise.
+    pub fn shard(&self) -> (usize, usize) {
+        self.shard
     }
 
     /// The decode/augment pool. It is built by the thread that uses it (one per epoch stream),
@@ -173,8 +194,12 @@ impl Loader {
     /// Produce batch `b` of `epoch` on the calling thread (workers in the pool).
     fn host_batch(&self, pool: &rayon::ThreadPool, epoch: u64, order: &[usize], b: usize) -> Result<HostBatch> {
         let bs = self.cfg.batch_size;
-        let start = b * bs;
-        let end = (start + bs).min(order.len());
+        let mut start = b * bs;
+        let mut end = (start + bs).min(order.len());
+        if self.shard.1 > 1 {
+            let r = crate::dist::shard_range(bs, self.shard.0, self.shard.1)?;
+            (start, end) = (start + r.start, start + r.end);
+        }
         let ds: &dyn Dataset = self.ds.as_ref();
         let seed = self.cfg.seed;
         let nviews = self.transforms.len();

@@ -139,6 +139,26 @@ pub fn sample_mix<R: Rng + ?Sized>(rng: &mut R, n: usize) -> (Vec<usize>, f64) {
     (perm, alpha)
 }
 
+/// [`sample_mix`] with the permutation in `groups` blocks of `n / groups` rows, each permuted
+/// within itself (block `g` maps rows `g·n/G …` among themselves), then one α: the permutation
+/// of `groups` data-parallel ranks that each permute their own batch (`main_imagenet.py`'s
+/// `torch.randperm(batch_size)` is per GPU), drawn from one generator so that every rank, and
+/// one process asked for the same blocks, draws the same. `groups` ≤ 1 is [`sample_mix`].
+pub fn sample_mix_grouped<R: Rng + ?Sized>(rng: &mut R, n: usize, groups: usize) -> (Vec<usize>, f64) {
+    if groups <= 1 {
+        return sample_mix(rng, n);
+    }
+    let per = n / groups;
+    let mut perm = Vec::with_capacity(n);
+    for g in 0..groups {
+        let mut p: Vec<usize> = (g * per..(g + 1) * per).collect();
+        p.shuffle(rng);
+        perm.extend(p);
+    }
+    let alpha = Beta::new(1.0, 1.0).expect("Beta(1,1)").sample(rng);
+    (perm, alpha)
+}
+
 /// Row-index tensor for `perm` on `device`.
 pub fn perm_tensor(perm: &[usize], device: &Device) -> CResult<Tensor> {
     Tensor::from_vec(perm.iter().map(|&i| i as u32).collect::<Vec<_>>(), perm.len(), device)

@@ -7,8 +7,8 @@ use std::any::Any;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{step_rng, Method, MethodConfig, MethodOutput, StepContext};
-use crate::loss::{mix_batch, sample_mix, LossParts, MixedBarlowTwins};
+use super::{gather_all, step_rng, Method, MethodConfig, MethodOutput, StepContext};
+use crate::loss::{mix_batch, sample_mix_grouped, LossParts, MixedBarlowTwins};
 use crate::optim::LambdaRamp;
 use crate::{Error, Result};
 
@@ -106,13 +106,25 @@ impl Method for BarlowTwins {
         let loss = MixedBarlowTwins { lambda_reg, ..self.cfg.loss };
         let (_, h_a) = ctx.encoder.forward_t(view_a, true)?;
         let (_, h_b) = ctx.encoder.forward_t(view_b, true)?;
-        let n = view_a.dim(0)?;
+        // Data-parallel ranks: this rank's rows of the global batch; the loss sees all of them.
+        let world = crate::dist::world();
+        let (rank, n_local) = (world.rank(), view_a.dim(0)?);
+        let n = n_local * world.size();
         let (parts, alpha) = if self.cfg.is_mixup {
-            let (perm, alpha) = sample_mix(&mut step_rng(ctx.seed, ctx.step), n);
-            let x_m = mix_batch(view_a, view_b, &perm, alpha)?;
+            let groups = ctx.mix_groups.max(1);
+            if n % groups != 0 || groups % world.size() != 0 {
+                return Err(Error::Config(format!("the mixing permutation's {groups} blocks must divide the batch of {n} and be a multiple of the {} ranks", world.size())));
+            }
+            let (perm, alpha) = sample_mix_grouped(&mut step_rng(ctx.seed, ctx.step), n, groups);
+            // This rank's rows map among themselves (the blocks nest in the ranks' shares).
+            let off = rank * n_local;
+            let local: Vec<usize> = perm[off..off + n_local].iter().map(|i| i - off).collect();
+            let x_m = mix_batch(view_a, view_b, &local, alpha)?;
             let (_, h_m) = ctx.encoder.forward_t(&x_m, true)?;
+            let [h_a, h_b, h_m]: [Tensor; 3] = gather_all(vec![h_a, h_b, h_m])?.try_into().expect("three tensors");
             (loss.compute(&h_a, &h_b, &h_m, &perm, alpha)?, alpha)
         } else {
+            let [h_a, h_b]: [Tensor; 2] = gather_all(vec![h_a, h_b])?.try_into().expect("two tensors");
             (loss.compute_bt(&h_a, &h_b)?, f64::NAN)
         };
         let out = MethodOutput {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, ModuleT, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::{check_prefixes, check_views, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
+use super::{check_prefixes, check_views, gather_all, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
 use crate::loss::norm_mse;
 use crate::model::{encoder, projector, Encoder, Projector, ProjectorConfig};
 use crate::params::ParamStore;
@@ -115,6 +115,7 @@ impl Method for Byol {
         for v in views {
             zt.push(self.target.forward_t(v, true)?.1.detach());
         }
+        let (z, zt) = (gather_all(z)?, gather_all(zt)?);
         // norm_mse(z_i, zt_j) + norm_mse(z_j, zt_i) per pair, averaged over the pairs.
         let (ab, ba, k) = sum_directions(views.len(), |i, j| Ok((norm_mse(&z[i], &zt[j])?, norm_mse(&z[j], &zt[i])?)))?;
         let k = k as f64;

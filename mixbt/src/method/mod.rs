@@ -177,6 +177,10 @@ pub struct StepContext<'a> {
     /// Epochs of the recipe.
     pub epochs: usize,
     pub steps_per_epoch: usize,
+    /// Blocks the Mixed BT permutation is drawn in: each data-parallel rank permutes its own
+    /// rows (as `main_imagenet.py`), so this is the world size, or a multiple of it; one process
+    /// can draw in blocks too, to match a run with that many ranks. 1: one permutation.
+    pub mix_groups: usize,
 }
 
 /// What one forward pass of a method gives: the loss to minimise and what to report.
@@ -245,6 +249,16 @@ pub trait Method: Send {
 /// `(seed, step)`, so a resumed run draws what the uninterrupted one did.
 pub fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64((seed ^ 0x5eed_0f_a1fa).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+/// Every rank's rows of each tensor (the global batch, this rank's block differentiable):
+/// [`crate::dist::Group::gather_rows`] in the current world; the identity for one process.
+pub(crate) fn gather_all(ts: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    let world = crate::dist::world();
+    if world.size() == 1 {
+        return Ok(ts);
+    }
+    ts.iter().map(|t| world.gather_rows(t)).collect()
 }
 
 /// An error unless a method that compares views got at least two.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, ModuleT, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::{check_prefixes, check_views, load_prefixed, prefixed, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
+use super::{check_prefixes, check_views, gather_all, load_prefixed, prefixed, sum_directions, trainable_prefixed, Method, MethodConfig, MethodOutput, StepContext};
 use crate::loss::nt_xent_directions;
 use crate::model::layers::{batch_norm, BatchNorm, BatchNormConfig};
 use crate::model::Encoder;
@@ -78,7 +78,7 @@ impl Method for Simclr {
 
     fn forward(&mut self, ctx: &StepContext, views: &[Tensor]) -> Result<MethodOutput> {
         check_views("SimCLR", views)?;
-        let z = embed_concat(ctx.encoder, views, self.bn_last.as_ref())?;
+        let z = gather_all(embed_concat(ctx.encoder, views, self.bn_last.as_ref())?)?;
         // contrastive_loss(x0, x1) = (CE_ab + CE_ba)/2 per pair, averaged over the pairs.
         let (ab, ba, k) = sum_directions(views.len(), |i, j| nt_xent_directions(&z[i], &z[j], self.cfg.tau))?;
         let half = 2.0 * k as f64;

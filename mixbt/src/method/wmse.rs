@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::simclr::embed_concat;
-use super::{check_views, step_rng, view_pairs, Method, MethodConfig, MethodOutput, StepContext};
+use super::{check_views, gather_all, step_rng, view_pairs, Method, MethodConfig, MethodOutput, StepContext};
 use crate::loss::{norm_mse, whiten};
 use crate::{Error, Result};
 
@@ -79,9 +79,10 @@ impl Method for Wmse {
 
     fn forward(&mut self, ctx: &StepContext, views: &[Tensor]) -> Result<MethodOutput> {
         check_views("W-MSE", views)?;
-        let bs = views[0].dim(0)?;
+        // The whole (global) batch: data-parallel ranks whiten the sub-batches of all ranks.
+        let h = gather_all(embed_concat(ctx.encoder, views, None)?)?;
+        let bs = h[0].dim(0)?;
         self.cfg.validate(bs)?;
-        let h = embed_concat(ctx.encoder, views, None)?;
         let pairs = view_pairs(views.len());
         let mut rng = step_rng(ctx.seed, ctx.step);
         let subs = bs / self.cfg.w_size;

@@ -170,19 +170,34 @@ impl BatchNorm {
         Ok(())
     }
 
+    /// Train mode: batch statistics, over the global batch of every rank when training is
+    /// data-parallel ([`crate::dist::world`] has more than one rank: PyTorch's `SyncBatchNorm`).
     fn forward_train(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
+        let world = crate::dist::world();
+        let sync = (world.size() > 1).then_some(world);
         if crate::ops::fast_bn_applies(x) {
-            let (y, mean, var) = crate::ops::batch_norm_train(x, &self.weight, &self.bias, self.cfg.eps, relu)?;
-            let n = x.elem_count() / c;
-            self.update_running(&mean, &var, n)?;
+            let (y, mean, var, count) = crate::ops::batch_norm_train_sync(x, &self.weight, &self.bias, self.cfg.eps, relu, sync)?;
+            self.update_running(&mean, &var, count as usize)?;
             return Ok(y);
         }
         let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
-        let n = x.elem_count() / c;
-        let mean = x.sum_keepdim(dims.as_slice())?.affine(1.0 / n as f64, 0.0)?;
+        let mut n = x.elem_count() / c;
+        // Sums over every rank (differentiable: their gradients are summed over ranks too).
+        let total = |t: Tensor| -> Result<Tensor> {
+            match &sync {
+                Some(g) => g.all_reduce(&t).map_err(|e| candle_core::Error::Msg(e.to_string())),
+                None => Ok(t),
+            }
+        };
+        if let Some(g) = &sync {
+            let mut count = [n as f64];
+            g.all_reduce_f64(&mut count).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            n = count[0] as usize;
+        }
+        let mean = total(x.sum_keepdim(dims.as_slice())?)?.affine(1.0 / n as f64, 0.0)?;
         let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.sum_keepdim(dims.as_slice())?.affine(1.0 / n as f64, 0.0)?;
+        let var = total(xc.sqr()?.sum_keepdim(dims.as_slice())?)?.affine(1.0 / n as f64, 0.0)?;
         let inv = (&var + self.cfg.eps)?.sqrt()?.recip()?;
         let y = xc
             .broadcast_mul(&inv)?

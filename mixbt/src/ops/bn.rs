@@ -13,6 +13,8 @@ pub struct BnStats {
     pub mean: Vec<f32>,
     pub var: Vec<f32>,
     invstd: Vec<f32>,
+    /// Elements per channel the statistics are over (N·H·W, summed over ranks when synchronised).
+    pub count: f64,
 }
 
 /// `y = [relu]((x − mean)/sqrt(var + eps)·w + b)` with batch statistics, over dim 1 of `[N, C, …]`.
@@ -20,6 +22,17 @@ pub struct BnTrainOp {
     pub eps: f64,
     pub relu: bool,
     pub stats: Arc<Mutex<BnStats>>,
+    /// Synchronised batch norm (PyTorch's `SyncBatchNorm`): statistics over the global batch of
+    /// every rank of the group, and the input gradient from the sums of every rank.
+    pub sync: Option<crate::dist::Group>,
+}
+
+/// Sum `v` over the ranks of `sync` (nothing without one).
+fn reduce(sync: &Option<crate::dist::Group>, v: &mut [f64]) -> Result<()> {
+    match sync {
+        Some(g) => g.all_reduce_f64(v).map_err(candle_core::Error::wrap),
+        None => Ok(()),
+    }
 }
 
 
@@ -277,16 +290,19 @@ impl CustomOp3 for BnTrainOp {
         let w = super::f32_slice(ws, wl, "bn weight")?;
         let b = super::f32_slice(bs, bl, "bn bias")?;
         let (n, c, hw) = dims(xl);
-        let m = (n * hw) as f64;
-        let sums = per_channel(n, c, hw, |_, r| rows::sum(&x[r]));
+        let mut sums = per_channel(n, c, hw, |_, r| rows::sum(&x[r]));
+        sums.push((n * hw) as f64);
+        reduce(&self.sync, &mut sums)?;
+        let m = sums.pop().unwrap_or(0.0);
         let mean: Vec<f32> = sums.iter().map(|s| (s / m) as f32).collect();
-        let sq = per_channel(n, c, hw, |ch, r| rows::sq_dev(&x[r], mean[ch]));
+        let mut sq = per_channel(n, c, hw, |ch, r| rows::sq_dev(&x[r], mean[ch]));
+        reduce(&self.sync, &mut sq)?;
         let var: Vec<f32> = sq.iter().map(|s| (s / m) as f32).collect();
         let invstd: Vec<f32> = var.iter().map(|v| (1.0 / (*v as f64 + self.eps).sqrt()) as f32).collect();
         let scale: Vec<f32> = (0..c).map(|i| invstd[i] * w[i]).collect();
         let shift: Vec<f32> = (0..c).map(|i| b[i] - mean[i] * scale[i]).collect();
         let y = affine(x, c, hw, &scale, &shift, self.relu);
-        *self.stats.lock().unwrap() = BnStats { mean, var, invstd };
+        *self.stats.lock().unwrap() = BnStats { mean, var, invstd, count: m };
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -296,8 +312,9 @@ impl CustomOp3 for BnTrainOp {
         let d = x.dims().to_vec();
         let (n, c) = (d[0], d[1]);
         let hw: usize = d[2..].iter().product::<usize>().max(1);
-        let m = (n * hw) as f32;
+        let m = st.count as f32;
         let relu = self.relu;
+        let sync = &self.sync;
         let (dx, dw, db) = with_f32(x, |xv| {
             with_f32(w, |wv| {
                 with_f32(b, |bv| {
@@ -314,17 +331,39 @@ impl CustomOp3 for BnTrainOp {
                         let db: Vec<f32> = sums.iter().map(|p| p.0 as f32).collect();
                         let dw: Vec<f32> = sums.iter().enumerate().map(|(ch, p)| (p.1 * st.invstd[ch] as f64) as f32).collect();
                         drop(_pr);
+                        // Synchronised: the input gradient needs the sums over every rank, and so
+                        // do the weight and bias gradients, which are then the whole (in f64:
+                        // near-cancelling f32 shares added later would lose their few digits).
+                        let (gdb, gdw) = match sync {
+                            None => (None, None),
+                            Some(_) => {
+                                let mut all: Vec<f64> = sums.iter().flat_map(|p| [p.0, p.1]).collect();
+                                reduce(sync, &mut all)?;
+                                let gdb: Vec<f32> = all.chunks_exact(2).map(|p| p[0] as f32).collect();
+                                let gdw: Vec<f32> = all.chunks_exact(2).enumerate().map(|(ch, p)| (p[1] * st.invstd[ch] as f64) as f32).collect();
+                                (Some(gdb), Some(gdw))
+                            }
+                        };
                         let _pd = super::profile::scope("bn.backward.dx");
                         let k: Vec<f32> = (0..c).map(|ch| wv[ch] * st.invstd[ch] / m).collect();
-                        let coef = BnDx { k: &k, mean: &st.mean, invstd: &st.invstd, db: &db, dw: &dw, scale: &scale, shift: &shift, relu, m };
+                        let (sdb, sdw) = (gdb.as_deref().unwrap_or(&db), gdw.as_deref().unwrap_or(&dw));
+                        let coef = BnDx { k: &k, mean: &st.mean, invstd: &st.invstd, db: sdb, dw: sdw, scale: &scale, shift: &shift, relu, m };
                         let dx = super::par_new(xv.len(), c * hw, true, |i, dr| {
                             bn_dx(dr, &xv[i * c * hw..][..c * hw], &dyv[i * c * hw..][..c * hw], hw, &coef);
                         });
-                        (dx, dw, db)
+                        let (dw, db) = match (gdw, gdb) {
+                            (Some(w), Some(b)) => (w, b),
+                            _ => (dw, db),
+                        };
+                        Ok::<_, candle_core::Error>((dx, dw, db))
                     })
                 })
             })
-        })????;
+        })?????;
+        if self.sync.is_some() {
+            crate::dist::mark_reduced(w);
+            crate::dist::mark_reduced(b);
+        }
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, d, dev)?),
@@ -375,13 +414,20 @@ super::simd_fn! {
 
 /// Fused train-mode batch norm (+ ReLU): returns `(y, batch mean, biased batch variance)`.
 pub fn batch_norm_train(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    let (y, mean, var, _) = batch_norm_train_sync(x, w, b, eps, relu, None)?;
+    Ok((y, mean, var))
+}
+
+/// [`batch_norm_train`] with the statistics over every rank of `sync` (none: this process's
+/// batch); also returns the elements per channel the statistics are over.
+pub fn batch_norm_train_sync(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool, sync: Option<crate::dist::Group>) -> Result<(Tensor, Tensor, Tensor, f64)> {
     let stats = Arc::new(Mutex::new(BnStats::default()));
-    let op = BnTrainOp { eps, relu, stats: stats.clone() };
+    let op = BnTrainOp { eps, relu, stats: stats.clone(), sync };
     let y = x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)?;
     let s = stats.lock().unwrap();
     let c = s.mean.len();
     let dev = x.device();
-    Ok((y, Tensor::from_vec(s.mean.clone(), c, dev)?, Tensor::from_vec(s.var.clone(), c, dev)?))
+    Ok((y, Tensor::from_vec(s.mean.clone(), c, dev)?, Tensor::from_vec(s.var.clone(), c, dev)?, s.count))
 }
 
 super::simd_fn! {

@@ -105,6 +105,12 @@ pub fn batch_norm_train(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool
     bn::batch_norm_train(x, w, b, eps, relu)
 }
 
+/// [`batch_norm_train`] over the global batch of every rank of `sync` (synchronised batch
+/// norm); also returns the elements per channel the statistics are over.
+pub fn batch_norm_train_sync(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, relu: bool, sync: Option<crate::dist::Group>) -> Result<(Tensor, Tensor, Tensor, f64)> {
+    bn::batch_norm_train_sync(x, w, b, eps, relu, sync)
+}
+
 /// The f32 data of a contiguous CPU storage, `what` naming the operand in errors (shared by the
 /// conv and BN custom ops).
 pub(crate) fn f32_slice<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Layout, what: &str) -> candle_core::Result<&'a [f32]> {

@@ -47,6 +47,27 @@ pub struct PretrainOptions {
     /// A fresh run into a run directory that holds a previous run replaces it (its checkpoints,
     /// model, history and summary are removed first); without it, that is an error.
     pub overwrite: bool,
+    /// Blocks of the Mixed BT mixing permutation (`None`: the world size, i.e. each
+    /// data-parallel rank permutes its own rows; one process: one permutation). One process
+    /// with `Some(k)` draws what `k` ranks draw.
+    pub mix_groups: Option<usize>,
+    /// How data-parallel ranks combine their gradients (nothing changes for one process).
+    pub grad_reduce: GradReduce,
+}
+
+/// How the gradients of data-parallel ranks are combined. Every rank computes the loss of the
+/// whole (global) batch and back-propagates through its own rows only, so the gradients'
+/// **sum** over ranks is the gradient of one process training on the global batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradReduce {
+    /// The one-process gradient (the default).
+    #[default]
+    Sum,
+    /// `main_imagenet.py` as coded: DDP averages the ranks' gradients, while each rank's
+    /// `all_reduce` of `c` is not autograd-aware, so the loss's gradient is divided by the
+    /// number of ranks (an implicit 1/world-size loss scale).
+    MeanAsDdp,
 }
 
 impl PretrainOptions {
@@ -75,6 +96,8 @@ impl Default for PretrainOptions {
             time_budget: None,
             skip_random_init_knn: false,
             overwrite: false,
+            mix_groups: None,
+            grad_reduce: GradReduce::Sum,
         }
     }
 }
@@ -158,7 +181,9 @@ pub struct Pretrainer {
     /// The final network's majority-vote k-NN (`ssl-sota`'s, k = 5), after `fit`.
     last_knn_majority: Option<KnnResult>,
     schedule: StepSchedule,
-    /// The run directory's lock, held while this trainer lives.
+    /// The data-parallel world (one process unless launched as ranks).
+    world: crate::dist::Group,
+    /// The run directory's lock, held while this trainer lives (rank 0's).
     _lock: Option<DirLock>,
 }
 
@@ -176,7 +201,15 @@ impl Pretrainer {
             recipe.check_memory()?;
         }
         opts.validate()?;
+        let world = crate::dist::world();
+        if let Some(k) = opts.mix_groups {
+            if k == 0 || k % world.size() != 0 || recipe.batch_size % k != 0 {
+                return Err(Error::field("mix_groups", format!("{k} must be a multiple of the {} rank(s) and divide the batch size {}", world.size(), recipe.batch_size)));
+            }
+        }
+        // Rank 0 writes the run; the others only read (a checkpoint to resume from).
         let lock = match &opts.out_dir {
+            _ if !world.is_root() => None,
             Some(d) if fresh => Some(claim_run_dir(d, opts.overwrite)?),
             Some(d) => Some(DirLock::acquire(d)?),
             None => None,
@@ -196,7 +229,10 @@ impl Pretrainer {
         // View A, view B, and view B's transform again for any further view.
         let transforms: Vec<_> =
             (0..method.views()).map(|v| if v == 0 { recipe.data.view_a.clone() } else { recipe.data.view_b.clone() }).collect();
-        let loader = Loader::new(train, transforms, lc, &opts.device)?;
+        let mut loader = Loader::new(train, transforms, lc, &opts.device)?;
+        if world.size() > 1 {
+            loader = loader.sharded(world.rank(), world.size())?;
+        }
         // The encoder's parameters, then the method's own (none for Barlow Twins).
         let mut params = store.trainable();
         params.extend(method.params());
@@ -223,6 +259,7 @@ impl Pretrainer {
             last_knn: None,
             last_knn_majority: None,
             schedule,
+            world,
             _lock: lock,
         })
     }
@@ -279,6 +316,10 @@ impl Pretrainer {
     }
     pub fn options(&self) -> &PretrainOptions {
         &self.opts
+    }
+    /// The data-parallel world this trainer runs in.
+    pub fn world(&self) -> &crate::dist::Group {
+        &self.world
     }
     /// Steps done.
     pub fn steps_done(&self) -> usize {
@@ -426,7 +467,10 @@ impl Pretrainer {
             epoch: self.epoch,
             epochs: self.recipe.epochs,
             steps_per_epoch: self.loader.batches_per_epoch(),
+            mix_groups: self.opts.mix_groups.unwrap_or(self.world.size()),
         };
+        crate::dist::set_step(self.step);
+        crate::dist::fault_point(self.world.rank(), self.step + 1);
         // Forward and backward with each kernel packed once for the step (the weights change
         // only in the optimiser step, after).
         let (method, precision) = (&mut self.method, self.recipe.precision);
@@ -441,7 +485,13 @@ impl Pretrainer {
             let grads = out.loss.backward().map_err(|e| (false, e.into()))?;
             Ok((out, grads))
         });
-        let (out, grads) = step.map_err(|(forward, e)| if forward { self.stop_error(e) } else { e })?;
+        let (out, mut grads) = step.map_err(|(forward, e)| if forward { self.stop_error(e) } else { e })?;
+        if self.world.size() > 1 {
+            let _prof = crate::ops::profile::scope("step.all-reduce");
+            let mut vars: Vec<candle_core::Var> = self.store.trainable().into_iter().map(|(_, v)| v).collect();
+            vars.extend(self.method.params().into_iter().map(|(_, v)| v));
+            self.world.reduce_grads(&mut grads, &vars, self.opts.grad_reduce == GradReduce::MeanAsDdp)?;
+        }
         let prof = crate::ops::profile::scope("step.optimizer");
         self.opt.step(&grads)?;
         drop(prof);
@@ -456,7 +506,8 @@ impl Pretrainer {
         for (name, v) in &out.values {
             metrics.push(name, *v);
         }
-        let n = views.first().map(|v| v.dim(0)).transpose()?.unwrap_or(0);
+        // Images of the global batch.
+        let n = views.first().map(|v| v.dim(0)).transpose()?.unwrap_or(0) * self.world.size();
         let secs = t0.elapsed().as_secs_f64();
         self.step += 1;
         let stats = StepStats {
@@ -511,14 +562,25 @@ impl Pretrainer {
 
     /// Weighted k-NN of the current backbone: bank = train split, test = test split, both
     /// under the eval transform.
+    /// With data-parallel ranks, rank 0 computes it and the others receive its result.
     pub fn knn(&self) -> Result<KnnResult> {
-        crate::ops::with_precision(self.recipe.precision, || knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))
+        let r = if self.world.is_root() {
+            Some(crate::ops::with_precision(self.recipe.precision, || knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))?)
+        } else {
+            None
+        };
+        self.world.broadcast_json(r)
     }
 
     /// The weighted k-NN (`main.py`: k = 200, T = 0.5) and `ssl-sota`'s majority vote (k = 5,
     /// Euclidean, raw features) of the current backbone, from one embedding pass.
     pub fn knn_all(&self) -> Result<(KnnResult, KnnResult)> {
-        crate::ops::with_precision(self.recipe.precision, || knn_eval_all(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))
+        let r = if self.world.is_root() {
+            Some(crate::ops::with_precision(self.recipe.precision, || knn_eval_all(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))?)
+        } else {
+            None
+        };
+        self.world.broadcast_json(r)
     }
 
     /// Save a checkpoint into the run directory (atomic); returns its folder.
@@ -548,7 +610,7 @@ impl Pretrainer {
         let res = self.fit_inner();
         if res.is_err() {
             // A run that fails before its first checkpoint leaves no half-started run folder.
-            if let Some(d) = &self.opts.out_dir {
+            if let Some(d) = &self.writes_to() {
                 if checkpoint::resolve(d).is_err() {
                     let _ = std::fs::remove_file(d.join("recipe.json"));
                 }
@@ -557,21 +619,27 @@ impl Pretrainer {
         res
     }
 
+    /// The run directory this process writes into: rank 0's `out_dir` (other ranks write
+    /// nothing).
+    fn writes_to(&self) -> Option<PathBuf> {
+        self.opts.out_dir.clone().filter(|_| self.world.is_root())
+    }
+
     fn fit_inner(&mut self) -> Result<Summary> {
         let t0 = Instant::now();
-        if let Some(d) = &self.opts.out_dir {
+        if let Some(d) = &self.writes_to() {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
             atomic_write(&d.join("recipe.json"), serde_json::to_string_pretty(&self.recipe)?.as_bytes())?;
         }
         if self.knn_random_init.is_none() && !self.opts.skip_random_init_knn {
             let r = self.knn()?;
-            if self.opts.progress {
+            if self.opts.progress && self.world.is_root() {
                 eprintln!("k-NN of the randomly initialised network: top-1 {:.2}%, top-5 {:.2}%", r.top1, r.top5);
             }
             self.knn_random_init = Some(r);
         }
         let total = self.total_steps();
-        let pb = if self.opts.progress {
+        let pb = if self.opts.progress && self.world.is_root() {
             let pb = indicatif::ProgressBar::new(total as u64);
             pb.set_style(
                 indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({eta}) {msg}")
@@ -591,7 +659,7 @@ impl Pretrainer {
             }
             let epoch_end = self.batch_in_epoch == 0;
             if let Some(every) = self.opts.checkpoint_every {
-                if self.step % every == 0 && !epoch_end && self.opts.out_dir.is_some() {
+                if self.step % every == 0 && !epoch_end && self.writes_to().is_some() {
                     self.save_checkpoint()?;
                 }
             }
@@ -605,7 +673,7 @@ impl Pretrainer {
                         pb.println(format!("epoch {}: k-NN top-1 {:.2}% top-5 {:.2}%", self.epoch, r.top1, r.top5));
                     }
                 }
-                if let Some(d) = self.opts.out_dir.clone() {
+                if let Some(d) = self.writes_to() {
                     self.save_checkpoint()?;
                     self.history.write(&d)?;
                 }
@@ -615,7 +683,9 @@ impl Pretrainer {
                 (a, b) => a.or(b),
             };
             if let Some(b) = budget {
-                if t0.elapsed() > b {
+                // Rank 0's clock decides for every rank.
+                let over = self.world.broadcast_json(self.world.is_root().then(|| t0.elapsed() > b))?;
+                if over {
                     timed_out = true;
                     break;
                 }
@@ -632,7 +702,7 @@ impl Pretrainer {
         self.last_knn = Some(r);
         self.last_knn_majority = Some(r5);
         let mut ckpt = None;
-        if let Some(d) = self.opts.out_dir.clone() {
+        if let Some(d) = self.writes_to() {
             ckpt = Some(self.save_checkpoint()?.display().to_string());
             self.history.write(&d)?;
             self.save_model(&d.join("model.safetensors"))?;
@@ -662,7 +732,7 @@ impl Pretrainer {
             checkpoint: ckpt,
             peak_rss_mib: super::recipe::peak_resident_memory().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64),
         };
-        if let Some(d) = &self.opts.out_dir {
+        if let Some(d) = &self.writes_to() {
             atomic_write(&d.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
         }
         Ok(summary)

@@ -259,7 +259,8 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    // A data-parallel rank that ends well finalises its backend (MPI expects it of every rank).
+    match run(Cli::parse()).and_then(|()| mixbt::dist::finalize()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

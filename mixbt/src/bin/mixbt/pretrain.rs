@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use mixbt::train::{presets as p, PretrainOptions, Pretrainer, Recipe, Summary};
+use mixbt::train::{presets as p, GradReduce, PretrainOptions, Pretrainer, Recipe, Summary};
 use mixbt::{Error, Result};
 
 use crate::{at_least_one, non_negative, parse_device, positive, workers, Common};
@@ -74,6 +74,16 @@ pub struct PretrainArgs {
     /// Replace a previous run in --out (its checkpoints, model, history, summary) instead of refusing.
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
+    /// Draw the Mixed BT mixing permutation in this many blocks, each permuting its own rows
+    /// (default: the number of data-parallel ranks, each permuting its own batch; 1 for one
+    /// process). One process with `--mix-groups K` draws what K ranks draw.
+    #[arg(long, value_parser = at_least_one)]
+    mix_groups: Option<usize>,
+    /// How data-parallel ranks combine gradients: `sum` (the one-process gradient of the global
+    /// batch) or `mean-as-ddp` (main_imagenet.py as coded: DDP's mean, which divides the loss's
+    /// gradient by the number of ranks).
+    #[arg(long, default_value = "sum", value_parser = ["sum", "mean-as-ddp"])]
+    grad_reduce: String,
 }
 
 impl PretrainArgs {
@@ -142,10 +152,21 @@ impl PretrainArgs {
     }
 
     fn options(&self) -> Result<PretrainOptions> {
+        let launch = mixbt::dist::Launch::from_env()?;
+        let mut device = parse_device(&self.common.device)?;
+        if let (mixbt::dist::Launch::Env { local_rank, .. }, true) = (&launch, device.is_cuda()) {
+            // One process per GPU: this rank's GPU.
+            device = mixbt::candle_core::Device::new_cuda(*local_rank)?;
+        }
+        // Ranks on one machine share its cores.
+        let mut w = workers(self.common.workers);
+        if w == 0 && launch.local_size() > 1 {
+            w = (std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1) / launch.local_size()).max(1);
+        }
         Ok(PretrainOptions {
             seed: self.common.seed.unwrap_or(0),
-            device: parse_device(&self.common.device)?,
-            workers: workers(self.common.workers),
+            device,
+            workers: w,
             out_dir: self.out.clone(),
             checkpoint_every: self.checkpoint_every,
             keep_checkpoints: 2,
@@ -153,12 +174,38 @@ impl PretrainArgs {
             time_budget: self.time_budget_min.map(|m| Duration::from_secs_f64(m * 60.0)),
             skip_random_init_knn: self.skip_random_init_knn,
             overwrite: self.overwrite,
+            mix_groups: self.mix_groups,
+            grad_reduce: if self.grad_reduce == "mean-as-ddp" { GradReduce::MeanAsDdp } else { GradReduce::Sum },
         })
     }
 }
 
+/// Join the data-parallel job this process was launched into (none: one process), sharing the
+/// machine's cores between its ranks there.
+pub fn join_world(device: &mixbt::candle_core::Device) -> Result<mixbt::dist::Group> {
+    let launch = mixbt::dist::Launch::from_env()?;
+    if launch.local_size() > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+        let _ = rayon::ThreadPoolBuilder::new().num_threads((cores / launch.local_size()).max(1)).build_global();
+    }
+    let world = mixbt::dist::init_from_env(device)?;
+    if !matches!(launch, mixbt::dist::Launch::Single) {
+        // Installed (size 1 too) so that the rank finalises its backend when it ends well.
+        mixbt::dist::set_world(world.clone())?;
+        if world.is_root() && world.size() > 1 {
+            eprintln!("data-parallel: {} ranks ({}), {} compute threads per rank", world.size(), world.backend(), rayon::current_num_threads());
+        }
+    }
+    Ok(world)
+}
+
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
     let opts = a.options()?;
+    let world = join_world(&opts.device)?;
+    // Rank 0 speaks for the job.
+    macro_rules! say {
+        ($($t:tt)*) => { if world.is_root() { eprintln!($($t)*); } };
+    }
     let mut trainer = match &a.resume {
         Some(path) => {
             let given = a.recipe_flags();
@@ -170,14 +217,14 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
             }
             let mut t = Pretrainer::resume(path, opts)?;
             t.set_budget(a.epochs, a.max_steps)?;
-            eprintln!("resumed from {} at step {} (epoch {})", path.display(), t.steps_done(), t.epochs_done() + 1);
+            say!("resumed from {} at step {} (epoch {})", path.display(), t.steps_done(), t.epochs_done() + 1);
             t
         }
         None => {
             let r = a.new_recipe()?;
-            eprintln!("preset {} (method {}): {}", r.name, r.method.name(), r.description);
+            say!("preset {} (method {}): {}", r.name, r.method.name(), r.description);
             if r.precision == mixbt::ops::Precision::Bf16 {
-                eprintln!("precision bf16: products on {}", mixbt::ops::gemm::bf16_path().name());
+                say!("precision bf16: products on {}", mixbt::ops::gemm::bf16_path().name());
             }
             // A width the machine cannot hold is the flag's fault: name it.
             Pretrainer::new(r, opts).map_err(|e| match (e, a.width) {
@@ -186,13 +233,16 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
             })?
         }
     };
-    eprintln!(
+    say!(
         "{} trainable parameters, {} steps per epoch, data: {}",
         trainer.params().num_trainable(),
         trainer.steps_per_epoch(),
         trainer.loader().dataset().describe()
     );
     let s = trainer.fit()?;
+    if !world.is_root() {
+        return Ok(());
+    }
     report(&a, &trainer, &s)
 }
 

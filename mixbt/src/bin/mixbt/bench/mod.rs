@@ -2,6 +2,7 @@
 //! torchvision are importable by `python3` (or `$MIXBT_PYTHON`), the same work timed in the same
 //! run, with the ratio.
 
+mod dist;
 mod loss;
 mod parity;
 mod timing;
@@ -34,6 +35,9 @@ pub enum BenchCmd {
     },
     /// Mixed BT training step (ResNet-18 CIFAR) and embedding throughput, ours and PyTorch's.
     Train(TrainArgs),
+    /// The data-parallel training step at 1, 2, … MPI ranks (`mpirun`; a build with the `mpi`
+    /// feature): step time, speed-up, and each rank's collectives per step (time, bytes).
+    Dist(dist::DistArgs),
     /// GFLOP/s of our matrix product against `matrixmultiply` (one thread) on the shapes of
     /// ResNet-18's convolutions.
     Gemm {
@@ -114,6 +118,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Loss { dims, batch, runs, no_torch } => loss::run(&dims, batch, runs, no_torch),
         BenchCmd::Data { data_dir, images, workers, runs, no_torch } => bench_data(&data_dir, images, workers, runs, no_torch),
         BenchCmd::Train(a) => bench_train(&a),
+        BenchCmd::Dist(a) => dist::run(&a),
         BenchCmd::Parity { device, against, batch, width, tol } => {
             if parity::run(&parse_device(&device)?, &parse_device(&against)?, batch, width, tol)? {
                 Ok(())

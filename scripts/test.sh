@@ -20,7 +20,7 @@ if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpirun >/dev/null 2>&1 || 
     $sudo_ apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq libopenmpi-dev openmpi-bin libclang-dev >/dev/null
 fi
-cargo test -p mixbt --features mpi --test dist
+cargo test -p mixbt --features mpi --test dist -- --test-threads=1
 # The CPU kernels again on their portable path (matrixmultiply, no AVX2 kernel), as on a CPU
 # without AVX2/FMA, and with the AVX2 micro-kernel forced (on a CPU with AVX-512 the default is
 # the AVX-512 one; tests/ops.rs also switches between them itself and says which it could not run).

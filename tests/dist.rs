@@ -227,13 +227,21 @@ fn a_rank_that_dies_or_hangs_ends_the_job_with_a_clear_error() {
 
     let out_dir = dir.path().join("hangs").display().to_string();
     let mut c = mpirun(2, &pretrain_args(&out_dir, &["--max-steps", STEPS]));
-    c.env("MIXBT_DIST_FAULT", "hang:1:5").env("MIXBT_DIST_TIMEOUT", "5");
+    c.env("MIXBT_DIST_FAULT", "hang:1:5").env("MIXBT_DIST_TIMEOUT", "20");
     let t0 = Instant::now();
     let out = run(c, Duration::from_secs(120));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a job with a hung rank must fail");
     assert!(err.contains("rank 0:") && err.contains("a rank died or hangs") && err.contains("at step 5"), "{err}");
-    eprintln!("a hung rank ended the job in {:.1} s (time-out 5 s)", t0.elapsed().as_secs_f64());
+    eprintln!("a hung rank ended the job in {:.1} s (time-out 20 s)", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn other_commands_refuse_to_run_once_per_rank() {
+    let out = run(mpirun(2, &["presets"]), Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("only `mixbt pretrain` trains data-parallel"), "{err}");
 }
 
 #[test]

@@ -583,9 +583,13 @@ impl Pretrainer {
         self.world.broadcast_json(r)
     }
 
-    /// Save a checkpoint into the run directory (atomic); returns its folder.
+    /// Save a checkpoint into the run directory (atomic); returns its folder. Data-parallel
+    /// ranks other than 0 write nothing: for them this is an error.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
         let out = self.opts.out_dir.as_ref().ok_or_else(|| Error::Config("no run directory (--out) to checkpoint into".into()))?;
+        if !self.world.is_root() {
+            return Err(Error::Config(format!("rank {} does not write checkpoints (rank 0 writes the run)", self.world.rank())));
+        }
         let state = CheckpointState {
             version: 2,
             recipe: self.recipe.clone(),

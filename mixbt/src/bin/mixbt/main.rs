@@ -243,6 +243,17 @@ pub fn workers(n: usize) -> usize {
 pub use mixbt::params::parse_device;
 
 fn run(cli: Cli) -> Result<()> {
+    // Only pre-training runs as data-parallel ranks; anything else started by a launcher with
+    // several ranks would run once per rank, each writing the same outputs.
+    let data_parallel = matches!(&cli.cmd, Cmd::Pretrain(_) | Cmd::Bench { cmd: bench::BenchCmd::Dist(_) });
+    match mixbt::dist::Launch::from_env()? {
+        mixbt::dist::Launch::Mpi { size, .. } | mixbt::dist::Launch::Env { size, .. } if size > 1 && !data_parallel => {
+            return Err(mixbt::Error::Config(format!(
+                "started as {size} ranks, but only `mixbt pretrain` trains data-parallel: run this command as one process (without mpirun or WORLD_SIZE)"
+            )));
+        }
+        _ => {}
+    }
     match cli.cmd {
         Cmd::Pretrain(a) => pretrain::pretrain(a),
         Cmd::Presets(a) => pretrain::presets(a),

@@ -56,10 +56,15 @@ pub trait Communicator: Send + Sync {
     /// [`all_reduce_f32`](Self::all_reduce_f32) of a tensor, on the tensor's device where the
     /// backend can (NCCL on a CUDA tensor); through the host otherwise.
     fn all_reduce_tensor(&self, t: &Tensor) -> Result<Tensor> {
-        let mut v: Vec<f32> = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-        self.all_reduce_f32(&mut v)?;
-        Ok(Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())?)
+        all_reduce_through_host(self, t)
     }
+}
+
+/// [`Communicator::all_reduce_tensor`] through a host buffer (any device).
+pub fn all_reduce_through_host<C: Communicator + ?Sized>(comm: &C, t: &Tensor) -> Result<Tensor> {
+    let mut v: Vec<f32> = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+    comm.all_reduce_f32(&mut v)?;
+    Ok(Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())?)
 }
 
 /// One process: every collective is the identity.

@@ -43,6 +43,17 @@ impl MpiComm {
         let w = self.world.lock().unwrap();
         guarded(self.rank, what, || f(&w))
     }
+
+    /// Element-wise sum over ranks, in place.
+    fn sum_in_place<T: mpi::datatype::Equivalence + Copy>(&self, buf: &mut [T]) -> Result<()> {
+        self.with("all-reduce", |w| {
+            for part in buf.chunks_mut(PART) {
+                let send = part.to_vec();
+                w.all_reduce_into(&send[..], part, SystemOperation::sum());
+            }
+        });
+        Ok(())
+    }
 }
 
 /// MPI counts are `int`: longer buffers go in parts of this many elements.
@@ -59,22 +70,10 @@ impl Communicator for MpiComm {
         "mpi"
     }
     fn all_reduce_f32(&self, buf: &mut [f32]) -> Result<()> {
-        self.with("all-reduce", |w| {
-            for part in buf.chunks_mut(PART) {
-                let send = part.to_vec();
-                w.all_reduce_into(&send[..], part, SystemOperation::sum());
-            }
-        });
-        Ok(())
+        self.sum_in_place(buf)
     }
     fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<()> {
-        self.with("all-reduce", |w| {
-            for part in buf.chunks_mut(PART) {
-                let send = part.to_vec();
-                w.all_reduce_into(&send[..], part, SystemOperation::sum());
-            }
-        });
-        Ok(())
+        self.sum_in_place(buf)
     }
     fn all_gather_f32(&self, send: &[f32]) -> Result<Vec<f32>> {
         if send.len() * self.size > i32::MAX as usize {

@@ -135,9 +135,7 @@ impl Communicator for NcclComm {
     }
     fn all_reduce_tensor(&self, t: &Tensor) -> Result<Tensor> {
         if !t.device().is_cuda() {
-            let mut v: Vec<f32> = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-            self.all_reduce_f32(&mut v)?;
-            return Ok(Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())?);
+            return super::all_reduce_through_host(self, t);
         }
         let x = t.to_dtype(candle_core::DType::F32)?.contiguous()?;
         let n = x.elem_count();

@@ -212,6 +212,24 @@ fn two_ranks_train_as_one_process_and_checkpoints_move_between_them() {
     assert!((norm(&d2m) / norm(&d1) - 0.5).abs() < 0.01, "mean-as-ddp: half the step on 2 ranks");
 }
 
+/// `--loss-stats per-rank` (main_imagenet.py's per-GPU standardisation): 2 ranks against one
+/// process standardising in the same 2 blocks, and not the global-statistics run.
+#[test]
+fn per_rank_statistics_match_one_process_in_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let (one, two, global) = (p("one"), p("two"), p("global"));
+    let common = ["--max-steps", "10", "--lr", "1e-4"];
+    ok(single(&pretrain_args(&one, &[&common[..], &["--mix-groups", "2", "--loss-stats", "per-rank"]].concat())));
+    ok(mpirun(2, &pretrain_args(&two, &[&common[..], &["--loss-stats", "per-rank"]].concat())));
+    ok(mpirun(2, &pretrain_args(&global, &common)));
+    let (l1, l2, lg) = (losses(Path::new(&one)), losses(Path::new(&two)), losses(Path::new(&global)));
+    let gap = loss_gap(&l2, &l1);
+    eprintln!("per-rank statistics, 2 ranks vs 1 process in 2 blocks: loss gap {gap:.1e}; vs global statistics {:.1e}", loss_gap(&l2, &lg));
+    assert!(gap < 1e-4, "loss gap {gap}");
+    assert!(loss_gap(&l2, &lg) > 1e-3, "per-rank statistics must change the loss");
+}
+
 #[test]
 fn a_rank_that_dies_or_hangs_ends_the_job_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

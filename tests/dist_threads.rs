@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier, Mutex};
 
 use mixbt::candle_core::{DType, Device, Tensor, Var};
 use mixbt::dist::{self, Communicator, Group};
-use mixbt::train::{presets, PretrainOptions, Pretrainer};
+use mixbt::train::{presets, LossStats, PretrainOptions, Pretrainer};
 
 /// Ranks as threads: every collective writes this rank's slot, waits for all, reads them all in
 /// rank order, and waits again before the slots are reused.
@@ -153,7 +153,33 @@ fn gather_rows_keeps_each_ranks_rows_differentiable() {
 }
 
 #[test]
+fn blockwise_standardisation_is_the_standardisation_of_each_block() {
+    use mixbt::loss::{standardize, standardize_blocks, MixedBarlowTwins};
+    let z = Tensor::from_vec((0..6 * 3).map(|i| ((i * 7 % 11) as f32) * (1.0 + (i / 9) as f32)).collect::<Vec<_>>(), (6, 3), &Device::Cpu).unwrap();
+    let whole = standardize_blocks(&z, 2).unwrap().to_vec2::<f32>().unwrap();
+    let halves = [standardize(&z.narrow(0, 0, 3).unwrap()).unwrap(), standardize(&z.narrow(0, 3, 3).unwrap()).unwrap()];
+    let expect: Vec<Vec<f32>> = halves.iter().flat_map(|h| h.to_vec2::<f32>().unwrap()).collect();
+    assert_eq!(whole, expect);
+    assert_eq!(standardize_blocks(&z, 1).unwrap().to_vec2::<f32>().unwrap(), standardize(&z).unwrap().to_vec2::<f32>().unwrap());
+    assert!(standardize_blocks(&z, 4).is_err(), "6 rows do not split in 4 blocks");
+    // One block is the loss as it was, bit for bit; two blocks another loss.
+    let h = |s: u64| Tensor::rand(0f32, 1f32, (8, 16), &Device::Cpu).map(|t| (t + s as f64).unwrap()).unwrap();
+    let (a, b, m) = (h(0), h(1), h(2));
+    let perm: Vec<usize> = vec![1, 0, 3, 2, 5, 4, 7, 6];
+    let loss = MixedBarlowTwins::default();
+    let total = |p: mixbt::loss::LossParts| p.total.to_scalar::<f32>().unwrap();
+    assert_eq!(total(loss.compute_blocks(&a, &b, &m, &perm, 0.3, 1).unwrap()), total(loss.compute(&a, &b, &m, &perm, 0.3).unwrap()));
+    assert_ne!(total(loss.compute_blocks(&a, &b, &m, &perm, 0.3, 2).unwrap()), total(loss.compute(&a, &b, &m, &perm, 0.3).unwrap()));
+}
+
+#[test]
 fn two_thread_ranks_train_as_one_process_with_two_mixing_blocks() {
+    for stats in [LossStats::Global, LossStats::PerRank] {
+        two_thread_ranks_against_one_process(stats);
+    }
+}
+
+fn two_thread_ranks_against_one_process(stats: LossStats) {
     let steps = 4;
     let recipe = || {
         let mut r = presets::quickstart();
@@ -162,7 +188,7 @@ fn two_thread_ranks_train_as_one_process_with_two_mixing_blocks() {
         r.encoder = r.encoder.with_width(0.0625);
         r
     };
-    let opts = PretrainOptions { skip_random_init_knn: true, workers: 1, mix_groups: Some(2), ..Default::default() };
+    let opts = PretrainOptions { skip_random_init_knn: true, workers: 1, mix_groups: Some(2), loss_stats: stats, ..Default::default() };
     let mut one = Pretrainer::new(recipe(), opts.clone()).unwrap();
     let l1: Vec<f64> = (0..steps).map(|_| one.step().unwrap().loss).collect();
     let w1: Vec<f32> = one.params().tensors().values().flat_map(|t| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
@@ -175,7 +201,7 @@ fn two_thread_ranks_train_as_one_process_with_two_mixing_blocks() {
     });
     for (l, w) in &ranks {
         for (a, b) in l.iter().zip(&l1) {
-            assert!((a - b).abs() / b.abs() < 1e-4, "loss {a} vs {b}: {l:?} vs {l1:?}");
+            assert!((a - b).abs() / b.abs() < 1e-4, "{stats:?}: loss {a} vs {b}: {l:?} vs {l1:?}");
         }
         assert!(max_rel(w, &w1) < 1e-4, "weights differ by {}", max_rel(w, &w1));
     }

@@ -46,7 +46,7 @@ fn tiny(m: &str, train: usize, epochs: usize) -> Recipe {
 /// permutation, the same W-MSE sub-batches each time), without an optimiser step.
 fn loss_at_step0(t: &mut Pretrainer, views: &[Tensor]) -> f64 {
     let enc = t.encoder().clone();
-    let ctx = StepContext { encoder: &enc, seed: 0, step: 0, epoch: 0, epochs: 1, steps_per_epoch: 1, mix_groups: 1 };
+    let ctx = StepContext { encoder: &enc, seed: 0, step: 0, epoch: 0, epochs: 1, steps_per_epoch: 1, mix_groups: 1, stat_blocks: 1 };
     t.method_mut().forward(&ctx, views).unwrap().loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
 }
 
@@ -181,7 +181,7 @@ fn byol_target_network_gets_no_gradient() {
     let enc = encoder(&r.encoder, store.var_builder()).unwrap();
     let mut m = r.method.build(&enc, &store, 1).unwrap();
     let views: Vec<Tensor> = (0..2).map(|_| Tensor::randn(0f32, 1.0, (8, 3, 32, 32), &Device::Cpu).unwrap()).collect();
-    let ctx = StepContext { encoder: &enc, seed: 1, step: 0, epoch: 0, epochs: 1, steps_per_epoch: 4, mix_groups: 1 };
+    let ctx = StepContext { encoder: &enc, seed: 1, step: 0, epoch: 0, epochs: 1, steps_per_epoch: 4, mix_groups: 1, stat_blocks: 1 };
     let out = m.forward(&ctx, &views).unwrap();
     let grads = out.loss.backward().unwrap();
     let byol = m.as_any().downcast_ref::<Byol>().unwrap();

@@ -77,6 +77,24 @@ pub fn standardize(z: &Tensor) -> CResult<Tensor> {
     zc.broadcast_div(&std)
 }
 
+/// [`standardize`] within each of `blocks` consecutive blocks of rows (`main_imagenet.py` on
+/// several GPUs: each standardises its own rows before the cross-correlations are summed over
+/// GPUs). One block is [`standardize`].
+pub fn standardize_blocks(z: &Tensor, blocks: usize) -> CResult<Tensor> {
+    if blocks <= 1 {
+        return standardize(z);
+    }
+    let (n, d) = z.dims2()?;
+    if n % blocks != 0 || n / blocks < 2 {
+        candle_core::bail!("cannot standardise {n} rows in {blocks} blocks of at least 2");
+    }
+    let m = n / blocks;
+    let zb = z.reshape((blocks, m, d))?;
+    let zc = zb.broadcast_sub(&zb.mean_keepdim(1)?)?;
+    let std = (zc.sqr()?.sum_keepdim(1)? / (m as f64 - 1.0))?.sqrt()?;
+    zc.broadcast_div(&std)?.reshape((n, d))
+}
+
 /// `aᵀ b / n`.
 pub fn cross_correlation(a: &Tensor, b: &Tensor, n: usize) -> CResult<Tensor> {
     a.t()?.matmul(b)? / n as f64
@@ -180,9 +198,10 @@ impl MixedBarlowTwins {
         Self { lambda_bt, lambda_reg: 0.0, variant, l2_normalize }
     }
 
-    fn prepare(&self, h: &Tensor) -> CResult<Tensor> {
+    /// `standardize(normalize?(h))`, in `blocks` blocks of rows ([`standardize_blocks`]).
+    fn prepare(&self, h: &Tensor, blocks: usize) -> CResult<Tensor> {
         let z = if self.l2_normalize { l2_normalize(h)? } else { h.clone() };
-        standardize(&z)
+        standardize_blocks(&z, blocks)
     }
 
     /// The parts with the regulariser weighted as the variant's script weights it (`main.py`:
@@ -201,12 +220,12 @@ impl MixedBarlowTwins {
 
     /// The batch size and the three views' standardised outputs, after checking the shapes and
     /// the permutation.
-    fn prepare_mixed(&self, inputs: &[(&str, &Tensor); 3], perm: &[usize]) -> Result<(usize, Tensor, Tensor, Tensor)> {
+    fn prepare_mixed(&self, inputs: &[(&str, &Tensor); 3], perm: &[usize], blocks: usize) -> Result<(usize, Tensor, Tensor, Tensor)> {
         let n = self.check_inputs(inputs)?;
         if perm.len() != n {
             return Err(Error::Config(format!("permutation has {} entries for a batch of {n}", perm.len())));
         }
-        Ok((n, self.prepare(inputs[0].1)?, self.prepare(inputs[1].1)?, self.prepare(inputs[2].1)?))
+        Ok((n, self.prepare(inputs[0].1, blocks)?, self.prepare(inputs[1].1, blocks)?, self.prepare(inputs[2].1, blocks)?))
     }
 
     fn check_inputs(&self, hs: &[(&str, &Tensor)]) -> Result<usize> {
@@ -228,15 +247,25 @@ impl MixedBarlowTwins {
     /// Plain Barlow Twins on two views (no third pass): the reg terms are zero. In Gram form
     /// where [`Self::compute`] takes it ([`gram_form`]).
     pub fn compute_bt(&self, h_a: &Tensor, h_b: &Tensor) -> Result<LossParts> {
+        self.compute_bt_blocks(h_a, h_b, 1)
+    }
+
+    /// [`Self::compute_bt`] with the views standardised in `blocks` blocks of rows
+    /// ([`standardize_blocks`]: `main_imagenet.py`'s per-GPU statistics).
+    pub fn compute_bt_blocks(&self, h_a: &Tensor, h_b: &Tensor, blocks: usize) -> Result<LossParts> {
         let (n, d) = h_a.dims2().unwrap_or((0, 0));
-        self.compute_bt_in(h_a, h_b, gram_form(n, d))
+        self.compute_bt_form(h_a, h_b, gram_form(n, d), blocks)
     }
 
     /// [`Self::compute_bt`] in the form asked for (`gram`: N×N Gram matrices, else the d×d C).
     pub fn compute_bt_in(&self, h_a: &Tensor, h_b: &Tensor, gram_form: bool) -> Result<LossParts> {
+        self.compute_bt_form(h_a, h_b, gram_form, 1)
+    }
+
+    fn compute_bt_form(&self, h_a: &Tensor, h_b: &Tensor, gram_form: bool, blocks: usize) -> Result<LossParts> {
         let n = self.check_inputs(&[("h_a", h_a), ("h_b", h_b)])?;
-        let z_a = self.prepare(h_a)?;
-        let z_b = self.prepare(h_b)?;
+        let z_a = self.prepare(h_a, blocks)?;
+        let z_b = self.prepare(h_b, blocks)?;
         let (on_diag, off_diag) = if gram_form {
             diagonal_terms(&z_a, &z_b, &gram(&z_a)?, &gram(&z_b)?, n)?
         } else {
@@ -263,11 +292,18 @@ impl MixedBarlowTwins {
     /// large ([`gram_form`], [`Self::compute_gram`]), else with the d×d matrices as the original
     /// ([`Self::compute_with_matrices`], the reference).
     pub fn compute(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64) -> Result<LossParts> {
+        self.compute_blocks(h_a, h_b, h_m, perm, alpha, 1)
+    }
+
+    /// [`Self::compute`] with every view standardised in `blocks` blocks of rows
+    /// ([`standardize_blocks`]): `main_imagenet.py` on `blocks` GPUs, where each GPU
+    /// standardises its own rows and the cross-correlations are summed over GPUs.
+    pub fn compute_blocks(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64, blocks: usize) -> Result<LossParts> {
         let (n, d) = h_a.dims2().unwrap_or((0, 0));
         if gram_form(n, d) {
-            return self.compute_gram(h_a, h_b, h_m, perm, alpha);
+            return self.compute_gram_blocks(h_a, h_b, h_m, perm, alpha, blocks);
         }
-        let (parts, _) = self.compute_with_matrices(h_a, h_b, h_m, perm, alpha)?;
+        let (parts, _) = self.compute_with_matrices_blocks(h_a, h_b, h_m, perm, alpha, blocks)?;
         Ok(parts)
     }
 
@@ -281,8 +317,12 @@ impl MixedBarlowTwins {
     /// O(N² + N·d) instead of O(N·d²) and several d×d matrices; the gradient is autograd's
     /// through the same few products. The inner products are summed in f64.
     pub fn compute_gram(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64) -> Result<LossParts> {
+        self.compute_gram_blocks(h_a, h_b, h_m, perm, alpha, 1)
+    }
+
+    fn compute_gram_blocks(&self, h_a: &Tensor, h_b: &Tensor, h_m: &Tensor, perm: &[usize], alpha: f64, blocks: usize) -> Result<LossParts> {
         let inputs = [("h_a", h_a), ("h_b", h_b), ("h_m", h_m)];
-        let (n, z_a, z_b, z_m) = self.prepare_mixed(&inputs, perm)?;
+        let (n, z_a, z_b, z_m) = self.prepare_mixed(&inputs, perm, blocks)?;
         let (g_a, g_b) = (gram(&z_a)?, gram(&z_b)?);
         let (on_diag, off_diag) = diagonal_terms(&z_a, &z_b, &g_a, &g_b, n)?;
         let loss_bt = (&on_diag + (&off_diag * self.lambda_bt)?)?;
@@ -312,8 +352,20 @@ impl MixedBarlowTwins {
         perm: &[usize],
         alpha: f64,
     ) -> Result<(LossParts, CrossCorrelations)> {
+        self.compute_with_matrices_blocks(h_a, h_b, h_m, perm, alpha, 1)
+    }
+
+    fn compute_with_matrices_blocks(
+        &self,
+        h_a: &Tensor,
+        h_b: &Tensor,
+        h_m: &Tensor,
+        perm: &[usize],
+        alpha: f64,
+        blocks: usize,
+    ) -> Result<(LossParts, CrossCorrelations)> {
         let inputs = [("h_a", h_a), ("h_b", h_b), ("h_m", h_m)];
-        let (n, z_a, z_b, z_m) = self.prepare_mixed(&inputs, perm)?;
+        let (n, z_a, z_b, z_m) = self.prepare_mixed(&inputs, perm, blocks)?;
         let c = cross_correlation(&z_a, &z_b, n)?;
         let on_diag = on_diagonal_sq(&c)?;
         let off_diag = off_diagonal_sq_sum(&c)?;

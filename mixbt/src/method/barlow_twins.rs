@@ -122,10 +122,10 @@ impl Method for BarlowTwins {
             let x_m = mix_batch(view_a, view_b, &local, alpha)?;
             let (_, h_m) = ctx.encoder.forward_t(&x_m, true)?;
             let [h_a, h_b, h_m]: [Tensor; 3] = gather_all(vec![h_a, h_b, h_m])?.try_into().expect("three tensors");
-            (loss.compute(&h_a, &h_b, &h_m, &perm, alpha)?, alpha)
+            (loss.compute_blocks(&h_a, &h_b, &h_m, &perm, alpha, ctx.stat_blocks)?, alpha)
         } else {
             let [h_a, h_b]: [Tensor; 2] = gather_all(vec![h_a, h_b])?.try_into().expect("two tensors");
-            (loss.compute_bt(&h_a, &h_b)?, f64::NAN)
+            (loss.compute_bt_blocks(&h_a, &h_b, ctx.stat_blocks)?, f64::NAN)
         };
         let out = MethodOutput {
             loss: parts.total.clone(),

@@ -181,6 +181,9 @@ pub struct StepContext<'a> {
     /// rows (as `main_imagenet.py`), so this is the world size, or a multiple of it; one process
     /// can draw in blocks too, to match a run with that many ranks. 1: one permutation.
     pub mix_groups: usize,
+    /// Blocks of rows Barlow Twins standardises its embeddings in: 1 (the global batch), or
+    /// with `--loss-stats per-rank` one per rank as `main_imagenet.py` does on several GPUs.
+    pub stat_blocks: usize,
 }
 
 /// What one forward pass of a method gives: the loss to minimise and what to report.

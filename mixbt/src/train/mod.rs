@@ -9,6 +9,6 @@ pub mod study;
 pub mod sweep;
 
 pub use history::{History, Metrics, StepStats};
-pub use pretrainer::{GradReduce, PretrainOptions, Pretrainer, Summary};
+pub use pretrainer::{GradReduce, LossStats, PretrainOptions, Pretrainer, Summary};
 pub use recipe::{migrate_json, DataConfig, LrSchedule, PaperResult, Recipe, StepSchedule};
 pub use sweep::{sweep, sweep_with};

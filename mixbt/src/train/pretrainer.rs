@@ -53,6 +53,22 @@ pub struct PretrainOptions {
     pub mix_groups: Option<usize>,
     /// How data-parallel ranks combine their gradients (nothing changes for one process).
     pub grad_reduce: GradReduce,
+    /// Which rows Barlow Twins standardises its embeddings over.
+    pub loss_stats: LossStats,
+}
+
+/// The rows over which (Mixed) Barlow Twins standardises the embeddings before the
+/// cross-correlations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossStats {
+    /// The global batch (one process; FB's Barlow Twins with its `SyncBatchNorm`; the default).
+    #[default]
+    Global,
+    /// Each rank's own rows, the cross-correlations then summed over ranks: `main_imagenet.py`
+    /// as coded (mix-bt's per-GPU mean and std). One process uses the `mix_groups` blocks, to
+    /// compare with that many ranks.
+    PerRank,
 }
 
 /// How the gradients of data-parallel ranks are combined. Every rank computes the loss of the
@@ -98,6 +114,7 @@ impl Default for PretrainOptions {
             overwrite: false,
             mix_groups: None,
             grad_reduce: GradReduce::Sum,
+            loss_stats: LossStats::Global,
         }
     }
 }
@@ -468,6 +485,11 @@ impl Pretrainer {
             epochs: self.recipe.epochs,
             steps_per_epoch: self.loader.batches_per_epoch(),
             mix_groups: self.opts.mix_groups.unwrap_or(self.world.size()),
+            stat_blocks: match self.opts.loss_stats {
+                LossStats::Global => 1,
+                LossStats::PerRank if self.world.size() > 1 => self.world.size(),
+                LossStats::PerRank => self.opts.mix_groups.unwrap_or(1),
+            },
         };
         crate::dist::set_step(self.step);
         crate::dist::fault_point(self.world.rank(), self.step + 1);

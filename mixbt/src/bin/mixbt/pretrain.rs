@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use mixbt::train::{presets as p, GradReduce, PretrainOptions, Pretrainer, Recipe, Summary};
+use mixbt::train::{presets as p, GradReduce, LossStats, PretrainOptions, Pretrainer, Recipe, Summary};
 use mixbt::{Error, Result};
 
 use crate::{at_least_one, non_negative, parse_device, positive, workers, Common};
@@ -84,6 +84,11 @@ pub struct PretrainArgs {
     /// gradient by the number of ranks).
     #[arg(long, default_value = "sum", value_parser = ["sum", "mean-as-ddp"])]
     grad_reduce: String,
+    /// The rows (Mixed) Barlow Twins standardises its embeddings over: `global` (the global
+    /// batch) or `per-rank` (each rank's own rows, then the cross-correlations summed:
+    /// main_imagenet.py as coded; one process uses the --mix-groups blocks).
+    #[arg(long, default_value = "global", value_parser = ["global", "per-rank"])]
+    loss_stats: String,
 }
 
 impl PretrainArgs {
@@ -176,6 +181,7 @@ impl PretrainArgs {
             overwrite: self.overwrite,
             mix_groups: self.mix_groups,
             grad_reduce: if self.grad_reduce == "mean-as-ddp" { GradReduce::MeanAsDdp } else { GradReduce::Sum },
+            loss_stats: if self.loss_stats == "per-rank" { LossStats::PerRank } else { LossStats::Global },
         })
     }
 }

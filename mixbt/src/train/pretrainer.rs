@@ -586,23 +586,19 @@ impl Pretrainer {
     /// under the eval transform.
     /// With data-parallel ranks, rank 0 computes it and the others receive its result.
     pub fn knn(&self) -> Result<KnnResult> {
-        let r = if self.world.is_root() {
-            Some(crate::ops::with_precision(self.recipe.precision, || knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))?)
-        } else {
-            None
-        };
+        self.on_root(|| knn_eval(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))
+    }
+
+    /// `f` at the recipe's precision on rank 0, its result on every rank.
+    fn on_root<T: Serialize + serde::de::DeserializeOwned>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let r = if self.world.is_root() { Some(crate::ops::with_precision(self.recipe.precision, f)?) } else { None };
         self.world.broadcast_json(r)
     }
 
     /// The weighted k-NN (`main.py`: k = 200, T = 0.5) and `ssl-sota`'s majority vote (k = 5,
     /// Euclidean, raw features) of the current backbone, from one embedding pass.
     pub fn knn_all(&self) -> Result<(KnnResult, KnnResult)> {
-        let r = if self.world.is_root() {
-            Some(crate::ops::with_precision(self.recipe.precision, || knn_eval_all(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))?)
-        } else {
-            None
-        };
-        self.world.broadcast_json(r)
+        self.on_root(|| knn_eval_all(&self.encoder, &self.recipe.data, &self.recipe.knn, self.opts.workers))
     }
 
     /// Save a checkpoint into the run directory (atomic); returns its folder. Data-parallel

@@ -97,6 +97,9 @@ fn a_tiny_study_runs_resumes_and_writes_its_tables() {
         assert_eq!((&a.run, a.epochs, a.peak_epoch, a.linear_top1), (&b.run, b.epochs, b.peak_epoch, b.linear_top1));
         assert_eq!((a.knn_random_init, a.knn_peak, a.knn_final), (b.knn_random_init, b.knn_peak, b.knn_final));
         assert_eq!(a.knn.iter().map(|k| (k.0, k.1)).collect::<Vec<_>>(), b.knn.iter().map(|k| (k.0, k.1)).collect::<Vec<_>>());
+        // Every run names the CPU that trained it, and the stored table keeps it.
+        assert_eq!(b.cpu, mixbt::train::study::cpu_label());
+        assert_eq!(a.cpu, b.cpu);
     }
     for d in [16, 32] {
         assert!(v.contains(&format!("Barlow Twins (d = {d})")) && v.contains(&format!("d = {d}, final k-NN of Mixed BT − BT by seed: seed 3:")), "{v}");
@@ -124,6 +127,8 @@ fn a_tiny_study_runs_resumes_and_writes_its_tables() {
     let runs_csv = csv(&out.join("runs.csv"));
     assert_eq!(runs_csv.len(), 5);
     assert!(runs_csv[0].contains(&"drop_from_peak".to_string()) && runs_csv[0].contains(&"linear_top1".to_string()));
+    let cpu_col = runs_csv[0].iter().position(|c| c == "cpu").expect("a cpu column");
+    assert!(runs_csv[1][cpu_col].contains("core"), "{:?}", runs_csv[1]);
     let epochs = csv(&out.join("epochs/mixbt-d32-s3.csv"));
     assert_eq!(epochs.len(), 3, "one row per epoch");
     assert!(epochs[0].contains(&"loss_reg".to_string()) && epochs[0].contains(&"knn_top1".to_string()));
@@ -185,6 +190,7 @@ fn result(method: &str, seed: u64, curve: &[f64]) -> RunResult {
         epochs: (curve.len() - 1) * 10,
         linear_top1: None,
         wall_seconds: 1.0,
+        cpu: String::new(),
         knn,
         stopped: None,
     }

@@ -78,6 +78,10 @@ pub struct RunResult {
     pub linear_top1: Option<f64>,
     /// Seconds of training and evaluation, summed over the sittings.
     pub wall_seconds: f64,
+    /// The CPU of every sitting that trained or probed the run ([`cpu_label`]), joined by
+    /// " + " (a study spread over machines says which did what); empty for runs stored
+    /// before it was recorded.
+    pub cpu: String,
     /// Why training stopped before its last epoch (a degenerate batch, a non-finite loss), for
     /// a run the study recorded as stopped; its k-NN curve ends there and it has no probe.
     pub stopped: Option<String>,
@@ -101,6 +105,9 @@ impl RunResult {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RunNotes {
     wall_seconds: f64,
+    /// [`cpu_label`] of each sitting that worked on the run, each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cpus: Vec<String>,
     linear_top1: Option<f64>,
     linear_top5: Option<f64>,
     /// The error that stopped training (the run is not tried again).
@@ -214,6 +221,7 @@ impl OverfittingStudy {
             let fit = t.fit();
             let mut notes = read_notes(&dir);
             notes.wall_seconds += t0.elapsed().as_secs_f64();
+            notes.add_cpu();
             match fit {
                 Ok(_) => write_notes(&dir, &notes)?,
                 Err(e @ (Error::ZeroVariance(_) | Error::NonFinite(_))) => {
@@ -239,6 +247,7 @@ impl OverfittingStudy {
                 notes.linear_top1 = Some(res.last_top1);
                 notes.linear_top5 = Some(res.last_top5);
                 notes.wall_seconds += t0.elapsed().as_secs_f64();
+                notes.add_cpu();
                 write_notes(&dir, &notes)?;
             }
         }
@@ -302,6 +311,7 @@ impl OverfittingStudy {
                 knn_final: knn.last().map_or(f64::NAN, |k| if k.0 == 0 { f64::NAN } else { k.1 }),
                 linear_top1: None,
                 wall_seconds: notes.wall_seconds,
+                cpu: notes.cpus.join(" + "),
                 knn,
                 run,
                 stopped: Some(why),
@@ -320,6 +330,7 @@ impl OverfittingStudy {
             knn_final: summary.knn_top1,
             linear_top1: notes.linear_top1,
             wall_seconds: notes.wall_seconds,
+            cpu: notes.cpus.join(" + "),
             knn,
             run,
             stopped: None,
@@ -444,8 +455,10 @@ pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
     let names = text(&runs, &rp, "run")?;
     let cols = ["epochs", "knn_random_init", "knn_peak", "peak_epoch", "knn_final", "linear_top1", "wall_seconds"];
     let c: Vec<Vec<Option<f64>>> = cols.iter().map(|n| num(&runs, &rp, n)).collect::<Result<_>>()?;
-    // Tables written before runs could stop early have no `stopped` column.
-    let stopped = if runs.column("stopped").is_ok() { text(&runs, &rp, "stopped")? } else { vec![String::new(); names.len()] };
+    // Tables written before runs could stop early (or before the CPU was recorded) lack the column.
+    let optional = |n: &str| -> Result<Vec<String>> { if runs.column(n).is_ok() { text(&runs, &rp, n) } else { Ok(vec![String::new(); names.len()]) } };
+    let stopped = optional("stopped")?;
+    let cpus = optional("cpu")?;
     let mut results = vec![];
     for (i, name) in names.iter().enumerate() {
         let run = planned.iter().find(|r| &r.name == name).cloned().ok_or_else(|| Error::format(&rp, format!("run `{name}` is not in the plan of study.json")))?;
@@ -466,6 +479,7 @@ pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
             knn_final: c[4][i].unwrap_or(f64::NAN),
             linear_top1: c[5][i],
             wall_seconds: c[6][i].unwrap_or(f64::NAN),
+            cpu: cpus[i].clone(),
             stopped: Some(stopped[i].clone()).filter(|s| !s.is_empty()),
         });
     }
@@ -478,6 +492,38 @@ pub fn read_study(out_dir: &Path) -> Result<StoredStudy> {
 fn stop_reason(msg: &str) -> String {
     let end = ["; the last good checkpoint is ", "; no checkpoint was written yet"].iter().filter_map(|h| msg.find(h)).min().unwrap_or(msg.len());
     msg[..end].to_string()
+}
+
+impl RunNotes {
+    /// Record this machine's CPU among the run's sittings.
+    fn add_cpu(&mut self) {
+        let me = cpu_label();
+        if !self.cpus.contains(&me) {
+            self.cpus.push(me);
+        }
+    }
+}
+
+/// This machine's CPU in a few words, for the record of a result: the model name, the x86
+/// family and model numbers (they tell apart CPU generations that share a model name, e.g.
+/// "AMD EPYC"), the cores, and the instruction sets the kernels choose between, e.g.
+/// `AMD EPYC (family 25 model 17); 2 cores; avx2 avx512f avx512_bf16` (no commas: it is a
+/// CSV field).
+pub fn cpu_label() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines().find(|l| l.split(':').next().is_some_and(|k| k.trim() == name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let isa: Vec<&str> = ["avx2", "avx512f", "avx512_bf16", "amx_tile"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
+    let name = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let generation = match (field("cpu family"), field("model")) {
+        (Some(f), Some(m)) => format!(" (family {f} model {m})"),
+        _ => String::new(),
+    };
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let isa = if isa.is_empty() { String::new() } else { format!("; {}", isa.join(" ")) };
+    format!("{name}{generation}; {cores} core{}{isa}", if cores == 1 { "" } else { "s" })
 }
 
 fn read_notes(dir: &Path) -> RunNotes {
@@ -549,6 +595,7 @@ fn runs_table(res: &[RunResult]) -> Result<DataFrame> {
         "gain_over_random_init" => n(&|r| r.gain()),
         "linear_top1" => res.iter().map(|r| r.linear_top1).collect::<Vec<_>>(),
         "wall_seconds" => n(&|r| r.wall_seconds),
+        "cpu" => s(&|r| r.cpu.clone()),
         "stopped" => s(&|r| r.stopped.clone().unwrap_or_default())
     )
     .map_err(|e| Error::msg(e.to_string()))

@@ -201,6 +201,8 @@ fn machine() -> serde_json::Value {
         "commit": commit,
         "mixbt_version": env!("CARGO_PKG_VERSION"),
         "cpu": field("model name"),
+        // The last sitting's CPU with its generation (each run's own is in runs.csv).
+        "cpu_last_sitting": mixbt::train::study::cpu_label(),
         "cpu_features": isa,
         "cores": std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1),
     })

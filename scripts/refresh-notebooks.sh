@@ -11,15 +11,18 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 python3 scripts/make_notebooks.py
 export MIXBT_NOTEBOOK_BUDGET=full
-model="$root/runs/study-overfitting/mixbt-d128-s0/model.safetensors"
-if [ ! -f "$model" ] && [ -d "$root/data/cifar10-jpg/train" ]; then
-  # The study's run folders are gone: the same run again from its preset (bit-exact, ~25 min on 2 cores).
-  model="$root/runs/notebook-model/mixbt-d128-s0/model.safetensors"
-  [ -f "$model" ] || cargo run -p mixbt --bin mixbt -- pretrain --preset cifar10-cpu-1h-mixbt --data-dir data/cifar10-jpg \
-    --seed 0 --out "$(dirname "$model")" --no-progress
-fi
-[ -f "$model" ] && export MIXBT_NOTEBOOK_MODEL="$model"
 if [ "$#" -gt 0 ]; then notebooks=("$@"); else notebooks=(notebooks/*.ipynb); fi
+# Only notebooks 04 and 06 need the model (training it again takes ~25 min).
+if printf '%s\n' "${notebooks[@]}" | grep -q -e '/0[46]-' -e '^0[46]-'; then
+  model="$root/runs/study-overfitting/mixbt-d128-s0/model.safetensors"
+  if [ ! -f "$model" ] && [ -d "$root/data/cifar10-jpg/train" ]; then
+    # The study's run folders are gone: the same run again from its preset (bit-exact, ~25 min on 2 cores).
+    model="$root/runs/notebook-model/mixbt-d128-s0/model.safetensors"
+    [ -f "$model" ] || cargo run -p mixbt --bin mixbt -- pretrain --preset cifar10-cpu-1h-mixbt --data-dir data/cifar10-jpg \
+      --seed 0 --out "$(dirname "$model")" --no-progress
+  fi
+  [ -f "$model" ] && export MIXBT_NOTEBOOK_MODEL="$model"
+fi
 others=()
 hub=()
 for nb in "${notebooks[@]}"; do

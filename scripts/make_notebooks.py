@@ -887,7 +887,7 @@ The budget: the `quickstart-<method>` presets as they are — quickstart's data 
 images), backbone (ResNet-18 at width 1/8), schedule and batch (3 epochs of 64 = 279 steps), and
 one optimiser for all five (Adam at a peak learning rate of 3e-3, the rate `ssl-sota`'s scripts
 give their baselines; `quickstart` runs Mixed Barlow Twins at the same peak), with a k-NN after
-every epoch: about six minutes for the five on two CPU cores. With `MIXBT_CIFAR10` set, real
+every epoch: one to three minutes each on two CPU cores. With `MIXBT_CIFAR10` set, real
 CIFAR-10 subsets instead.
 """),
     code("""fn budget(method: &str, small: bool) -> Result<Recipe> {

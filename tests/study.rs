@@ -294,3 +294,32 @@ fn a_run_that_stops_is_recorded_and_the_study_goes_on() {
     assert!(stored.stopped.iter().all(|r| r.stopped.as_deref().is_some_and(|m| m.contains("training stopped at step"))));
     assert_eq!(stored.verdict(), v);
 }
+
+/// The CPU presets' descriptions quote the study runs that measured them: each preset must be
+/// that run's recipe (`cifar10-cpu-study` with the run's method and d), or the numbers it quotes
+/// are not its own.
+#[test]
+fn the_one_hour_presets_are_the_study_runs_they_quote() {
+    use mixbt::train::presets;
+    let s = OverfittingStudy {
+        recipe: presets::get("cifar10-cpu-study").unwrap(),
+        methods: vec!["bt".into(), "mixbt".into()],
+        dims: vec![128, 1024],
+        seeds: vec![0],
+        work_dir: "unused".into(),
+        out_dir: "unused".into(),
+        linear: None,
+        opts: PretrainOptions::default(),
+    };
+    for (preset, run) in [("cifar10-cpu-1h-mixbt", "mixbt-d128-s0"), ("cifar10-cpu-1h-bt", "bt-d1024-s0")] {
+        let mut p = presets::get(preset).unwrap();
+        let run = s.runs().into_iter().find(|r| r.name == run).unwrap();
+        let mut r = s.recipe_for(&run).unwrap();
+        assert!(p.description.contains(&format!("runs {}-d{}-s*", run.method, run.d)), "{preset}: {}", p.description);
+        for x in [&mut p, &mut r] {
+            x.name.clear();
+            x.description.clear();
+        }
+        assert_eq!(p, r, "{preset} is not the recipe of the study run {}", run.name);
+    }
+}

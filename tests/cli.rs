@@ -395,3 +395,25 @@ fn training_memory_stays_flat() {
     let (short, long) = (peak("20"), peak("100"));
     assert!(long - short < 30.0, "the resident memory grew from {short:.0} MiB after 20 steps to {long:.0} MiB after 100");
 }
+
+/// `mixbt study … --lr`: every run of the study trains at that learning rate, and the stored
+/// study records it.
+#[test]
+fn a_study_at_another_learning_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (work, out) = (dir.path().join("w"), dir.path().join("o"));
+    ok(&[
+        "study", "methods", "--preset", "quickstart", "--methods", "bt", "--seeds", "0", "--epochs", "1", "--train-subset", "64",
+        "--linear-epochs", "0", "--lr", "5e-3", "--work", work.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress",
+    ]);
+    let lr = |p: &Path| -> f64 {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let r = if v.get("recipe").is_some() { &v["recipe"] } else { &v };
+        r["optimizer"]["lr"].as_f64().unwrap_or_else(|| panic!("{}: no optimizer.lr", p.display()))
+    };
+    let runs: Vec<_> = std::fs::read_dir(&work).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(lr(&runs[0].join("recipe.json")), 5e-3);
+    assert_eq!(lr(&out.join("study.json")), 5e-3);
+    assert_ne!(mixbt::train::presets::quickstart().optimizer.base_lrs()[0], 5e-3, "the test must change the rate");
+}

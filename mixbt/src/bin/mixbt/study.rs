@@ -9,7 +9,7 @@ use mixbt::train::study::{OverfittingStudy, STUDY_METHODS};
 use mixbt::train::PretrainOptions;
 use mixbt::{Error, Result};
 
-use crate::{at_least_one, parse_device, workers, DataArgs};
+use crate::{at_least_one, parse_device, positive, workers, DataArgs};
 
 #[derive(Subcommand)]
 pub enum StudyCmd {
@@ -79,6 +79,11 @@ pub struct StudyArgs {
     /// k-NN every this many epochs (default: the preset's).
     #[arg(long, value_parser = at_least_one)]
     knn_every: Option<usize>,
+    /// Learning rate of every run (Adam/SGD lr, or LARS weight lr, multiplied by the schedule:
+    /// `cifar10-cpu-study`'s peak is lr × batch/256; default: the preset's). A study at another
+    /// rate is another study: give it its own --work and --out.
+    #[arg(long, value_parser = positive)]
+    lr: Option<f64>,
     /// Epochs of the linear probe of each final model (frozen features, no augmentation); 0: none.
     #[arg(long, default_value_t = 100)]
     linear_epochs: usize,
@@ -131,6 +136,9 @@ fn study(a: StudyArgs, methods: Vec<String>, dims: Vec<usize>, work: PathBuf, ou
     }
     if let Some(k) = a.knn_every {
         recipe.knn_every_epochs = k;
+    }
+    if let Some(lr) = a.lr {
+        recipe.optimizer.set_base_lr(lr);
     }
     recipe.time_budget_s = None; // runs end at their epochs, whatever the sittings
     if dims.contains(&0) || a.seeds.is_empty() || methods.is_empty() {

@@ -504,26 +504,51 @@ impl RunNotes {
     }
 }
 
-/// This machine's CPU in a few words, for the record of a result: the model name, the x86
-/// family and model numbers (they tell apart CPU generations that share a model name, e.g.
-/// "AMD EPYC"), the cores, and the instruction sets the kernels choose between, e.g.
-/// `AMD EPYC (family 25 model 17); 2 cores; avx2 avx512f avx512_bf16` (no commas: it is a
-/// CSV field).
+/// This machine's CPU, as `/proc/cpuinfo` and the OS report it (empty fields elsewhere).
+#[derive(Debug, Clone)]
+pub struct CpuInfo {
+    /// `model name`, e.g. "AMD EPYC".
+    pub name: Option<String>,
+    /// x86 `cpu family` and `model`: they tell apart generations that share a model name.
+    pub family: Option<String>,
+    pub model: Option<String>,
+    /// The instruction sets the kernels choose between, of those the CPU has.
+    pub isa: Vec<&'static str>,
+    pub cores: usize,
+}
+
+impl CpuInfo {
+    pub fn this() -> Self {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |name: &str| {
+            info.lines().find(|l| l.split(':').next().is_some_and(|k| k.trim() == name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
+        };
+        let flags = field("flags").unwrap_or_default();
+        Self {
+            name: field("model name"),
+            family: field("cpu family"),
+            model: field("model"),
+            isa: ["avx2", "avx512f", "avx512_bf16", "amx_tile"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect(),
+            cores: std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1),
+        }
+    }
+
+    /// In a few words, for the record of a result, e.g. `AMD EPYC (family 25 model 17); 2 cores;
+    /// avx2 avx512f avx512_bf16` (no commas: it is a CSV field).
+    pub fn label(&self) -> String {
+        let name = self.name.clone().unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let generation = match (&self.family, &self.model) {
+            (Some(f), Some(m)) => format!(" (family {f} model {m})"),
+            _ => String::new(),
+        };
+        let isa = if self.isa.is_empty() { String::new() } else { format!("; {}", self.isa.join(" ")) };
+        format!("{name}{generation}; {} core{}{isa}", self.cores, if self.cores == 1 { "" } else { "s" })
+    }
+}
+
+/// [`CpuInfo::label`] of this machine.
 pub fn cpu_label() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines().find(|l| l.split(':').next().is_some_and(|k| k.trim() == name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
-    };
-    let flags = field("flags").unwrap_or_default();
-    let isa: Vec<&str> = ["avx2", "avx512f", "avx512_bf16", "amx_tile"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
-    let name = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let generation = match (field("cpu family"), field("model")) {
-        (Some(f), Some(m)) => format!(" (family {f} model {m})"),
-        _ => String::new(),
-    };
-    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-    let isa = if isa.is_empty() { String::new() } else { format!("; {}", isa.join(" ")) };
-    format!("{name}{generation}; {cores} core{}{isa}", if cores == 1 { "" } else { "s" })
+    CpuInfo::this().label()
 }
 
 fn read_notes(dir: &Path) -> RunNotes {

@@ -200,19 +200,16 @@ fn study(a: StudyArgs, methods: Vec<String>, dims: Vec<usize>, work: PathBuf, ou
 
 /// The machine: CPU model, the instruction sets the kernels choose between, cores, commit.
 fn machine() -> serde_json::Value {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| info.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string());
-    let flags = field("flags").unwrap_or_default();
-    let isa: Vec<&str> = ["avx2", "avx512f", "avx512_bf16", "amx_tile"].into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
+    let cpu = mixbt::train::study::CpuInfo::this();
     let commit = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     serde_json::json!({
         "commit": commit,
         "mixbt_version": env!("CARGO_PKG_VERSION"),
-        "cpu": field("model name"),
+        "cpu": cpu.name,
         // The last sitting's CPU with its generation (each run's own is in runs.csv).
-        "cpu_last_sitting": mixbt::train::study::cpu_label(),
-        "cpu_features": isa,
-        "cores": std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1),
+        "cpu_last_sitting": cpu.label(),
+        "cpu_features": cpu.isa,
+        "cores": cpu.cores,
     })
 }
 

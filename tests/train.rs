@@ -48,6 +48,37 @@ fn resumed_run_equals_uninterrupted_run() {
 }
 
 #[test]
+fn wall_time_counts_every_sitting_of_a_resumed_run() {
+    use mixbt::train::checkpoint::CheckpointState;
+    let recipe = common::tiny_recipe(64, 2); // 4 steps per epoch, 8 steps
+    let dir = tempfile::tempdir().unwrap();
+    // First sitting: a time budget that ends it after its first step, with a checkpoint.
+    let mut a = Pretrainer::new(recipe, PretrainOptions { time_budget: Some(std::time::Duration::from_nanos(1)), ..opts(Some(dir.path())) }).unwrap();
+    let s1 = a.fit().unwrap();
+    assert!(s1.steps < 8 && s1.wall_seconds > 0.0, "{s1:?}");
+    drop(a);
+    let w1 = CheckpointState::read(&mixbt::train::checkpoint::resolve(dir.path()).unwrap()).unwrap().wall_seconds;
+    assert!(w1 > 0.0 && w1 <= s1.wall_seconds, "the checkpoint's {w1} s against the sitting's {} s", s1.wall_seconds);
+    // Second sitting, in a fresh trainer: its summary counts both.
+    let t0 = std::time::Instant::now();
+    let mut b = Pretrainer::resume(dir.path(), opts(Some(dir.path()))).unwrap();
+    assert_eq!(b.wall_seconds(), w1);
+    let s2 = b.fit().unwrap();
+    let e2 = t0.elapsed().as_secs_f64();
+    assert_eq!(s2.steps, 8);
+    assert!(s2.wall_seconds > w1 && s2.wall_seconds <= w1 + e2, "{} s after {w1} s and a sitting of {e2} s", s2.wall_seconds);
+    let on_disk: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(on_disk["wall_seconds"].as_f64(), Some(s2.wall_seconds));
+    // A second `fit` of the same trainer adds its own time, not the gap between the two.
+    let w2 = b.wall_seconds();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t3 = std::time::Instant::now();
+    let s3 = b.fit().unwrap();
+    let e3 = t3.elapsed().as_secs_f64();
+    assert!(s3.wall_seconds > w2 && s3.wall_seconds - w2 <= e3, "{w2} s, then {} s after a call of {e3} s", s3.wall_seconds);
+}
+
+#[test]
 fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = Pretrainer::new(common::tiny_recipe(64, 2), opts(Some(dir.path()))).unwrap();

@@ -44,6 +44,10 @@ pub struct CheckpointState<R = Recipe> {
     pub rng: serde_json::Value,
     pub knn_random_init: Option<KnnResult>,
     pub last_knn: Option<KnnResult>,
+    /// Seconds of training up to this checkpoint, over every sitting that worked on the run (0
+    /// in checkpoints written before it was recorded).
+    #[serde(default)]
+    pub wall_seconds: f64,
     pub history: History,
 }
 
@@ -68,6 +72,7 @@ impl CheckpointState {
                 rng: st.rng,
                 knn_random_init: st.knn_random_init,
                 last_knn: st.last_knn,
+                wall_seconds: st.wall_seconds,
                 history: st.history,
             })
         };

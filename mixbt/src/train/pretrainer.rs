@@ -202,6 +202,11 @@ pub struct Pretrainer {
     world: crate::dist::Group,
     /// The run directory's lock, held while this trainer lives (rank 0's).
     _lock: Option<DirLock>,
+    /// Seconds of `fit` before the one in progress: the sittings up to the checkpoint this
+    /// trainer resumed from, and its earlier calls.
+    wall_before: f64,
+    /// When this sitting's `fit` began.
+    fit_started: Option<Instant>,
 }
 
 impl Pretrainer {
@@ -278,6 +283,8 @@ impl Pretrainer {
             schedule,
             world,
             _lock: lock,
+            wall_before: 0.0,
+            fit_started: None,
         })
     }
 
@@ -313,6 +320,7 @@ impl Pretrainer {
         me.history = state.history;
         me.knn_random_init = state.knn_random_init;
         me.last_knn = state.last_knn;
+        me.wall_before = state.wall_seconds;
         Ok(me)
     }
 
@@ -621,6 +629,7 @@ impl Pretrainer {
             rng: serde_json::json!({"kind": "keyed-chacha8", "seed": self.opts.seed, "note": "every draw is keyed by (seed, epoch, sample, view) or (seed, step); no stream state"}),
             knn_random_init: self.knn_random_init,
             last_knn: self.last_knn,
+            wall_seconds: self.wall_seconds(),
             history: self.history.clone(),
         };
         checkpoint::save(out, &self.store, self.opt.as_ref(), &self.method.state_tensors(), &state, self.opts.keep_checkpoints)
@@ -630,6 +639,9 @@ impl Pretrainer {
     /// periodic k-NN, a checkpoint per epoch, then the final k-NN, the final model and the summary.
     pub fn fit(&mut self) -> Result<Summary> {
         let res = self.fit_inner();
+        if let Some(t) = self.fit_started.take() {
+            self.wall_before += t.elapsed().as_secs_f64();
+        }
         if res.is_err() {
             // A run that fails before its first checkpoint leaves no half-started run folder.
             if let Some(d) = &self.writes_to() {
@@ -647,8 +659,15 @@ impl Pretrainer {
         self.opts.out_dir.clone().filter(|_| self.world.is_root())
     }
 
+    /// Seconds of [`fit`](Self::fit) so far over every sitting of the run: those before the
+    /// checkpoint it resumed from, and this one's.
+    pub fn wall_seconds(&self) -> f64 {
+        self.wall_before + self.fit_started.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+
     fn fit_inner(&mut self) -> Result<Summary> {
         let t0 = Instant::now();
+        self.fit_started = Some(t0);
         if let Some(d) = &self.writes_to() {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
             atomic_write(&d.join("recipe.json"), serde_json::to_string_pretty(&self.recipe)?.as_bytes())?;
@@ -749,7 +768,7 @@ impl Pretrainer {
             knn5_top5: r5.top5,
             method: self.recipe.method.name().into(),
             final_loss: rows.last().map(|r| r.loss).unwrap_or(f64::NAN),
-            wall_seconds: t0.elapsed().as_secs_f64(),
+            wall_seconds: self.wall_seconds(),
             images_per_s: ips,
             checkpoint: ckpt,
             peak_rss_mib: super::recipe::peak_resident_memory().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64),

@@ -208,7 +208,6 @@ impl OverfittingStudy {
             return Ok(());
         }
         if !dir.join("summary.json").is_file() {
-            let t0 = std::time::Instant::now();
             let mut t = if super::checkpoint::resolve(&dir).is_ok() {
                 let t = Pretrainer::resume(&dir, opts)?;
                 if t.recipe() != &recipe {
@@ -220,7 +219,8 @@ impl OverfittingStudy {
             };
             let fit = t.fit();
             let mut notes = read_notes(&dir);
-            notes.wall_seconds += t0.elapsed().as_secs_f64();
+            // Every sitting's training (the checkpoints carry the earlier ones'), then the probe's.
+            notes.wall_seconds = t.wall_seconds();
             notes.add_cpu();
             match fit {
                 Ok(_) => write_notes(&dir, &notes)?,

@@ -133,6 +133,13 @@ fn a_tiny_study_runs_resumes_and_writes_its_tables() {
     assert_eq!(epochs.len(), 3, "one row per epoch");
     assert!(epochs[0].contains(&"loss_reg".to_string()) && epochs[0].contains(&"knn_top1".to_string()));
 
+    // A reworded description is not a change of settings: the run continues.
+    let mut reworded = study(&work, &out);
+    reworded.recipe.description = "the same recipe, described anew".into();
+    std::fs::remove_file(s.run_dir(&runs[3]).join("summary.json")).unwrap();
+    reworded.run_one(&runs[3]).unwrap();
+    assert!(s.run_dir(&runs[3]).join("summary.json").is_file());
+
     // A study whose settings changed between sittings refuses to mix the runs.
     let mut other = study(&work, &out);
     other.recipe.batch_size = 8;
@@ -176,6 +183,8 @@ fn a_tiny_study_runs_resumes_and_writes_its_tables() {
     // Tables of another recipe are not overwritten.
     let e = other.pending().unwrap_err().to_string();
     assert!(e.contains("study.json") && e.contains("another recipe"), "{e}");
+    // Tables of the same recipe, reworded, are continued.
+    assert_eq!(reworded.pending().unwrap(), [runs[3].clone()]);
 }
 
 fn result(method: &str, seed: u64, curve: &[f64]) -> RunResult {

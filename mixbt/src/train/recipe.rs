@@ -95,6 +95,13 @@ fn is_f32(p: &crate::ops::Precision) -> bool {
 }
 
 impl Recipe {
+    /// Whether `other` trains exactly as this recipe does: every field but the description
+    /// (prose, which a later version may reword without changing a run). Resuming a study's run
+    /// compares recipes with it.
+    pub fn same_settings(&self, other: &Recipe) -> bool {
+        Recipe { description: other.description.clone(), ..self.clone() } == *other
+    }
+
     /// Set λ_reg, and with it whether the mixed pass runs: `0` is plain Barlow Twins (no third
     /// forward pass, as `--is_mixup false`), anything else Mixed Barlow Twins. The one place that
     /// decides `is_mixup` from λ_reg (presets, the command line and notebooks all call it).

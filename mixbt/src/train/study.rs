@@ -210,7 +210,7 @@ impl OverfittingStudy {
         if !dir.join("summary.json").is_file() {
             let mut t = if super::checkpoint::resolve(&dir).is_ok() {
                 let t = Pretrainer::resume(&dir, opts)?;
-                if t.recipe() != &recipe {
+                if !t.recipe().same_settings(&recipe) {
                     return Err(Error::format(&dir, "holds a run of another recipe: a study's settings cannot change between sittings (use another --work)"));
                 }
                 t
@@ -287,7 +287,7 @@ impl OverfittingStudy {
             return Ok(vec![]);
         }
         let stored = read_study(&self.out_dir)?;
-        if stored.recipe()? != self.recipe {
+        if !stored.recipe()?.same_settings(&self.recipe) {
             return Err(Error::format(&mp, "holds a study of another recipe: a study's settings cannot change between sittings (use another --out)"));
         }
         Ok(stored.results.into_iter().chain(stored.stopped).filter(|s| self.runs().contains(&s.run)).collect())

@@ -775,7 +775,7 @@ let recipe = study.recipe()?;
 println!("made with: {}", study.meta["command"].as_str().unwrap_or("?"));
 println!("{} of {} planned runs trained to their end ({} stopped early: below); every run: {} epochs of {} real CIFAR-10 training images, batch {}, ResNet-18 at width 1/{}; k-NN (k = 200, T = 0.5) every {} epochs, bank all 50,000 training images, queries all 10,000 test images; a linear probe of each final model",
     study.results.len(), study.planned.len(), study.stopped.len(), recipe.epochs, recipe.data.train_subset.unwrap_or(50_000), recipe.batch_size, (1.0 / recipe.encoder.backbone.width).round(), recipe.knn_every_epochs);
-println!("recipe `{}`: {}; that is, `cifar10-cpu-1h-mixbt`: {}", recipe.name, recipe.description, presets::get("cifar10-cpu-1h-mixbt")?.description);
+println!("recipe `{}`: {}", recipe.name, presets::get(&recipe.name).map(|p| p.description).unwrap_or_else(|_| recipe.description.clone()));
 let commit = study.meta["commit"].as_str().unwrap_or("?").to_string();
 match study.meta.get("cpu_last_sitting").and_then(|v| v.as_str()) {
     Some(cpu) => println!("CPU: {cpu}; commit {commit}"),

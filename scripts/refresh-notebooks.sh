@@ -3,7 +3,7 @@
 # full budget their text describes (MIXBT_NOTEBOOK_BUDGET=full), and copy the executed outputs
 # (SVG charts, tables, images) into notebooks/*.ipynb so that readers see them on GitHub.
 # Notebooks 04 and 06 pull the study's Mixed Barlow Twins model (runs/study-overfitting/
-# mixbt-d128-s0, or the same run trained again from its preset) through the local Hub; notebook 04 measures it on the real
+# mixbt-d128-s0, or the same run trained again from its preset, cifar10-cpu-study) through the local Hub; notebook 04 measures it on the real
 # CIFAR-10 in data/cifar10-jpg (when present) with the paper's k-NN protocol.
 # Arguments: notebooks to refresh (default: all).
 set -euo pipefail
@@ -18,7 +18,7 @@ if printf '%s\n' "${notebooks[@]}" | grep -q -e '/0[46]-' -e '^0[46]-'; then
   if [ ! -f "$model" ] && [ -d "$root/data/cifar10-jpg/train" ]; then
     # The study's run folders are gone: the same run again from its preset (bit-exact, ~25 min on 2 cores).
     model="$root/runs/notebook-model/mixbt-d128-s0/model.safetensors"
-    [ -f "$model" ] || cargo run -p mixbt --bin mixbt -- pretrain --preset cifar10-cpu-1h-mixbt --data-dir data/cifar10-jpg \
+    [ -f "$model" ] || cargo run -p mixbt --bin mixbt -- pretrain --preset cifar10-cpu-study --data-dir data/cifar10-jpg \
       --seed 0 --out "$(dirname "$model")" --no-progress
   fi
   [ -f "$model" ] && export MIXBT_NOTEBOOK_MODEL="$model"

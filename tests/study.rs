@@ -320,11 +320,20 @@ fn the_one_hour_presets_are_the_study_runs_they_quote() {
         linear: None,
         opts: PretrainOptions::default(),
     };
-    for (preset, run) in [("cifar10-cpu-1h-mixbt", "mixbt-d128-s0"), ("cifar10-cpu-1h-bt", "bt-d1024-s0")] {
+    // (preset, the run it quotes, the study's --epochs, its tables in the repository)
+    for (preset, run, epochs, tables) in [("cifar10-cpu-1h-mixbt", "mixbt-d128-s0", 80, "overfitting-80"), ("cifar10-cpu-1h-bt", "bt-d1024-s0", 40, "overfitting")] {
         let mut p = presets::get(preset).unwrap();
         let run = s.runs().into_iter().find(|r| r.name == run).unwrap();
-        let mut r = s.recipe_for(&run).unwrap();
-        assert!(p.description.contains(&format!("runs {}-d{}-s*", run.method, run.d)), "{preset}: {}", p.description);
+        let mut r = OverfittingStudy { recipe: mixbt::train::Recipe { epochs, ..s.recipe.clone() }, ..s.clone() }.recipe_for(&run).unwrap();
+        assert!(p.description.contains(&format!("(results/{tables}, runs {}-d{}-s*)", run.method, run.d)), "{preset}: {}", p.description);
+        // The numbers it quotes are those of the stored runs, seeds 0 to 2.
+        let stored = read_study(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results").join(tables)).unwrap();
+        assert_eq!(stored.recipe().unwrap().epochs, epochs, "results/{tables}");
+        let quoted: Vec<&RunResult> = (0..3).map(|seed| stored.results.iter().find(|x| x.run.name == format!("{}-d{}-s{seed}", run.method, run.d)).expect("seeds 0-2 stored")).collect();
+        let line = |f: &dyn Fn(&RunResult) -> String| quoted.iter().map(|x| f(x)).collect::<Vec<_>>().join(" / ");
+        for want in [line(&|x| format!("{:.2}", x.knn_final)), line(&|x| format!("{:+.1}", x.gain())), line(&|x| format!("{:.2}", x.linear_top1.unwrap()))] {
+            assert!(p.description.contains(&want), "{preset} should quote {want}: {}", p.description);
+        }
         for x in [&mut p, &mut r] {
             x.name.clear();
             x.description.clear();

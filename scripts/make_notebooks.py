@@ -429,7 +429,7 @@ nb3 = notebook([
 The paper's central claim: with long training, **Barlow Twins' k-NN accuracy stops improving and
 falls** (its features memorise the training images), more so with a wide projector (large $d$),
 while **Mixed Barlow Twins keeps improving**. Part 1 draws the study that tests this on real
-CIFAR-10 (`mixbt study overfitting`, stored in `results/overfitting/`); part 2 runs a λ_reg × d
+CIFAR-10 (`mixbt study overfitting --epochs 80`, stored in `results/overfitting-80/`); part 2 runs a λ_reg × d
 grid at a budget where every network learns, three seeds per cell.
 
 Everything drawn in part 1 is read from the stored tables, and every sentence of its verdict is
@@ -441,7 +441,7 @@ computed from them.
     md("## 1. The study: k-NN over the epochs, Barlow Twins next to Mixed Barlow Twins"),
     code("""use mixbt::polars::prelude::*;
 use mixbt::train::study::read_study;
-let study = read_study(std::path::Path::new("../results/overfitting"))?;
+let study = read_study(std::path::Path::new("../results/overfitting-80"))?;
 let recipe = study.recipe()?;
 println!("made with: {}", study.meta["command"].as_str().unwrap_or("?"));
 println!("{} of {} planned runs finished; every run: {} epochs of {} real CIFAR-10 training images, batch {}, ResNet-18 at width 1/{}, projector {:?} with the last width d; k-NN (k = 200, T = 0.5) every {} epochs, bank all 50,000 training images, queries all 10,000 test images",
@@ -472,11 +472,53 @@ Table::new(runs)"""),
     md("The verdict, computed from the stored numbers:"),
     code("""println!("{}", study.verdict());"""),
     md("""
-**Reading it.** At this CPU budget (10,000 images seen 40 times: about as many image views as 8
-epochs of the full training set, against the paper's 2,000) the curves are still rising when the
-runs end, so none can have bent yet; whether Barlow Twins falls later, and Mixed Barlow Twins does
-not, is a question for a longer study (`--epochs`, a new `--work`). With three seeds, a
-difference between the arms is worth reading for its sign only.
+The same recipe was also run with half the schedule, 40 epochs (`results/overfitting/`, the
+cosine decay over 40 epochs). The 80-epoch runs pass through epoch 40 on a schedule that is
+still at half its learning rate; the shorter study ends there with the rate decayed to zero:
+"""),
+    code("""let short = read_study(std::path::Path::new("../results/overfitting"))?;
+// Per arm: the seeds the longer study has finished, and the same seeds of the shorter one.
+let (cmp, gains) = {
+    type R = mixbt::train::study::RunResult;
+    let mean = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let at = |r: &R, e: usize| r.knn.iter().find(|k| k.0 == e).map(|k| k.1);
+    let mut arms: Vec<(String, usize)> = vec![];
+    for r in &study.results {
+        if !arms.contains(&(r.run.method.clone(), r.run.d)) { arms.push((r.run.method.clone(), r.run.d)); }
+    }
+    let pick = |rs: &[R], m: &str, d: usize| rs.iter()
+        .filter(|r| r.run.method == m && r.run.d == d && study.results.iter().any(|l| l.run == r.run))
+        .cloned().collect::<Vec<_>>();
+    let col = |f: &dyn Fn(&str, usize) -> f64| arms.iter().map(|(m, d)| f(m, *d)).collect::<Vec<f64>>();
+    let table = DataFrame::new(arms.len(), vec![
+        Column::new("arm".into(), arms.iter().map(|(m, d)| format!("{}, d = {d}", mixbt::method::method_title(m))).collect::<Vec<_>>()),
+        Column::new("seeds".into(), arms.iter().map(|(m, d)| pick(&study.results, m, *d).iter().map(|r| r.run.seed.to_string()).collect::<Vec<_>>().join(", ")).collect::<Vec<_>>()),
+        Column::new("final_40_of_40".into(), col(&|m, d| mean(pick(&short.results, m, d).iter().map(|r| r.knn_final).collect()))),
+        Column::new("epoch_40_of_80".into(), col(&|m, d| mean(pick(&study.results, m, d).iter().filter_map(|r| at(r, 40)).collect()))),
+        Column::new("final_80_of_80".into(), col(&|m, d| mean(pick(&study.results, m, d).iter().map(|r| r.knn_final).collect()))),
+        Column::new("gain_40".into(), col(&|m, d| mean(pick(&short.results, m, d).iter().map(|r| r.gain()).collect()))),
+        Column::new("gain_80".into(), col(&|m, d| mean(pick(&study.results, m, d).iter().map(|r| r.gain()).collect()))),
+    ]).unwrap();
+    let range = |g: Vec<f64>| (g.iter().cloned().fold(f64::INFINITY, f64::min), g.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+    let (lo80, hi80) = range(study.results.iter().map(|r| r.gain()).collect());
+    let (lo40, hi40) = range(short.results.iter().filter(|r| study.results.iter().any(|l| l.run == r.run)).map(|r| r.gain()).collect());
+    (table, format!("gain over the random network, every run: {lo80:+.1} to {hi80:+.1} points in 80 epochs; the same runs in 40 epochs: {lo40:+.1} to {hi40:+.1}"))
+};
+println!("{gains}");
+println!("k-NN top-1 (%), mean over the seeds of each arm; gains in points over the random network");
+Table::new(cmp)"""),
+    md("""
+**Reading it.** Twice the training did not make Barlow Twins overfit at this scale either: no
+curve fell by more than a point from its peak (the verdict counts them), and every curve still
+rises, or has levelled off within a fraction of a point, when the cosine schedule ends. What the
+longer schedule did is let every arm learn more: each run gains more over its random network
+than the same run did in 40 epochs (the line above the table), and at epoch 40 of 80, with the
+learning rate still at half its peak, the arms already stand above where the 40-epoch runs
+ended. Between the arms, Mixed Barlow Twins ends ahead of Barlow Twins at d = 128 and behind at
+d = 1024, as in the 40-epoch study: the opposite of the paper's "more so at large d", and with
+so few seeds only the sign of a difference is worth reading. 10,000 images seen 80 times is about
+16 epochs of the whole training set, against the paper's 1,000 to 2,000: the regime in which
+the paper sees Barlow Twins fall lies far beyond this budget.
 
 ## 2. λ_reg × d where the networks learn
 

@@ -1,7 +1,7 @@
 """Check that executed notebooks carry the rich outputs they promise: every notebook at least one
 inline SVG chart (image/svg+xml) and notebooks 01, 03, 04, 05 and 06 an HTML table; no error outputs
 and nothing on stderr (evcxr reports an `Err` returned by a cell with `?` on stderr, not as an
-error output, so a silent failure would otherwise pass).
+error output, so a silent failure would otherwise pass); no table shown as Debug text.
 
 usage: check_outputs.py EXECUTED_NOTEBOOK...
 """
@@ -43,6 +43,10 @@ def main():
                     if re.search(bad, text + chart):
                         problems.append(f"{name}: output matches {bad!r}")
                 html_tables += "<table" in data.get("text/html", "")
+                # evcxr falls back to Debug text when a cell's last expression moves a variable it
+                # keeps (`Table::new(df)` of a top-level `df`): the reader sees `Table { df: … }`.
+                if "text/html" not in data and "".join(data.get("text/plain", "")).lstrip().startswith("Table {"):
+                    problems.append(f"{name}: a table shown as Debug text, not HTML (clone the moved variable)")
                 png += bool(data.get("image/png"))
         print(f"{name}: {svg} SVG charts, {html_tables} HTML tables, {png} PNG images, {errors} errors")
         if errors:

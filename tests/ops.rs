@@ -4,6 +4,21 @@
 use candle_core::{DType, Device, Tensor, Var};
 use mixbt::ops;
 
+/// The micro-kernel and the BF16 path are process-wide: a switch while another thread multiplies
+/// could change the path under a product half done. The tests that switch take this lock for
+/// writing, every other test that multiplies for reading.
+static KERNEL_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that multiplies on the process's kernels without switching them.
+fn fixed_kernels() -> std::sync::RwLockReadGuard<'static, ()> {
+    KERNEL_LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a test that switches the micro-kernel or the BF16 path.
+fn switching_kernels() -> std::sync::RwLockWriteGuard<'static, ()> {
+    KERNEL_LOCK.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
@@ -47,6 +62,7 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 21] = [
 
 #[test]
 fn conv_matches_candle_forward_and_backward() {
+    let _g = fixed_kernels();
     let dev = Device::Cpu;
     for (n, c, h, w, o, k, s, p) in SHAPES {
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), &dev).unwrap()).unwrap();
@@ -76,6 +92,7 @@ fn conv_matches_candle_forward_and_backward() {
 /// layer on 4×4 maps, several images per chunk).
 #[test]
 fn winograd_matches_direct_and_candle() {
+    let _g = fixed_kernels();
     use mixbt::ops::{conv::ConvGeom, winograd};
     if !ops::gemm::fast_kernel() {
         eprintln!("skipped: the Winograd path runs on the fast kernels only (MIXBT_GEMM_FALLBACK is set or the CPU lacks AVX2/FMA)");
@@ -120,6 +137,7 @@ fn winograd_matches_direct_and_candle() {
 /// An empty batch gives an empty output, like candle's conv (no panic in the chunk planner).
 #[test]
 fn conv_of_an_empty_batch_is_empty() {
+    let _g = fixed_kernels();
     let dev = Device::Cpu;
     let x = Var::from_tensor(&Tensor::zeros((0, 4, 8, 8), DType::F32, &dev).unwrap()).unwrap();
     let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 4, 3, 3), &dev).unwrap()).unwrap();
@@ -132,6 +150,7 @@ fn conv_of_an_empty_batch_is_empty() {
 
 #[test]
 fn conv_gradients_match_finite_differences() {
+    let _g = fixed_kernels();
     let dev = Device::Cpu;
     let (n, c, h, w, o, k, s, p) = (2, 3, 6, 6, 4, 3, 2, 1);
     let x64 = Tensor::randn(0f64, 1.0, (n, c, h, w), &dev).unwrap();
@@ -194,6 +213,7 @@ fn bn_reference(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Tensor {
 
 #[test]
 fn fused_batch_norm_matches_reference() {
+    let _g = fixed_kernels();
     let dev = Device::Cpu;
     for shape in [vec![4usize, 3, 5, 5], vec![6, 7]] {
         for relu in [false, true] {
@@ -222,6 +242,7 @@ fn fused_batch_norm_matches_reference() {
 
 #[test]
 fn add_relu_forward_and_backward() {
+    let _g = fixed_kernels();
     let dev = Device::Cpu;
     let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 5), &dev).unwrap()).unwrap();
     let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 5), &dev).unwrap()).unwrap();
@@ -243,6 +264,7 @@ fn add_relu_forward_and_backward() {
 /// is seeded so the test is deterministic.
 #[test]
 fn model_fast_and_candle_paths_agree() {
+    let _g = fixed_kernels();
     use mixbt::model::{encoder, Arch, ConvImpl, EncoderConfig, Stem};
     use mixbt::params::ParamStore;
     let dev = Device::Cpu;
@@ -270,15 +292,13 @@ fn model_fast_and_candle_paths_agree() {
 
 /// `mixbt::ops::gemm` against a float64 reference: every layout of A, B and C, accumulation,
 /// edges of the 6×16 tile and of the 256/144 blocks, and the pre-packed A with row splits.
-/// The kernel-switching tests run one at a time (the choice is process-wide).
-static KERNEL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Run `f` under every micro-kernel this CPU and process can run (the portable path only in a
 /// process started with `MIXBT_GEMM_FALLBACK=1`, as the test command does), restoring the
 /// default after; says which paths could not run here.
 fn each_kernel(what: &str, f: impl Fn(mixbt::ops::gemm::Kernel)) {
     use mixbt::ops::gemm::{self, Kernel};
-    let _g = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switching_kernels();
     let default = gemm::kernel();
     let mut skipped = vec![];
     for k in [Kernel::Portable, Kernel::Avx2, Kernel::Avx512] {
@@ -308,7 +328,7 @@ fn gemm_matches_reference() {
 #[test]
 fn avx2_and_avx512_kernels_agree_bit_for_bit() {
     use mixbt::ops::gemm::{self, Kernel};
-    let _g = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switching_kernels();
     if !gemm::kernel_supported(Kernel::Avx512) || !gemm::kernel_supported(Kernel::Avx2) {
         eprintln!("skipped: this CPU/process cannot run both the AVX2 and the AVX-512 kernel");
         return;
@@ -406,7 +426,7 @@ fn check_gemm_at(prec: ops::Precision) {
 /// (rounded operands) under each FP32 micro-kernel; says which could not run.
 fn each_bf16_path(what: &str, f: impl Fn(&str)) {
     use mixbt::ops::gemm::{self, Bf16Path, Kernel};
-    let _g = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switching_kernels();
     let (default, default_bf16) = (gemm::kernel(), gemm::bf16_path());
     let mut skipped = vec![];
     if gemm::set_bf16_path(Bf16Path::Avx512Bf16) {
@@ -521,7 +541,7 @@ fn bf16_winograd_close_to_fp32() {
 #[test]
 fn bf16_native_and_emulated_agree_bit_for_bit() {
     use mixbt::ops::gemm::{self, Bf16Path, Kernel};
-    let _g = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switching_kernels();
     if !gemm::bf16_path_supported(Bf16Path::Avx512Bf16) {
         eprintln!("skipped: this CPU has no AVX512-BF16 (only the emulated BF16 path runs here)");
         return;
@@ -555,6 +575,7 @@ fn bf16_native_and_emulated_agree_bit_for_bit() {
 /// broadcast ops: output bit for bit, and the gradients of x, scale and shift.
 #[test]
 fn channel_affine_matches_candle() {
+    let _g = fixed_kernels();
     let dev = Device::Cpu;
     for (shape, relu) in [(vec![3usize, 5, 4, 6], true), (vec![3, 5, 4, 6], false), (vec![7, 9], true)] {
         let c = shape[1];
@@ -587,6 +608,7 @@ fn channel_affine_matches_candle() {
 /// The fused ReLUs propagate NaN as PyTorch's `relu` does (a NaN must not become a silent 0).
 #[test]
 fn fused_relus_keep_nan() {
+    let _g = fixed_kernels();
     let dev = Device::Cpu;
     let v = vec![f32::NAN, -1.0, 2.0, 0.5, -0.25, 3.0, f32::NAN, 1.0];
     let x = Tensor::from_vec(v.clone(), (1, 2, 2, 2), &dev).unwrap();
@@ -606,6 +628,7 @@ fn fused_relus_keep_nan() {
 /// for bit, as without the cache; after the scope a kernel changed in place is packed afresh.
 #[test]
 fn weight_cache_gives_the_same_numbers_and_ends_with_its_scope() {
+    let _g = fixed_kernels();
     let dev = Device::Cpu;
     let w = Var::from_tensor(&Tensor::randn(0f32, 0.5, (24, 16, 3, 3), &dev).unwrap()).unwrap();
     let xa = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 16, 8, 8), &dev).unwrap()).unwrap();
@@ -642,6 +665,7 @@ const BF16_CHILD: &str = "MIXBT_BF16_PATH_CHILD";
 #[test]
 #[ignore = "a child process of the_bf16_path_is_chosen_once_and_can_be_named"]
 fn bf16_path_child() {
+    let _g = fixed_kernels();
     let Ok(want) = std::env::var(BF16_CHILD) else { return };
     let path = ops::gemm::bf16_path();
     assert!(ops::gemm::bf16_path_supported(path));

@@ -163,8 +163,9 @@ pub fn bf16_path_supported(p: Bf16Path) -> bool {
     p == Bf16Path::Emulated || bf16_native_supported()
 }
 
-/// Choose the BF16 path (tests and benchmarks; safe at any time). Returns whether `p` is now in
-/// use.
+/// Choose the BF16 path (tests and benchmarks) for the products that start afterwards; switch
+/// between computations, not while another thread multiplies (a product half done could change
+/// path). Returns whether `p` is now in use.
 pub fn set_bf16_path(p: Bf16Path) -> bool {
     if !bf16_path_supported(p) {
         return false;
@@ -320,7 +321,9 @@ pub fn kernel_supported(k: Kernel) -> bool {
     }
 }
 
-/// Choose between the AVX2 and AVX-512 micro-kernels (tests and benchmarks; safe at any time).
+/// Choose between the AVX2 and AVX-512 micro-kernels (tests and benchmarks) for the products
+/// that start afterwards; switch between computations, not while another thread multiplies (a
+/// product half done could change kernel).
 /// The portable path is chosen per process, with `MIXBT_GEMM_FALLBACK=1`. Returns whether `k`
 /// is now in use.
 pub fn set_kernel(k: Kernel) -> bool {

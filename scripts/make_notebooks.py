@@ -586,9 +586,12 @@ d = 256 with λ_reg = 4 and seed 0 ends *below* its random network (the smallest
 the table). The same cell's other two seeds gain only +21.9 and +23.5 points. On these shapes and this short budget, plain Barlow Twins
 (λ_reg = 0) has the highest mean at both d, and the mixed regulariser helps on some seeds and
 costs on others (the paired line under each chart): with three seeds and differences of this
-size, the grid does not show mixing helping on these shapes at this budget. Why λ_reg = 4
-fails at d = 256 on one seed is not settled here (λ_BT stays at 1/128, as the paper's own
-CIFAR-10 runs keep it at d = 1024).
+size, the grid does not show mixing helping on these shapes at this budget. The failed run's
+Barlow Twins terms never fell (trained again from its recipe, its on-diagonal term swung
+between about 100 and 330, against 256 for two uncorrelated views): the failure
+`docs/quickstart.md` describes at d = 512, where a network this narrow, fed batches of 64,
+cannot fill a cross-correlation this wide; at d = 256 it strikes one seed of the strongest
+regulariser.
 """),
     md("""
 ## The paper's ImageNet ablation — a different knob

@@ -583,10 +583,10 @@ grid_chart(grid[0].0, &grid[0].1)?"""),
 **Reading the grid.** Seventeen of the eighteen runs gain +21.9 to +39.5 points over their
 random networks (the table above). The eighteenth is a failure worth seeing: Mixed Barlow Twins at
 d = 256 with λ_reg = 4 and seed 0 ends *below* its random network (the smallest-gain line above
-the table). The same cell's other two seeds gain only +21.9 and +23.5 points. On these shapes and this short budget, plain Barlow Twins
-(λ_reg = 0) has the highest mean at both d, and the mixed regulariser helps on some seeds and
-costs on others (the paired line under each chart): with three seeds and differences of this
-size, the grid does not show mixing helping on these shapes at this budget. The failed run's
+the table); the same cell's other two seeds gain only +21.9 and +23.5 points. Plain Barlow
+Twins (λ_reg = 0) has the highest mean at both d, and the mixed regulariser helps on some seeds
+and costs on others (the paired line under each chart): with three seeds and differences of
+this size, the grid does not show mixing helping on these shapes at this budget. The failed run's
 Barlow Twins terms never fell (trained again from its recipe, its on-diagonal term swung
 between about 100 and 330, against 256 for two uncorrelated views): the failure
 `docs/quickstart.md` describes at d = 512, where a network this narrow, fed batches of 64,

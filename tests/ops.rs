@@ -213,7 +213,6 @@ fn bn_reference(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Tensor {
 
 #[test]
 fn fused_batch_norm_matches_reference() {
-    let _g = fixed_kernels();
     let dev = Device::Cpu;
     for shape in [vec![4usize, 3, 5, 5], vec![6, 7]] {
         for relu in [false, true] {
@@ -242,7 +241,6 @@ fn fused_batch_norm_matches_reference() {
 
 #[test]
 fn add_relu_forward_and_backward() {
-    let _g = fixed_kernels();
     let dev = Device::Cpu;
     let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 5), &dev).unwrap()).unwrap();
     let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 5), &dev).unwrap()).unwrap();
@@ -290,9 +288,6 @@ fn model_fast_and_candle_paths_agree() {
     assert!(rel < 1e-4, "gradient relative error {rel}");
 }
 
-/// `mixbt::ops::gemm` against a float64 reference: every layout of A, B and C, accumulation,
-/// edges of the 6×16 tile and of the 256/144 blocks, and the pre-packed A with row splits.
-
 /// Run `f` under every micro-kernel this CPU and process can run (the portable path only in a
 /// process started with `MIXBT_GEMM_FALLBACK=1`, as the test command does), restoring the
 /// default after; says which paths could not run here.
@@ -314,6 +309,8 @@ fn each_kernel(what: &str, f: impl Fn(mixbt::ops::gemm::Kernel)) {
     eprintln!("{what}: kernel paths not run on this machine/process: {skipped:?}");
 }
 
+/// `mixbt::ops::gemm` against a float64 reference: every layout of A, B and C, accumulation,
+/// edges of the 6×16 tile and of the 256/144 blocks, and the pre-packed A with row splits.
 #[test]
 fn gemm_matches_reference() {
     each_kernel("gemm_matches_reference", |_| check_gemm());
@@ -575,7 +572,6 @@ fn bf16_native_and_emulated_agree_bit_for_bit() {
 /// broadcast ops: output bit for bit, and the gradients of x, scale and shift.
 #[test]
 fn channel_affine_matches_candle() {
-    let _g = fixed_kernels();
     let dev = Device::Cpu;
     for (shape, relu) in [(vec![3usize, 5, 4, 6], true), (vec![3, 5, 4, 6], false), (vec![7, 9], true)] {
         let c = shape[1];
@@ -608,7 +604,6 @@ fn channel_affine_matches_candle() {
 /// The fused ReLUs propagate NaN as PyTorch's `relu` does (a NaN must not become a silent 0).
 #[test]
 fn fused_relus_keep_nan() {
-    let _g = fixed_kernels();
     let dev = Device::Cpu;
     let v = vec![f32::NAN, -1.0, 2.0, 0.5, -0.25, 3.0, f32::NAN, 1.0];
     let x = Tensor::from_vec(v.clone(), (1, 2, 2, 2), &dev).unwrap();
@@ -665,7 +660,6 @@ const BF16_CHILD: &str = "MIXBT_BF16_PATH_CHILD";
 #[test]
 #[ignore = "a child process of the_bf16_path_is_chosen_once_and_can_be_named"]
 fn bf16_path_child() {
-    let _g = fixed_kernels();
     let Ok(want) = std::env::var(BF16_CHILD) else { return };
     let path = ops::gemm::bf16_path();
     assert!(ops::gemm::bf16_path_supported(path));
